@@ -1,0 +1,270 @@
+"""A container: its directory under the root, its saved state and its lifecycle.
+
+    create() ──start(process)──> CREATED ──exec()──> RUNNING ──(process ends)──> STOPPED
+                                   └────────────── destroy() ─────────────────────┘
+"""
+
+from __future__ import annotations
+
+import os
+import select
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+from . import state as statefile
+from .configs import Config
+from .error import Error, NotRunningError, RunningError
+from .process import InitProcess, Process, alive, wait_gone
+from .state import EXEC_FIFO, State, Status
+
+OCI_VERSION = "1.0.2"
+
+
+class Container:
+    def __init__(self, root: str, id: str, config: Config, state: State | None = None) -> None:
+        self._root = root
+        self._id = id
+        self._config = config
+        self._state = state
+        self._init: InitProcess | None = None
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def dir(self) -> str:
+        return os.path.join(self._root, self._id)
+
+    @property
+    def fifo_path(self) -> str:
+        return os.path.join(self.dir, EXEC_FIFO)
+
+    # ---- status -------------------------------------------------------------------------
+
+    def status(self) -> Status:
+        st = self._state
+        if st is None or not st.init_process_pid:
+            return Status.STOPPED
+        if not alive(st.init_process_pid, st.init_process_start):
+            return Status.STOPPED
+        if os.path.exists(self.fifo_path):
+            return Status.CREATED
+        return Status.RUNNING
+
+    def state(self) -> State:
+        if self._state is None:
+            return State(id=self._id, config=self._config)
+        return State.from_dict(self._state.to_dict())
+
+    def oci_state(self, status: Status | None = None) -> dict[str, Any]:
+        """The runtime-spec state object, as hooks and `runu state` show it."""
+        status = status or self.status()
+        pid = self._state.init_process_pid if self._state else 0
+        return {
+            "ociVersion": self._config.version or OCI_VERSION,
+            "id": self._id,
+            "status": str(status),
+            "pid": pid if status != Status.STOPPED else 0,
+            "bundle": self._config.label("bundle") or "",
+            "annotations": self._config.annotations(),
+        }
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def start(self, process: Process) -> None:
+        """Spawn the init and run the create flow; on return the container is CREATED."""
+        if self._state is not None and self.status() != Status.STOPPED:
+            raise Error(f"container {self._id!r} already has an init process")
+        if not process.init:
+            raise Error("only the container's init process can be started; exec of extra processes is not supported")
+        self._make_fifo()
+        init = InitProcess(process, self.fifo_path)
+        self._init = init
+        try:
+            init.spawn()
+            init.bootstrap(self._config.namespaces.clone_flags(), self._ns_paths_to_join(), self._init_config(process))
+            init.converse(on_hooks=self._run_parent_hooks, on_ready=self._record_created)
+        except BaseException:
+            init.close()
+            init.kill()
+            self._remove_run_files()
+            self._state = None
+            raise
+        init.close()
+
+    def exec(self) -> None:
+        """Release a CREATED container's init so it execs the process: RUNNING."""
+        fifo = self.fifo_path
+        try:
+            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise Error(f"container {self._id!r} is not in created state: it cannot be started") from None
+        try:
+            self._await_fifo(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.unlink(fifo)
+        except FileNotFoundError:
+            pass
+        self._warn_hooks("poststart", Status.RUNNING)
+
+    def run(self, process: Process) -> None:
+        self.start(process)
+        self.exec()
+
+    def signal(self, sig: int, all: bool = False) -> None:
+        status = self.status()
+        if status == Status.STOPPED:
+            raise NotRunningError(f"container {self._id!r} is not running")
+        assert self._state is not None
+        try:
+            os.kill(self._state.init_process_pid, sig)
+        except ProcessLookupError:
+            raise NotRunningError(f"container {self._id!r} is not running") from None
+
+    def destroy(self) -> None:
+        """Remove a CREATED (killing its init) or STOPPED container; refuse a RUNNING one."""
+        status = self.status()
+        if status == Status.RUNNING:
+            raise RunningError(f"container {self._id!r} is running; stop it before destroying it")
+        if status == Status.CREATED:
+            assert self._state is not None
+            pid, start = self._state.init_process_pid, self._state.init_process_start
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+            self._reap(pid, start)
+        existed = os.path.isdir(self.dir)
+        _remove_dir(self.dir)
+        if existed and self._state is not None:
+            self._warn_hooks("poststop", Status.STOPPED)
+        self._state = None
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _make_fifo(self) -> None:
+        self._remove_run_files()
+        os.mkfifo(self.fifo_path, 0o622)
+        os.chmod(self.fifo_path, 0o622)  # mkfifo's mode is filtered through the umask
+
+    def _remove_run_files(self) -> None:
+        for name in (EXEC_FIFO, statefile.STATE_FILE):
+            try:
+                os.unlink(os.path.join(self.dir, name))
+            except FileNotFoundError:
+                pass
+
+    def _ns_paths_to_join(self) -> dict[str, str]:
+        return {ns.proc_file(): ns.path for ns in self._config.namespaces if ns.path}
+
+    def _init_config(self, process: Process) -> dict[str, Any]:
+        config = self._config.to_dict()
+        if process.apparmor_profile:
+            config["apparmor_profile"] = process.apparmor_profile
+        if process.label:
+            config["process_label"] = process.label
+        base = self.oci_state(Status("creating"))
+        del base["status"], base["pid"]
+        return {
+            "id": self._id,
+            "args": process.args,
+            "env": process.env,
+            "config": config,
+            "state": base,
+            "extra_files": len(process.extra_files),
+            "log_level": process.log_level,
+            "parent_pid": os.getpid(),
+        }
+
+    def _hook_state(self, status: str) -> dict[str, Any]:
+        st = self.oci_state(Status.STOPPED)
+        st["status"] = status
+        if self._init is not None and self._init.pid:
+            st["pid"] = self._init.pid
+        elif self._state is not None:
+            st["pid"] = self._state.init_process_pid
+        return st
+
+    def _run_parent_hooks(self) -> None:
+        st = self._hook_state("creating")
+        self._config.hooks.run("prestart", st)
+        self._config.hooks.run("createRuntime", st)
+
+    def _record_created(self) -> None:
+        from .state import now_rfc3339
+
+        init = self._init
+        assert init is not None
+        paths = {}
+        for ns in self._config.namespaces:
+            paths[ns.type] = ns.path or ns.get_path(init.pid)
+        self._state = State(
+            id=self._id,
+            init_process_pid=init.pid,
+            init_process_start=init.start_time,
+            created=now_rfc3339(),
+            config=self._config,
+            namespace_paths=paths,
+        )
+        statefile.save(self.dir, self._state)
+
+    def _await_fifo(self, fd: int) -> None:
+        assert self._state is not None
+        pid, start = self._state.init_process_pid, self._state.init_process_start
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            if poller.poll(100):
+                data = os.read(fd, 1)
+                if data:
+                    return
+                raise Error(f"container {self._id!r}: the init closed exec.fifo without starting")
+            if not alive(pid, start):
+                raise Error(f"container {self._id!r}: the init process died before it could be started")
+
+    def _warn_hooks(self, name: str, status: Status) -> None:
+        """poststart and poststop failures are warnings, as the runtime spec asks."""
+        if not self._config.hooks.get(name):
+            return
+        try:
+            self._config.hooks.run(name, self._hook_state(str(status)))
+        except Error as e:
+            import logging
+
+            logging.getLogger("mocktainer").warning("%s", e)
+
+    def _reap(self, pid: int, start: int) -> None:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except ChildProcessError:
+            pass
+        wait_gone(pid, start)
+
+
+def _remove_dir(path: str) -> None:
+    """rmtree for our own small directories, without importing shutil."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            _remove_dir(e.path)
+        else:
+            try:
+                os.unlink(e.path)
+            except FileNotFoundError:
+                pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass

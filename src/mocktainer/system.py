@@ -1,0 +1,114 @@
+"""Typed wrappers around the raw Linux calls the standard library lacks.
+
+Everything that needs `setns`, `unshare`, `prctl`, `keyctl` or an interface
+ioctl goes through here, so the rest of the package never touches ctypes.
+ctypes itself is loaded on first use only: `runu state` never pays for it.
+"""
+
+import os
+
+CLONE_NEWNET = 0x40000000
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "armv7l": 311, "armv8l": 311}
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+_libc = None
+
+
+def _c():
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _check(ret: int, what: str) -> int:
+    if ret == -1:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """Move the calling thread into the namespace `fd` refers to."""
+    _check(_c().setns(fd, nstype), "setns")
+
+
+def unshare(flags: int) -> None:
+    _check(_c().unshare(flags), "unshare")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    import ctypes
+
+    ul = ctypes.c_ulong
+    return _check(_c().prctl(option, ul(arg2), ul(arg3), ul(arg4), ul(arg5)), "prctl")
+
+
+def set_pdeathsig(sig: int) -> None:
+    prctl(PR_SET_PDEATHSIG, sig)
+
+
+def set_child_subreaper() -> None:
+    """Adopt orphaned descendants so they can be reaped here (PID 1 may not)."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_no_new_privs() -> None:
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def join_session_keyring(name: str) -> int:
+    """Join (creating if needed) a session keyring named `name`; returns its serial."""
+    import ctypes
+
+    nr = _SYS_KEYCTL.get(os.uname().machine)
+    if nr is None:
+        raise OSError(38, "keyctl: unknown system call number on this architecture")
+    libc = _c()
+    libc.syscall.restype = ctypes.c_long
+    ret = libc.syscall(ctypes.c_long(nr), ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING), ctypes.c_char_p(name.encode()))
+    return _check(ret, "keyctl(JOIN_SESSION_KEYRING)")
+
+
+def link_up(name: str) -> None:
+    """Set IFF_UP on an interface with the classic ioctl: no netlink library needed for `lo`."""
+    import _socket
+    import fcntl
+    import struct
+
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        req = struct.pack("16sH22x", name.encode(), 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
+        if not flags & IFF_UP:
+            fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH22x", name.encode(), flags | IFF_UP))
+    finally:
+        s.close()
+
+
+def proc_start_time(pid: int) -> tuple[str, int] | None:
+    """Return (state letter, start time in clock ticks) of `pid`, or None if it is gone.
+
+    The start time tells a live process from a later one that reused its pid.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name may hold spaces and parentheses: fields start after the last ')'.
+    rest = data[data.rindex(b")") + 2 :].split()
+    return rest[0].decode(), int(rest[19])

@@ -1,0 +1,257 @@
+"""Find and identify the kernel of a unikernel bundle.
+
+A unikernel bundle's rootfs holds the kernel at `unikraft/bin/kernel` and,
+optionally, an initial ramdisk at `unikraft/bin/initrd` (the layout kraftkit's
+OCI images unpack to). `find_kernel()` opens both relative to the rootfs
+without following symbolic links, so a bundle cannot make runu (and later
+QEMU) read a file outside its rootfs, and reads the kernel's header to learn:
+
+- `arch`: which QEMU system emulator runs it (`x86_64`, `aarch64`, `arm`), from
+  the ELF `e_machine` (EM_386 and EM_X86_64 are both `x86_64`: a 32-bit
+  multiboot kernel is booted by `qemu-system-x86_64`);
+- `boot_protocol`: how QEMU's `-kernel` loader starts it, in the order QEMU
+  itself checks: `linux` (a bzImage: "HdrS" at offset 0x202), `pvh` (an ELF
+  note named "Xen" of type 18, XEN_ELFNOTE_PHYS32_ENTRY, in a PT_NOTE program
+  header), `multiboot` (a multiboot v1 header, magic 0x1BADB002 with a valid
+  checksum, 4-byte aligned in the first 8 KiB), otherwise `elf`.
+"""
+
+import os
+import struct
+
+from mocktainer.error import ConfigError
+
+KERNEL = "unikraft/bin/kernel"
+INITRD = "unikraft/bin/initrd"
+
+# ELF e_machine values we can run, and the QEMU architecture they map to.
+EM_386 = 3
+EM_ARM = 40
+EM_X86_64 = 62
+EM_AARCH64 = 183
+_MACHINES = {EM_386: "x86_64", EM_X86_64: "x86_64", EM_AARCH64: "aarch64", EM_ARM: "arm"}
+
+PT_NOTE = 4
+XEN_ELFNOTE_PHYS32_ENTRY = 18
+MULTIBOOT_MAGIC = 0x1BADB002
+MULTIBOOT_SEARCH = 8192
+_HEADER_READ = MULTIBOOT_SEARCH
+_MAX_PHNUM = 4096
+_MAX_NOTE_SEGMENT = 1 << 20
+
+_EXPECTED = ("expected an ELF executable for x86_64, aarch64 or arm "
+             "(a Unikraft kernel image) or a Linux bzImage")
+
+
+class Kernel:
+    """A validated bundle kernel.
+
+    `path` and `initrd` are absolute paths inside the bundle rootfs (strings,
+    for the VMM's command line); `elf_class` is 32 or 64 for an ELF kernel and
+    None for a bzImage.
+    """
+
+    __slots__ = ("path", "initrd", "arch", "elf_class", "boot_protocol")
+
+    def __init__(self, path, initrd, arch, elf_class, boot_protocol):
+        self.path = path
+        self.initrd = initrd
+        self.arch = arch
+        self.elf_class = elf_class
+        self.boot_protocol = boot_protocol
+
+    def __repr__(self):
+        return ("Kernel(path=%r, initrd=%r, arch=%r, elf_class=%r, boot_protocol=%r)"
+                % (self.path, self.initrd, self.arch, self.elf_class, self.boot_protocol))
+
+    def __eq__(self, other):
+        if not isinstance(other, Kernel):
+            return NotImplemented
+        return all(getattr(self, a) == getattr(other, a) for a in self.__slots__)
+
+
+def find_kernel(rootfs):
+    """Return the bundle's `Kernel`, or None when `rootfs` has no unikraft kernel.
+
+    A missing `unikraft`, `unikraft/bin` or `unikraft/bin/kernel` means "not a
+    unikernel bundle" (None). A symlink anywhere on those paths, a kernel that
+    is not a regular file, or one that is neither an ELF for a supported
+    architecture nor a bzImage raises ConfigError.
+    """
+    root = os.path.abspath(rootfs)
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError("bundle rootfs %s does not exist" % root) from None
+    except NotADirectoryError:
+        raise ConfigError("bundle rootfs %s is not a directory" % root) from None
+    except OSError as e:
+        raise ConfigError("cannot open bundle rootfs %s: %s" % (root, e.strerror)) from None
+    try:
+        bin_fd = _open_dirs(root_fd, root, KERNEL.split("/")[:-1])
+        if bin_fd is None:
+            return None
+        try:
+            kpath = os.path.join(root, KERNEL)
+            kfd = _open_file(bin_fd, kpath, "kernel")
+            if kfd is None:
+                return None
+            try:
+                arch, elf_class, protocol = identify(kfd, kpath)
+            finally:
+                os.close(kfd)
+            ipath = os.path.join(root, INITRD)
+            ifd = _open_file(bin_fd, ipath, "initrd")
+            if ifd is None:
+                ipath = None
+            else:
+                os.close(ifd)
+        finally:
+            os.close(bin_fd)
+    finally:
+        os.close(root_fd)
+    return Kernel(kpath, ipath, arch, elf_class, protocol)
+
+
+def _open_dirs(dir_fd, root, components):
+    """Open root/components... as directories without following symlinks."""
+    fd = os.dup(dir_fd)
+    path = root
+    for name in components:
+        path = os.path.join(path, name)
+        try:
+            nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=fd)
+        except FileNotFoundError:
+            os.close(fd)
+            return None
+        except OSError as e:
+            os.close(fd)
+            _refuse(path, name, e)
+        os.close(fd)
+        fd = nfd
+    return fd
+
+
+def _open_file(dir_fd, path, what):
+    name = os.path.basename(path)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        _refuse(path, name, e)
+    st = os.fstat(fd)
+    if not _is_regular(st.st_mode):
+        os.close(fd)
+        raise ConfigError("unikernel %s %s is not a regular file" % (what, path))
+    return fd
+
+
+def _is_regular(mode):
+    return (mode & 0o170000) == 0o100000
+
+
+def _refuse(path, name, err):
+    import errno
+    if err.errno == errno.ELOOP or (err.errno == errno.ENOTDIR and os.path.islink(path)):
+        raise ConfigError(
+            "%s is a symbolic link; runu does not follow symlinks under the bundle's "
+            "unikraft/bin so the kernel cannot point outside the rootfs: replace it "
+            "with the real %s" % (path, "file" if name in ("kernel", "initrd") else "directory")
+        ) from None
+    if err.errno == errno.ENOTDIR:
+        raise ConfigError("%s is not a directory" % path) from None
+    raise ConfigError("cannot open %s: %s" % (path, err.strerror)) from None
+
+
+def identify(fd, path="kernel"):
+    """Return (arch, elf_class, boot_protocol) of the kernel open on `fd`."""
+    head = os.pread(fd, _HEADER_READ, 0)
+    if head[:4] == b"\x7fELF":
+        return _identify_elf(fd, path, head)
+    if len(head) >= 0x206 and head[0x202:0x206] == b"HdrS":
+        return "x86_64", None, "linux"
+    if not head:
+        raise ConfigError("unikernel kernel %s is empty: %s" % (path, _EXPECTED))
+    raise ConfigError("unikernel kernel %s is not a kernel image: %s" % (path, _EXPECTED))
+
+
+def _identify_elf(fd, path, head):
+    if len(head) < 52:
+        raise ConfigError("unikernel kernel %s is a truncated ELF file: %s" % (path, _EXPECTED))
+    ei_class, ei_data = head[4], head[5]
+    if ei_class not in (1, 2) or ei_data not in (1, 2):
+        raise ConfigError("unikernel kernel %s has an invalid ELF header (class %d, data %d): %s"
+                          % (path, ei_class, ei_data, _EXPECTED))
+    end = "<" if ei_data == 1 else ">"
+    elf_class = 32 if ei_class == 1 else 64
+    (e_machine,) = struct.unpack_from(end + "H", head, 18)
+    arch = _MACHINES.get(e_machine)
+    if arch is None:
+        raise ConfigError(
+            "unikernel kernel %s is an ELF file for machine %d (e_machine), which runu cannot run: "
+            "supported are x86_64 (62), i386 (3, multiboot), aarch64 (183) and arm (40)"
+            % (path, e_machine))
+    if elf_class == 64:
+        if len(head) < 64:
+            raise ConfigError("unikernel kernel %s is a truncated ELF file: %s" % (path, _EXPECTED))
+        (phoff,) = struct.unpack_from(end + "Q", head, 32)
+        phentsize, phnum = struct.unpack_from(end + "HH", head, 54)
+    else:
+        (phoff,) = struct.unpack_from(end + "I", head, 28)
+        phentsize, phnum = struct.unpack_from(end + "HH", head, 42)
+    if _has_pvh_note(fd, end, elf_class, phoff, phentsize, phnum):
+        return arch, elf_class, "pvh"
+    if _has_multiboot_header(head):
+        return arch, elf_class, "multiboot"
+    return arch, elf_class, "elf"
+
+
+def _has_multiboot_header(head):
+    magic = struct.pack("<I", MULTIBOOT_MAGIC)
+    limit = min(len(head), MULTIBOOT_SEARCH) - 12
+    off = head.find(magic)
+    while 0 <= off <= limit:
+        if off % 4 == 0:
+            m, flags, checksum = struct.unpack_from("<III", head, off)
+            if (m + flags + checksum) & 0xFFFFFFFF == 0:
+                return True
+        off = head.find(magic, off + 1)
+    return False
+
+
+def _has_pvh_note(fd, end, elf_class, phoff, phentsize, phnum):
+    if elf_class == 64:
+        fmt, size = end + "IIQQQQQQ", 56
+    else:
+        fmt, size = end + "IIIIIIII", 32
+    if phnum == 0 or phnum > _MAX_PHNUM or phentsize < size:
+        return False
+    table = os.pread(fd, phentsize * phnum, phoff)
+    for i in range(min(phnum, len(table) // phentsize)):
+        fields = struct.unpack_from(fmt, table, i * phentsize)
+        if elf_class == 64:
+            p_type, _flags, p_offset, _va, _pa, p_filesz, _memsz, p_align = fields
+        else:
+            p_type, p_offset, _va, _pa, p_filesz, _memsz, _flags, p_align = fields
+        if p_type != PT_NOTE or p_filesz == 0:
+            continue
+        data = os.pread(fd, min(p_filesz, _MAX_NOTE_SEGMENT), p_offset)
+        if _notes_have_xen_entry(data, end, 8 if p_align == 8 else 4):
+            return True
+    return False
+
+
+def _notes_have_xen_entry(data, end, align):
+    off = 0
+    while off + 12 <= len(data):
+        namesz, descsz, ntype = struct.unpack_from(end + "III", data, off)
+        off += 12
+        name = data[off:off + namesz]
+        off += (namesz + align - 1) & ~(align - 1)
+        off += (descsz + align - 1) & ~(align - 1)
+        if ntype == XEN_ELFNOTE_PHYS32_ENTRY and name.rstrip(b"\0") == b"Xen":
+            return True
+    return False
