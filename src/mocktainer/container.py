@@ -221,13 +221,19 @@ class Container:
         pid, start = self._state.init_process_pid, self._state.init_process_start
         poller = select.poll()
         poller.register(fd, select.POLLIN)
+        released = False
         while True:
             if poller.poll(100):
                 data = os.read(fd, 1)
                 if data:
-                    return
+                    released = True  # the init runs startContainer hooks, then execs
+                    continue
+                if released:
+                    return  # end-of-file: the init's close-on-exec write end is gone
                 raise Error(f"container {self._id!r}: the init closed exec.fifo without starting")
             if not alive(pid, start):
+                if released:
+                    return
                 raise Error(f"container {self._id!r}: the init process died before it could be started")
 
     def _warn_hooks(self, name: str, status: Status) -> None:

@@ -237,10 +237,10 @@ def _wait_and_exec(log: _Log, fifo_fd: int, launch: _Launch) -> None:
         if fd >= 0:
             os.close(fd)
     try:
-        # Opening for writing blocks until `start` opens the fifo for reading.
+        # Opening for writing blocks until `start` opens the fifo for reading. The write end
+        # stays open (close-on-exec) so `start` sees end-of-file exactly when the exec happened.
         wfd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         os.write(wfd, b"0")
-        os.close(wfd)
         os.close(fifo_fd)
         _run_hooks(launch.hooks, "startContainer", launch.state)
         _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)

@@ -50,6 +50,10 @@ DEBUG_EXIT_IOSIZE = 4
 
 CONSOLE_ID = "console0"
 
+# Machine override knob, and the machines it may name per architecture.
+MACHINE_ANNOTATION = "org.unikraft.runu.machine"
+MACHINES = {"x86_64": ("microvm", "pc", "q35"), "aarch64": ("virt",), "arm": ("virt",)}
+
 
 def find_binary(name, path_env):
     """Absolute path of executable `name`, searched in `path_env` then SYSTEM_DIRS.
@@ -181,16 +185,26 @@ def choose_accel(annotations, environ, kernel, *, kvm_check=kvm_usable,
     return "tcg" if obstacle else "kvm"
 
 
-def machine_for(kernel):
-    """QEMU machine type for `kernel` (ConfigError when QEMU cannot boot it)."""
-    if kernel.arch == "x86_64":
-        if kernel.boot_protocol == "pvh":
-            return "microvm"
-        if kernel.boot_protocol in ("multiboot", "linux"):
-            return "pc"
+def machine_for(kernel, override=None):
+    """QEMU machine type for `kernel` (ConfigError when QEMU cannot boot it).
+
+    PVH kernels boot on `microvm` (no firmware to run: fastest); multiboot
+    kernels (Unikraft's x86_64 QEMU builds) and bzImages on `pc`, which has the
+    legacy PCI bus Unikraft drivers probe; ARM kernels on `virt`. `override`
+    (the `org.unikraft.runu.machine` annotation) picks another of MACHINES.
+    """
+    if kernel.arch == "x86_64" and kernel.boot_protocol not in ("pvh", "multiboot", "linux"):
         raise ConfigError(
             "x86_64 kernel %s has neither a PVH ELF note nor a multiboot header, so QEMU "
             "cannot boot it with -kernel; build it for Unikraft's QEMU/KVM platform" % kernel.path)
+    allowed = MACHINES.get(kernel.arch, ())
+    if override:
+        if override not in allowed:
+            raise ConfigError("annotation %s=%r is not a machine for a %s kernel: use %s"
+                              % (MACHINE_ANNOTATION, override, kernel.arch, " or ".join(allowed)))
+        return override
+    if kernel.arch == "x86_64":
+        return "microvm" if kernel.boot_protocol == "pvh" else "pc"
     return "virt"
 
 
@@ -209,19 +223,21 @@ def cpu_for(arch, accel):
     raise ConfigError("no QEMU CPU model known for architecture %r" % (arch,))
 
 
-def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, nic_fds=None):
+def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, machine=None,
+              nic_fds=None):
     """The VMM's argv (argv[0] = `binary`) to boot `kernel`.
 
     `cmdline` is the guest command line (no -append when empty), `accel` "kvm"
-    or "tcg", `smp` the vCPU count. `nic_fds` is the network hook: a sequence
-    of (fd, mac) for tap/macvtap fds the VMM inherits (see `nic_args`).
+    or "tcg", `smp` the vCPU count, `machine` an override of `machine_for`.
+    `nic_fds` is the network hook: a sequence of (fd, mac) for tap/macvtap fds
+    the VMM inherits (see `nic_args`).
     """
     if accel not in ("kvm", "tcg"):
         raise ConfigError("accelerator %r is not kvm or tcg" % (accel,))
     memory_mib = int(memory_mib)
     if memory_mib <= 0:
         raise ConfigError("guest memory must be positive, got %d MiB" % memory_mib)
-    machine = machine_for(kernel)
+    machine = machine_for(kernel, machine)
     args = [
         binary,
         "-M", machine,

@@ -1,0 +1,332 @@
+"""What a runu container runs: the decision taken at create time.
+
+`plan(spec, rootfs, environ)` looks at the OCI config and the bundle rootfs:
+
+1. CRI sandbox (`annotations["io.kubernetes.cri.container-type"] == "sandbox"`,
+   the pause container of a Kubernetes pod): `process.args` runs as a plain
+   process. `args[0]` is resolved inside the rootfs (symlinks are followed as
+   if the rootfs were `/`, so they cannot lead out of it; a name without a
+   slash is looked up in the PATH of `process.env`), the result must be an
+   executable regular file. Environment: `process.env`.
+
+2. Unikernel (the rootfs holds `unikraft/bin/kernel`): the process is QEMU
+   (see `mocktainer.unikraft.qemu`), with a clean environment (PATH only).
+
+   Guest command line, following Unikraft's `<library params> -- <app args>`:
+
+   - The image entrypoint is dropped: kraftkit's images set the OCI
+     `Entrypoint` to `/unikraft/bin/kernel` and `Cmd` to the application's
+     arguments, so containerd and podman produce
+     `process.args = ["/unikraft/bin/kernel", *cmd]`. `args[0]` is the
+     entrypoint when it names the kernel (`/unikraft/bin/kernel`, with or
+     without the leading slash or redundant `./` and `//`); otherwise every
+     argument is the guest's.
+   - If the remaining arguments contain `--`, those before the first `--` are
+     Unikraft library parameters (e.g. `vfs.fstab=...`) and those after it the
+     application's; without `--` all are the application's.
+   - Each `process.env` entry `K=V` becomes a library parameter
+     `env.vars=K=V` (posix-environ's `env.vars` array, one token per variable,
+     so values may contain spaces, `[` or `]`), placed before the user's.
+   - The line is `<params> -- <app args>`; without parameters it is just the
+     application arguments (a leading `--` is kept only when an application
+     argument is itself `--`, so that Unikraft does not take the words before
+     it for parameters).
+   - Quoting follows Unikraft's argument splitter (uk_argnparse): words are
+     split on blanks, `'...'` and `"..."` group (no backslash escapes), quotes
+     are removed and adjacent pieces join. A word with a blank or a quote is
+     wrapped in single quotes, a `'` inside written as `'"'"'`. An empty word
+     or a NUL byte cannot be expressed and is refused.
+
+   Memory: `linux.resources.memory.limit` bytes, rounded up to a whole MiB;
+   absent, zero or negative (-1 = unlimited) means DEFAULT_MEMORY_MIB (64);
+   below MIN_MEMORY_MIB (8) is an error. vCPUs: `linux.resources.cpu`
+   quota/period rounded up, else the size of its `cpus` set, else 1; at most
+   the host's CPU count.
+
+3. Anything else is refused: runu runs unikernel bundles and CRI sandboxes.
+"""
+
+import os
+
+from mocktainer.error import ConfigError
+from mocktainer.unikraft import kernel as _kernel
+from mocktainer.unikraft import qemu as _qemu
+
+SANDBOX_ANNOTATION = "io.kubernetes.cri.container-type"
+DEFAULT_MEMORY_MIB = 64
+MIN_MEMORY_MIB = 8
+MIB = 1 << 20
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+VMM_ENV = ("PATH=" + DEFAULT_PATH,)
+
+ENTRYPOINT = "/" + _kernel.KERNEL
+ENV_PARAM = "env.vars="
+SEPARATOR = "--"
+_BLANKS_AND_QUOTES = frozenset(" \t\n\r\v\f'\"")
+
+
+class Plan:
+    """What the container process is.
+
+    `kind` is "unikernel" or "sandbox"; `args` the argv to exec (args[0] an
+    absolute path); `env` the process environment as "K=V" strings. For a
+    unikernel also `kernel`, `cmdline`, `memory_mib`, `vcpus`, `accel` and
+    `machine` (None for a sandbox).
+    """
+
+    __slots__ = ("kind", "args", "env", "kernel", "cmdline", "memory_mib", "vcpus", "accel",
+                 "machine")
+
+    def __init__(self, kind, args, env, kernel=None, cmdline=None, memory_mib=None,
+                 vcpus=None, accel=None, machine=None):
+        self.kind = kind
+        self.args = args
+        self.env = env
+        self.kernel = kernel
+        self.cmdline = cmdline
+        self.memory_mib = memory_mib
+        self.vcpus = vcpus
+        self.accel = accel
+        self.machine = machine
+
+    def __repr__(self):
+        return "Plan(%s)" % ", ".join("%s=%r" % (a, getattr(self, a)) for a in self.__slots__)
+
+
+def plan(spec, rootfs, environ):
+    """Decide what the container runs. Raises ConfigError with a user-facing message."""
+    if not isinstance(spec, dict):
+        raise ConfigError("the OCI config must be a JSON object")
+    annotations = _dict(spec.get("annotations"), "annotations")
+    process = _dict(spec.get("process"), "process")
+    args = _strings(process.get("args"), "process.args")
+    env = _strings(process.get("env"), "process.env")
+    environ = environ if environ is not None else {}
+
+    if annotations.get(SANDBOX_ANNOTATION) == "sandbox":
+        if not args:
+            raise ConfigError("sandbox container has an empty process.args: nothing to run")
+        exe = resolve_executable(rootfs, args[0], env)
+        return Plan("sandbox", [exe] + args[1:], list(env))
+
+    kern = _kernel.find_kernel(rootfs)
+    if kern is None:
+        raise ConfigError(
+            "runu runs unikernel bundles (rootfs/%s) and CRI sandbox containers "
+            "(annotation %s=sandbox); %s has neither"
+            % (_kernel.KERNEL, SANDBOX_ANNOTATION, os.path.abspath(rootfs)))
+
+    cmdline = guest_cmdline(args, env)
+    resources = _dict(_dict(spec.get("linux"), "linux").get("resources"), "linux.resources")
+    memory = memory_mib(resources)
+    vcpus = vcpu_count(resources)
+    accel = _qemu.choose_accel(annotations, environ, kern)
+    machine = _qemu.machine_for(kern, annotations.get(_qemu.MACHINE_ANNOTATION) or None)
+    binary = _qemu.qemu_binary(kern.arch, environ.get("PATH"))
+    argv = _qemu.qemu_args(binary, kern, memory_mib=memory, cmdline=cmdline, accel=accel,
+                           smp=vcpus, machine=machine)
+    return Plan("unikernel", argv, list(VMM_ENV), kernel=kern, cmdline=cmdline,
+                memory_mib=memory, vcpus=vcpus, accel=accel, machine=machine)
+
+
+def _dict(value, what):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError("%s in the OCI config must be an object" % what)
+    return value
+
+
+def _strings(value, what):
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError("%s in the OCI config must be a list of strings" % what)
+    return value
+
+
+# -- guest command line --------------------------------------------------------
+
+def is_entrypoint(arg):
+    """True when `arg` names the bundle kernel (the image entrypoint)."""
+    if not arg:
+        return False
+    return os.path.normpath("/" + arg) == ENTRYPOINT
+
+
+def guest_cmdline(args, env=()):
+    """The Unikraft command line for `process.args` and `process.env` (see module doc)."""
+    words = list(args)
+    if words and is_entrypoint(words[0]):
+        words = words[1:]
+    if SEPARATOR in words:
+        i = words.index(SEPARATOR)
+        params, app = words[:i], words[i + 1:]
+    else:
+        params, app = [], words
+    env_params = []
+    for entry in env:
+        if "=" not in entry or entry.startswith("=") or entry.startswith("["):
+            raise ConfigError("process.env entry %r is not of the form NAME=value" % (entry,))
+        env_params.append(ENV_PARAM + entry)
+    params = env_params + params
+    if params or SEPARATOR in app:
+        out = [quote(p, "a library parameter") for p in params] + [SEPARATOR]
+    else:
+        out = []
+    out += [quote(a, "process.args") for a in app]
+    return " ".join(out)
+
+
+def quote(word, what="argument"):
+    """`word` as one token for Unikraft's command-line splitter."""
+    if word == "":
+        raise ConfigError("%s contains an empty string, which a Unikraft command line cannot "
+                          "carry" % what)
+    if "\0" in word:
+        raise ConfigError("%s %r contains a NUL byte, which a kernel command line cannot carry"
+                          % (what, word))
+    if _BLANKS_AND_QUOTES.isdisjoint(word):
+        return word
+    return "'" + word.replace("'", "'\"'\"'") + "'"
+
+
+# -- resources -------------------------------------------------------------------
+
+def memory_mib(resources):
+    """Guest memory in MiB from `linux.resources` (see module doc)."""
+    limit = _dict(resources.get("memory"), "linux.resources.memory").get("limit")
+    if limit is None:
+        return DEFAULT_MEMORY_MIB
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ConfigError("linux.resources.memory.limit must be a whole number of bytes, not %r"
+                          % (limit,))
+    if limit <= 0:
+        return DEFAULT_MEMORY_MIB
+    mib = -(-limit // MIB)
+    if mib < MIN_MEMORY_MIB:
+        raise ConfigError(
+            "memory limit of %d bytes is too small for a unikernel VM: runu needs at least "
+            "%d MiB (%d bytes); raise linux.resources.memory.limit"
+            % (limit, MIN_MEMORY_MIB, MIN_MEMORY_MIB * MIB))
+    return mib
+
+
+def vcpu_count(resources):
+    """vCPUs from `linux.resources.cpu` (see module doc)."""
+    cpu = _dict(resources.get("cpu"), "linux.resources.cpu")
+    host = os.cpu_count() or 1
+    quota, period = cpu.get("quota"), cpu.get("period")
+    n = 0
+    if _positive_int(quota) and _positive_int(period):
+        n = -(-quota // period)
+    elif isinstance(cpu.get("cpus"), str) and cpu["cpus"].strip():
+        n = len(_cpuset(cpu["cpus"]))
+    return max(1, min(n or 1, host))
+
+
+def _positive_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _cpuset(text):
+    cpus = set()
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            lo, _, hi = part.partition("-")
+            lo = int(lo)
+            hi = int(hi) if hi else lo
+            if lo < 0 or hi < lo:
+                raise ValueError(part)
+            cpus.update(range(lo, hi + 1))
+    except ValueError:
+        raise ConfigError("linux.resources.cpu.cpus %r is not a CPU list like 0-1,3"
+                          % (text,)) from None
+    return cpus
+
+
+# -- sandbox executable --------------------------------------------------------
+
+def resolve_executable(rootfs, name, env=()):
+    """Absolute host path of `name` inside `rootfs`, never outside it.
+
+    A name with a slash is a path inside the rootfs; a bare name is searched in
+    the PATH of `env` (default DEFAULT_PATH), like execvp in the container.
+    """
+    root = os.path.abspath(rootfs)
+    if not os.path.isdir(root):
+        raise ConfigError("bundle rootfs %s is not a directory" % root)
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = DEFAULT_PATH
+        for entry in env:
+            if entry.startswith("PATH="):
+                path = entry[5:]
+        candidates = [d + "/" + name for d in path.split(":") if d]
+    for c in candidates:
+        host = secure_join(root, c)
+        if _executable_file(host):
+            return host
+    if "/" in name:
+        host = secure_join(root, name)
+        if os.path.exists(host):
+            raise ConfigError("sandbox process.args[0] %r (%s in the bundle rootfs) is not an "
+                              "executable file" % (name, host))
+        raise ConfigError("sandbox process.args[0] %r does not exist in the bundle rootfs %s"
+                          % (name, root))
+    raise ConfigError("sandbox process.args[0] %r not found in the bundle rootfs %s (PATH %s)"
+                      % (name, root, path))
+
+
+def _executable_file(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_mode & 0o170000) == 0o100000 and os.access(path, os.X_OK)
+
+
+def secure_join(root, unsafe, max_links=255):
+    """Join `unsafe` to `root`, resolving symlinks as if `root` were `/`.
+
+    The result is `root` or below it; components that do not exist are kept as
+    they are. Too many links raise ConfigError.
+    """
+    root = os.path.abspath(root)
+    pending = [p for p in unsafe.split("/") if p not in ("", ".")]
+    pending.reverse()
+    resolved = []
+    links = 0
+    while pending:
+        part = pending.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        host = os.path.join(root, *resolved, part)
+        try:
+            st = os.lstat(host)
+        except OSError:
+            resolved.append(part)
+            continue
+        if (st.st_mode & 0o170000) != 0o120000:
+            resolved.append(part)
+            continue
+        links += 1
+        if links > max_links:
+            raise ConfigError("too many levels of symbolic links resolving %r in %s"
+                              % (unsafe, root))
+        target = os.readlink(host)
+        if target.startswith("/"):
+            resolved = []
+        more = target.split("/")
+        more.reverse()
+        pending.extend(more)
+    return os.path.join(root, *resolved)

@@ -1,0 +1,121 @@
+"""Shared fixtures: a child subreaper for container inits, and cleanup of what tests create."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
+
+from mocktainer import system  # noqa: E402
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mknod, real inits)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _subreaper():
+    """Inits orphaned by a test (as after `runu create`) are re-parented here, not to PID 1 (which reaps nothing)."""
+    system.set_child_subreaper()
+    yield
+    reap_zombies()
+
+
+def reap_zombies() -> None:
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2:].split()
+        if fields[0] == b"Z" and int(fields[1]) == me:
+            try:
+                os.waitpid(int(name), os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+@pytest.fixture(autouse=True)
+def _reap_after_test():
+    yield
+    reap_zombies()
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            fields = data[data.rindex(b")") + 2:].split()
+            if int(fields[1]) == pid and fields[0] not in (b"Z", b"X"):
+                out.append(int(name))
+    return out
+
+
+@pytest.fixture
+def state_root(tmp_path):
+    """A container root; every container left in it is killed and removed afterwards."""
+    root = tmp_path / "root"
+    yield str(root)
+    kill_containers_in(str(root))
+
+
+def kill_containers_in(root: str) -> None:
+    import mocktainer
+
+    if not os.path.isdir(root):
+        return
+    for cid in os.listdir(root):
+        try:
+            c = mocktainer.load(root, cid)
+        except mocktainer.Error:
+            shutil.rmtree(os.path.join(root, cid), ignore_errors=True)
+            continue
+        pid = c.state().init_process_pid
+        if pid and c.status() != "stopped":
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        c.destroy()
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    """A bundle directory with an empty rootfs."""
+    b = tmp_path / "bundle"
+    (b / "rootfs").mkdir(parents=True)
+    return str(b)
+
+
+@pytest.fixture
+def netns():
+    """Factory for named network namespaces (`ip netns add`), deleted afterwards."""
+    made = []
+
+    def make() -> str:
+        name = f"mt-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
