@@ -181,6 +181,7 @@ class Container:
             "state": base,
             "extra_files": len(process.extra_files),
             "log_level": process.log_level,
+            "terminal": process.terminal,
             "parent_pid": os.getpid(),
         }
 

@@ -19,6 +19,7 @@ ENV_INITPIPE = "_MOCKTAINER_INITPIPE"
 ENV_LOGPIPE = "_MOCKTAINER_LOGPIPE"
 ENV_FIFOFD = "_MOCKTAINER_FIFOFD"
 
+TIOCSCTTY = 0x540E
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40}
 
@@ -95,6 +96,11 @@ def _setup(sync: SyncPipe, log: _Log, fifo_fd: int) -> _Launch:
         if os.getppid() != init["parent_pid"]:
             raise RuntimeError("parent process died during container setup")
 
+    if init.get("terminal"):
+        import fcntl
+
+        os.setsid()
+        fcntl.ioctl(0, TIOCSCTTY, 0)
     args = init["args"]
     env = _environ(init["env"])
     if not args:

@@ -30,6 +30,8 @@ class Process:
 
     stdin/stdout/stderr take a file object, a descriptor number or None
     (/dev/null); `extra_files` are handed to the process as fds 3, 4, ...
+    With `terminal`, the process gets a new session whose controlling
+    terminal is its stdin (a pty slave).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class Process:
         label: str = "",
         log_level: str | None = None,
         init: bool = True,
+        terminal: bool = False,
     ) -> None:
         self.args = list(args)
         self.env = list(env or [])
@@ -55,6 +58,7 @@ class Process:
         self.label = label
         self.log_level = log_level
         self.init = init
+        self.terminal = terminal  # stdin is a pty slave that becomes the controlling terminal
         self._pid: int | None = None
         self._returncode: int | None = None
 
@@ -272,3 +276,25 @@ class _LogForwarder:
             level, msg = "info", line.decode(errors="replace")
         levels = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}
         logging.getLogger("mocktainer.init").log(levels.get(str(level).lower(), 20), msg)
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every live process below it, parents first (from /proc; no cgroup needed)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2:].split()
+        if fields[0] not in (b"Z", b"X"):
+            children.setdefault(int(fields[1]), []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
+        todo.extend(sorted(children.get(p, ())))
+    return out

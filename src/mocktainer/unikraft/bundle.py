@@ -152,7 +152,8 @@ def is_entrypoint(arg):
     """True when `arg` names the bundle kernel (the image entrypoint)."""
     if not arg:
         return False
-    return os.path.normpath("/" + arg) == ENTRYPOINT
+    # (normpath keeps a leading "//": POSIX lets it mean something else)
+    return os.path.normpath("/" + arg.lstrip("/")) == ENTRYPOINT
 
 
 def guest_cmdline(args, env=()):

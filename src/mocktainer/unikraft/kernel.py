@@ -245,13 +245,14 @@ def _has_pvh_note(fd, end, elf_class, phoff, phentsize, phnum):
 
 
 def _notes_have_xen_entry(data, end, align):
+    """Scan ELF notes; `align` (4, or 8 for 8-aligned note segments) pads offsets."""
+    mask = align - 1
     off = 0
     while off + 12 <= len(data):
         namesz, descsz, ntype = struct.unpack_from(end + "III", data, off)
-        off += 12
-        name = data[off:off + namesz]
-        off += (namesz + align - 1) & ~(align - 1)
-        off += (descsz + align - 1) & ~(align - 1)
+        name = data[off + 12:off + 12 + namesz]
+        desc_off = (off + 12 + namesz + mask) & ~mask
+        off = (desc_off + descsz + mask) & ~mask
         if ntype == XEN_ELFNOTE_PHYS32_ENTRY and name.rstrip(b"\0") == b"Xen":
             return True
     return False

@@ -16,6 +16,10 @@ the host CPU flags (vmx/svm), because a paravirtual KVM without them runs
 unikernels but crashes Linux guests. Otherwise TCG. Forcing `kvm` where KVM
 cannot work is an error rather than a silent fallback.
 
+Machine knob: annotation `org.unikraft.runu.machine` (`microvm`, `pc` or
+`q35` for x86_64 kernels, `virt` for ARM) overrides the default of
+`machine_for()`: `microvm` for PVH kernels, `pc` for multiboot and bzImage.
+
 The command line (see `qemu_args`) keeps the guest's serial console on the
 VMM's stdio and nothing else there: no monitor, no QMP, no graphics, no default
 devices; a guest reset ends QEMU (`-no-reboot`) and on x86 the guest can pick

@@ -1,0 +1,325 @@
+"""The OCI runtime operations over bundles and container ids.
+
+This is what a runc-compatible command line does once its flags are parsed:
+runu's commands call these and only print the results. Kept free of heavy
+imports: `state` and `kill` run on every containerd call.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import factory
+from .container import Container
+from .error import ConfigError, Error, NotExistError, RunningError
+from .process import Process, descendants, wait_gone
+from .state import Status
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+DEFAULT_ROOT = "/run/runu"
+OCI_VERSION_MIN = "1.0.0"
+OCI_VERSION_MAX = "1.1.0"
+
+
+# ---- bundles ---------------------------------------------------------------------------
+
+def load_spec(bundle: str) -> dict[str, Any]:
+    """Read `bundle/config.json`, with an error that says what is wrong with it."""
+    from . import fastjson
+
+    path = os.path.join(bundle, "config.json")
+    if not os.path.isdir(bundle):
+        raise ConfigError(f"bundle {bundle} does not exist or is not a directory")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(f"bundle {bundle} has no config.json") from None
+    except OSError as e:
+        raise ConfigError(f"cannot open {path}: {e.strerror}") from None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a file") from None
+    finally:
+        os.close(fd)
+    try:
+        spec = fastjson.loads(b"".join(chunks))
+    except ValueError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return spec
+
+
+def supported_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with the namespaces a VMM has no use for dropped (like the seed, they are ignored)."""
+    from .specconv import known_namespaces
+
+    linux = spec.get("linux")
+    if not isinstance(linux, dict) or not isinstance(linux.get("namespaces"), list):
+        return spec
+    known = set(known_namespaces())
+    kept = [ns for ns in linux["namespaces"] if isinstance(ns, dict) and ns.get("type") in known]
+    return {**spec, "linux": {**linux, "namespaces": kept}}
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """Atomically, so a client polling the file never reads a partial number."""
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    try:
+        os.write(fd, str(pid).encode())
+    finally:
+        os.close(fd)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        os.unlink(tmp)
+        raise
+
+
+# ---- lifecycle -------------------------------------------------------------------------
+
+def create(
+    root: str,
+    id: str,
+    bundle: str,
+    *,
+    pid_file: str | None = None,
+    console_socket: str | None = None,
+    preserve_fds: int = 0,
+    no_new_keyring: bool = False,
+    environ: dict[str, str] | None = None,
+    log_level: str | None = None,
+) -> Container:
+    """Create a container from a bundle; on return its init waits for `start`.
+
+    The container process inherits this process' stdio (the client's pipes)
+    unless the spec asks for a terminal, which is then sent to `console_socket`.
+    On any failure nothing is left: no directory, no process.
+    """
+    from . import specconv
+    from .unikraft.bundle import plan
+
+    factory.validate_id(id)
+    bundle = os.path.abspath(bundle)
+    spec = load_spec(bundle)
+    config = specconv.create_config(supported_spec(spec), bundle)
+    config.no_new_keyring = no_new_keyring
+    what = plan(spec, config.rootfs, dict(os.environ) if environ is None else environ)
+    terminal = bool((spec.get("process") or {}).get("terminal"))
+    if terminal and not console_socket:
+        raise ConfigError("process.terminal is true but no --console-socket was given to send the terminal to")
+
+    container = factory.create(root, id, config)
+    master = slave = -1
+    try:
+        stdio: list[Any] = [0, 1, 2]
+        if terminal:
+            from .console import open_pty, send_console
+
+            master, slave = open_pty()
+            stdio = [slave, slave, slave]
+        process = Process(args=what.args, env=what.env, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
+                          extra_files=list(range(3, 3 + preserve_fds)), terminal=terminal, log_level=log_level)
+        container.start(process)
+        if terminal:
+            send_console(console_socket, master)  # type: ignore[arg-type]
+        if pid_file:
+            write_pid_file(pid_file, process.pid())
+    except BaseException:
+        container.destroy()
+        raise
+    finally:
+        for fd in (master, slave):
+            if fd >= 0:
+                os.close(fd)
+    return container
+
+
+def start(root: str, id: str) -> None:
+    c = factory.load(root, id)
+    status = c.status()
+    if status == Status.RUNNING:
+        raise Error(f"container {id!r} is already running")
+    if status == Status.STOPPED:
+        raise Error(f"container {id!r} has stopped; it cannot be started again (delete it and create it anew)")
+    c.exec()
+
+
+def state(root: str, id: str) -> dict[str, Any]:
+    c = factory.load(root, id)
+    return describe(c)
+
+
+def describe(c: Container) -> dict[str, Any]:
+    """The runtime-spec state, plus what `runc state` adds (rootfs, created, owner)."""
+    st = c.oci_state()
+    st["rootfs"] = c.config.rootfs
+    st["created"] = c.state().created
+    st["owner"] = ""
+    return st
+
+
+def kill(root: str, id: str, sig: int, all: bool = False) -> None:
+    """Signal the container's init (with `all`, every process in it; a stopped container is then fine)."""
+    c = factory.load(root, id)
+    if not all:
+        c.signal(sig)
+        return
+    if c.status() == Status.STOPPED:
+        return
+    for pid in descendants(c.state().init_process_pid):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def delete(root: str, id: str, force: bool = False) -> None:
+    """Remove a stopped container; with `force`, kill a created or running one first."""
+    try:
+        c = factory.load(root, id)
+    except NotExistError:
+        # An aborted create can leave the directory without state.json.
+        path = os.path.join(os.path.abspath(root), id)
+        if os.path.isdir(path) and not os.path.islink(path):
+            from .container import _remove_dir
+
+            _remove_dir(path)
+            return
+        if force:
+            return
+        raise
+    status = c.status()
+    if status != Status.STOPPED:
+        if not force:
+            raise RunningError(f"container {id!r} is {status}, not stopped; use --force to delete it")
+        st = c.state()
+        for pid in reversed(descendants(st.init_process_pid)):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        _reap_or_wait(st.init_process_pid, st.init_process_start)
+    c.destroy()
+
+
+def _reap_or_wait(pid: int, start: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        wait_gone(pid, start)
+
+
+def ps(root: str, id: str) -> list[int]:
+    c = factory.load(root, id)
+    if c.status() == Status.STOPPED:
+        return []
+    return descendants(c.state().init_process_pid)
+
+
+def list_containers(root: str) -> list[dict[str, Any]]:
+    out = []
+    for cid in factory.list_ids(root):
+        try:
+            out.append(describe(factory.load(root, cid)))
+        except Error:
+            continue  # removed while we looked
+    return out
+
+
+def run(root: str, id: str, bundle: str, *, detach: bool = False, **kw: Any) -> int:
+    """create + start, then (unless detached) wait and delete; the container's exit status."""
+    c = create(root, id, bundle, **kw)
+    pid = c.state().init_process_pid
+    try:
+        c.exec()
+    except BaseException:
+        delete(root, id, force=True)
+        raise
+    if detach:
+        return 0
+    import signal
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(s, forward)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    code = os.waitstatus_to_exitcode(status)
+    delete(root, id, force=True)
+    return code if code >= 0 else 128 - code
+
+
+def features() -> dict[str, Any]:
+    """runtime-spec features.json: what this runtime honours."""
+    from .configs import HOOK_NAMES
+    from .specconv import known_namespaces
+    from .unikraft import qemu
+
+    return {
+        "ociVersionMin": OCI_VERSION_MIN,
+        "ociVersionMax": OCI_VERSION_MAX,
+        "hooks": list(HOOK_NAMES),
+        "mountOptions": [],
+        "linux": {
+            "namespaces": known_namespaces(),
+            "capabilities": [],
+            "cgroup": {"v1": False, "v2": False, "systemd": False, "systemdUser": False},
+            "seccomp": {"enabled": False},
+            "apparmor": {"enabled": _apparmor_enabled()},
+            "selinux": {"enabled": os.path.isdir("/sys/fs/selinux") and bool(os.listdir("/sys/fs/selinux"))},
+        },
+        "annotations": {
+            "org.opencontainers.runtime-spec.features.runtime": "runu",
+            qemu.ACCEL_ANNOTATION: "kvm | tcg | auto: the accelerator for the VMM",
+            "io.kubernetes.cri.container-type": "sandbox: run process.args from the rootfs (the pod's pause container)",
+        },
+    }
+
+
+def _apparmor_enabled() -> bool:
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            return f.read().strip() == "Y"
+    except OSError:
+        return False
+
+
+def spec_template(args: list[str] | None = None) -> dict[str, Any]:
+    """A config.json for a unikernel bundle (`rootfs/unikraft/bin/kernel`), as `runu spec` writes it."""
+    from .unikraft.bundle import ENTRYPOINT
+
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": [ENTRYPOINT] + list(args or []),
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "cwd": "/",
+        },
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "runu",
+        "annotations": {},
+        "linux": {
+            "namespaces": [{"type": "network"}],
+            "resources": {"memory": {"limit": 64 * 1024 * 1024}},
+        },
+    }

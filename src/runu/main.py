@@ -1,0 +1,330 @@
+"""runu's command line: parse, call mocktainer.runtime, print.
+
+Flags are parsed by hand: argparse costs ~9 ms to import and runu's start-up is
+on the path of every containerd call. Like runc, `-flag` and `--flag`, `--flag
+value` and `--flag=value` are all accepted, and global flags come before the
+command.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+# name -> (kind, short alias); kinds: "str", "bool", "int"
+GLOBAL_FLAGS = {
+    "root": ("str", None), "log": ("str", None), "log-format": ("str", None), "systemd-cgroup": ("bool", None),
+    "debug": ("bool", None), "criu": ("str", None), "rootless": ("str", None), "help": ("bool", "h"),
+    "version": ("bool", "v"),
+}
+CREATE_FLAGS = {
+    "bundle": ("str", "b"), "pid-file": ("str", None), "console-socket": ("str", None), "no-pivot": ("bool", None),
+    "no-new-keyring": ("bool", None), "preserve-fds": ("int", None),
+}
+UNSUPPORTED = ("exec", "pause", "resume", "update", "checkpoint", "restore", "events")
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_flags(args: list[str], spec: dict[str, tuple[str, str | None]], stop_at_positional: bool
+                ) -> tuple[dict[str, Any], list[str]]:
+    """Split `args` into ({flag: value}, positionals)."""
+    shorts = {alias: name for name, (_, alias) in spec.items() if alias}
+    flags: dict[str, Any] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        i += 1
+        if a == "--":
+            rest.extend(args[i:])
+            break
+        if not a.startswith("-") or a == "-":
+            rest.append(a)
+            if stop_at_positional:
+                rest.extend(args[i:])
+                break
+            continue
+        name, eq, value = a.lstrip("-").partition("=")
+        name = shorts.get(name, name)
+        if name not in spec:
+            raise UsageError(f"flag provided but not defined: {a.split('=')[0]}")
+        kind = spec[name][0]
+        if kind == "bool":
+            if eq:
+                if value not in ("true", "false"):
+                    raise UsageError(f"invalid boolean value {value!r} for flag --{name}")
+                flags[name] = value == "true"
+            else:
+                flags[name] = True
+            continue
+        if not eq:
+            if i >= len(args):
+                raise UsageError(f"flag needs an argument: --{name}")
+            value = args[i]
+            i += 1
+        if kind == "int":
+            if not value.isdigit():
+                raise UsageError(f"invalid value {value!r} for flag --{name}: expected a non-negative number")
+            flags[name] = int(value)
+        else:
+            flags[name] = value
+    return flags, rest
+
+
+def one_id(rest: list[str], command: str, extra: int = 0) -> str:
+    if not rest:
+        raise UsageError(f"'{command}' requires a container id")
+    if len(rest) > 1 + extra:
+        raise UsageError(f"'{command}' got unexpected arguments: {' '.join(rest[1 + extra:])}")
+    return rest[0]
+
+
+class Log:
+    """--log/--log-format: the file containerd reads our last error from."""
+
+    def __init__(self, path: str | None, fmt: str | None, debug: bool) -> None:
+        self.path = path
+        self.json = (fmt or "text") == "json"
+        self.debug_on = debug
+
+    def write(self, level: str, msg: str) -> None:
+        if not self.path:
+            return
+        from mocktainer import fastjson
+        from mocktainer.state import now_rfc3339
+
+        t = now_rfc3339()
+        if self.json:
+            line = fastjson.dumps({"level": level, "msg": msg, "time": t})
+        else:
+            line = f"time={fastjson.dumps(t)} level={level} msg={fastjson.dumps(msg)}"
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return
+        try:
+            os.write(fd, line.encode() + b"\n")
+        finally:
+            os.close(fd)
+
+    def debug(self, msg: str) -> None:
+        if self.debug_on:
+            self.write("debug", msg)
+
+
+# ---- commands: each parses its own flags, calls the library, prints -------------------
+
+def cmd_create(g: dict[str, Any], args: list[str], log: Log) -> int:
+    from mocktainer import runtime
+
+    flags, rest = parse_flags(args, CREATE_FLAGS, False)
+    cid = one_id(rest, "create")
+    runtime.create(g["root"], cid, flags.get("bundle") or os.getcwd(), pid_file=flags.get("pid-file"),
+                   console_socket=flags.get("console-socket"), preserve_fds=flags.get("preserve-fds", 0),
+                   no_new_keyring=flags.get("no-new-keyring", False), log_level="debug" if g.get("debug") else None)
+    return 0
+
+
+def cmd_run(g: dict[str, Any], args: list[str], log: Log) -> int:
+    from mocktainer import runtime
+
+    spec = dict(CREATE_FLAGS, detach=("bool", "d"), keep=("bool", None))
+    flags, rest = parse_flags(args, spec, False)
+    cid = one_id(rest, "run")
+    return runtime.run(g["root"], cid, flags.get("bundle") or os.getcwd(), detach=flags.get("detach", False),
+                       pid_file=flags.get("pid-file"), console_socket=flags.get("console-socket"),
+                       preserve_fds=flags.get("preserve-fds", 0), no_new_keyring=flags.get("no-new-keyring", False))
+
+
+def cmd_start(g: dict[str, Any], args: list[str], log: Log) -> int:
+    from mocktainer import runtime
+
+    _, rest = parse_flags(args, {}, False)
+    runtime.start(g["root"], one_id(rest, "start"))
+    return 0
+
+
+def cmd_state(g: dict[str, Any], args: list[str], log: Log) -> int:
+    from mocktainer import runtime
+
+    from runu.output import pretty_json
+
+    _, rest = parse_flags(args, {}, False)
+    print(pretty_json(runtime.state(g["root"], one_id(rest, "state"))))
+    return 0
+
+
+def cmd_kill(g: dict[str, Any], args: list[str], log: Log) -> int:
+    from mocktainer import runtime
+
+    from runu.signals import parse_signal
+
+    flags, rest = parse_flags(args, {"all": ("bool", "a")}, False)
+    cid = one_id(rest, "kill", extra=1)
+    sig = parse_signal(rest[1] if len(rest) > 1 else "TERM")
+    runtime.kill(g["root"], cid, sig, all=flags.get("all", False))
+    return 0
+
+
+def cmd_delete(g: dict[str, Any], args: list[str], log: Log) -> int:
+    from mocktainer import runtime
+
+    flags, rest = parse_flags(args, {"force": ("bool", "f")}, False)
+    runtime.delete(g["root"], one_id(rest, "delete"), force=flags.get("force", False))
+    return 0
+
+
+def cmd_ps(g: dict[str, Any], args: list[str], log: Log) -> int:
+    from mocktainer import fastjson, runtime
+
+    from runu.output import table
+
+    flags, rest = parse_flags(args, {"format": ("str", "f")}, True)
+    cid = one_id(rest[:1], "ps")
+    pids = runtime.ps(g["root"], cid)
+    fmt = flags.get("format", "table")
+    if fmt == "json":
+        print(fastjson.dumps(pids))
+    elif fmt == "table":
+        rows = [[str(p), _cmdline(p)] for p in pids]
+        print(table(["PID", "CMD"], rows))
+    else:
+        raise UsageError(f"invalid format {fmt!r}: use table or json")
+    return 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def cmd_list(g: dict[str, Any], args: list[str], log: Log) -> int:
+    from mocktainer import fastjson, runtime
+
+    from runu.output import table
+
+    flags, rest = parse_flags(args, {"format": ("str", "f"), "quiet": ("bool", "q")}, False)
+    if rest:
+        raise UsageError(f"'list' takes no arguments, got {' '.join(rest)}")
+    items = runtime.list_containers(g["root"])
+    fmt = flags.get("format", "table")
+    if flags.get("quiet"):
+        for st in items:
+            print(st["id"])
+    elif fmt == "json":
+        print(fastjson.dumps(items))
+    elif fmt == "table":
+        rows = [[st["id"], str(st["pid"]), st["status"], st["bundle"], st["created"], st["owner"] or "root"]
+                for st in items]
+        print(table(["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"], rows))
+    else:
+        raise UsageError(f"invalid format {fmt!r}: use table or json")
+    return 0
+
+
+def cmd_features(g: dict[str, Any], args: list[str], log: Log) -> int:
+    from mocktainer import runtime
+
+    from runu.output import pretty_json
+
+    print(pretty_json(runtime.features()))
+    return 0
+
+
+def cmd_spec(g: dict[str, Any], args: list[str], log: Log) -> int:
+    from mocktainer import runtime
+
+    from runu.output import pretty_json
+
+    flags, rest = parse_flags(args, {"bundle": ("str", "b"), "rootless": ("bool", None)}, False)
+    path = os.path.join(flags.get("bundle") or ".", "config.json")
+    if os.path.lexists(path):
+        from mocktainer.error import Error
+
+        raise Error(f"{path} already exists; remove it first")
+    with open(path, "x") as f:
+        f.write(pretty_json(runtime.spec_template(rest)) + "\n")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[dict[str, Any], list[str], Log], int]] = {
+    "create": cmd_create, "start": cmd_start, "state": cmd_state, "kill": cmd_kill, "delete": cmd_delete,
+    "ps": cmd_ps, "list": cmd_list, "run": cmd_run, "features": cmd_features, "spec": cmd_spec,
+}
+
+USAGE = """usage: runu [global flags] COMMAND [flags] [ID] [args]
+
+An OCI runtime that boots unikernels (rootfs/unikraft/bin/kernel) in a VMM.
+
+commands: create, start, state, kill, delete, ps, list, run, features, spec
+global flags: --root DIR (default /run/runu), --log FILE, --log-format text|json,
+              --systemd-cgroup, --debug, --version
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    log = Log(None, None, False)
+    try:
+        g, rest = parse_flags(argv, GLOBAL_FLAGS, True)
+        log = Log(g.get("log"), g.get("log-format"), bool(g.get("debug")))
+        if g.get("log-format") not in (None, "text", "json"):
+            raise UsageError(f"invalid --log-format {g['log-format']!r}: use text or json")
+        g.setdefault("root", os.environ.get("RUNU_ROOT") or "/run/runu")
+        if g.get("version"):
+            from runu import __version__
+
+            print(f"runu version {__version__}\nspec: 1.0.2")
+            return 0
+        if g.get("help") or not rest:
+            sys.stdout.write(USAGE)
+            return 0 if g.get("help") else 1
+        command, args = rest[0], rest[1:]
+        log.debug(f"{command} {' '.join(args)}")
+        if command in UNSUPPORTED:
+            raise UsageError(f"'{command}' is not supported for unikernels: a VM has no container process tree to "
+                             f"{command} into" if command == "exec" else
+                             f"'{command}' is not supported for unikernels")
+        handler = COMMANDS.get(command)
+        if handler is None:
+            raise UsageError(f"unknown command {command!r}; try 'runu --help'")
+        code = handler(g, args, log)
+        sys.stdout.flush()
+        return code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        msg = _message(e)
+        log.write("error", msg)
+        if log.debug_on:
+            import traceback
+
+            traceback.print_exc()
+        try:
+            sys.stderr.write(f"runu: {msg}\n")
+            sys.stderr.flush()
+        except OSError:
+            pass
+        return 1
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        where = f" {e.filename}" if e.filename else ""
+        return f"{e.strerror}{':' + where if where else ''}"
+    text = str(e).replace("\n", " ").strip()
+    return text or type(e).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Printing for the command line: indented JSON and aligned tables."""
+
+from mocktainer import fastjson
+
+
+def pretty_json(obj: object, indent: str = "") -> str:
+    """JSON indented by two spaces, like runc's `state` (the C encoder only does compact output)."""
+    inner = indent + "  "
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{fastjson.dumps(str(k))}: {pretty_json(v, inner)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if isinstance(obj, list) and obj:
+        return "[\n" + ",\n".join(inner + pretty_json(v, inner) for v in obj) + "\n" + indent + "]"
+    return fastjson.dumps(obj)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    lines = []
+    for r in [header] + rows:
+        cells = [str(c).ljust(w) for c, w in zip(r, widths)]
+        lines.append("   ".join(cells).rstrip())
+    return "\n".join(lines)
