@@ -20,6 +20,15 @@ from conftest import SRC, children_of, needs_root
 
 pytestmark = [needs_root, pytest.mark.integration]
 
+
+@pytest.fixture(autouse=True, params=["fork", "spawn"])
+def init_mode(request, monkeypatch):
+    """Every flow test runs with the init forked from this process and with a fresh interpreter."""
+    from mocktainer import process
+
+    monkeypatch.setattr(process, "INIT_MODE", request.param)
+    return request.param
+
 ENV = ["PATH=/usr/local/bin:/usr/bin:/bin"]
 
 
@@ -200,7 +209,9 @@ def test_stopped_when_pid_reused(state_root, bundle):
     c = new(state_root, bundle)
     p = mocktainer.Process(args=["sleep", "30"], env=ENV)
     c.start(p)
-    # Pretend the saved pid now belongs to another process: a live one with a different start time.
+    # Pretend the saved pid now belongs to another process: a live one with a different start time
+    # (start times are in clock ticks, so let at least one tick pass).
+    time.sleep(0.05)
     other = subprocess.Popen(["sleep", "30"])
     try:
         with open(os.path.join(c.dir, "state.json")) as f:
@@ -497,3 +508,30 @@ def test_init_imports_only_stdlib_and_own_modules():
     assert foreign == []
     heavy = {"re", "json", "enum", "typing", "subprocess", "logging", "socket", "dataclasses", "pyroute2", "ctypes"}
     assert heavy.isdisjoint(mods), heavy & set(mods)
+
+
+def test_auto_mode_spawns_when_the_caller_has_threads(state_root, bundle, monkeypatch):
+    import threading
+
+    from mocktainer import process
+
+    monkeypatch.setattr(process, "INIT_MODE", "auto")
+    c = new(state_root, bundle)
+    p = mocktainer.Process(args=["true"], env=ENV)
+    c.start(p)
+    assert "-I" not in open(f"/proc/{p.pid()}/cmdline").read().split("\0")  # forked: our own command line
+    c.destroy()
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        c = new(state_root, bundle, cid="c2")
+        p = mocktainer.Process(args=["true"], env=ENV)
+        c.start(p)
+        argv = open(f"/proc/{p.pid()}/cmdline").read().split("\0")
+        assert argv[1:4] == ["-I", "-S", "-c"]  # a fresh interpreter
+        c.destroy()
+    finally:
+        stop.set()
+        t.join()

@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 from .error import ConfigError, Error, ExistsError, HookError, InitError, InvalidIDError, NotExistError, NotRunningError, RunningError
-from .message import CLONE_FLAGS_ATTR, INIT_MSG, NS_PATHS_ATTR
 
 __all__ = [
     "create", "load", "init", "Container", "Process", "Status", "State", "BaseState",
@@ -22,6 +21,7 @@ __all__ = [
 _LAZY = {
     "create": "factory", "load": "factory", "Container": "container", "Process": "process",
     "Status": "state", "State": "state", "BaseState": "state",
+    "INIT_MSG": "message", "CLONE_FLAGS_ATTR": "message", "NS_PATHS_ATTR": "message",
 }
 
 

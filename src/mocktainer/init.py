@@ -44,14 +44,20 @@ class _Log:
 
 
 def main() -> None:
-    """Entry point of the init interpreter; never returns."""
+    """Entry point of the init interpreter (fds named by the environment); never returns."""
+    run(int(os.environ[ENV_INITPIPE]), int(os.environ[ENV_LOGPIPE]), int(os.environ[ENV_FIFOFD]))
+
+
+def run(init_fd: int, log_fd: int, fifo_fd: int) -> None:
+    """The init proper, in a fresh interpreter or a fork of a single-threaded caller; never returns."""
     import _signal
 
-    # A signal to a created container should end it, not raise inside Python.
-    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
-    sync = SyncPipe(int(os.environ[ENV_INITPIPE]))
-    log = _Log(int(os.environ[ENV_LOGPIPE]))
-    fifo_fd = int(os.environ[ENV_FIFOFD])
+    # A signal to a created container ends it, as it would end the process it will become:
+    # no Python handler inherited from a forking caller, no KeyboardInterrupt.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"):
+        _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
+    sync = SyncPipe(init_fd)
+    log = _Log(log_fd)
     try:
         launch = _setup(sync, log, fifo_fd)
     except BaseException as e:  # everything must reach the parent as text
@@ -60,7 +66,7 @@ def main() -> None:
         except OSError:
             pass
         os._exit(1)
-    _wait_and_exec(log, fifo_fd, launch)
+    _wait_and_exec(sync.fd, log, fifo_fd, launch)
 
 
 def _describe(e: BaseException) -> str:
@@ -234,10 +240,9 @@ def _look_path(name: str, env: dict[str, str]) -> str:
     raise FileNotFoundError(f'exec: "{name}": executable file not found in $PATH')
 
 
-def _wait_and_exec(log: _Log, fifo_fd: int, launch: _Launch) -> None:
+def _wait_and_exec(sync_fd: int, log: _Log, fifo_fd: int, launch: _Launch) -> None:
     import _signal
 
-    sync_fd = int(os.environ[ENV_INITPIPE])
     log("debug", "waiting on exec.fifo for start")
     for fd in (sync_fd, log.fd):
         if fd >= 0:
@@ -249,7 +254,9 @@ def _wait_and_exec(log: _Log, fifo_fd: int, launch: _Launch) -> None:
         os.write(wfd, b"0")
         os.close(fifo_fd)
         _run_hooks(launch.hooks, "startContainer", launch.state)
+        # Python ignores these at start-up; ignored signals survive exec.
         _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+        _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
         os.execve(launch.path, launch.args, launch.env)
     except BaseException as e:
         try:

@@ -1,9 +1,10 @@
 """The container's process, and the parent's side of the init's start-up.
 
-The init is a fresh interpreter (`python -I -S`), not a fork of the caller:
-forking a process that may have threads is unsafe, and a library cannot know
-its caller has none. posix_spawn keeps the parent's cost low and lets us hand
-the init exactly the descriptors it needs at fixed numbers.
+The init is a fork of the caller when the caller has a single thread (runu
+has): that saves a whole interpreter start-up on every create. A caller with
+threads gets a fresh interpreter (`python -I -S`) through posix_spawn instead,
+because forking a threaded process can deadlock the child. Either way the init
+gets exactly the descriptors it needs, at fixed numbers.
 """
 
 from __future__ import annotations
@@ -17,9 +18,15 @@ if TYPE_CHECKING:
 
 from . import system
 from .error import Error, InitError
-from .init import ENV_FIFOFD, ENV_INITPIPE, ENV_LOGPIPE
-from .message import bootstrap_data
-from .sync import PROC_HOOKS, PROC_READY, PROC_RESUME, PROC_RUN, SyncPipe
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .sync import SyncPipe
+
+# How the init starts: "fork" (fast: the caller's interpreter is reused), "spawn"
+# (a fresh `python -I -S`: safe whatever the caller does) or "auto" (fork when this
+# process has a single thread, as runu has; spawn otherwise).
+INIT_MODE = "auto"
 
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _INIT_CODE = f"import sys;sys.path.insert(0,{_PKG_PARENT!r});from mocktainer.init import main;main()"
@@ -114,6 +121,43 @@ def _fd_of(stream: Any, mode: int) -> tuple[int, bool]:
     return stream.fileno(), False
 
 
+def _use_fork() -> bool:
+    if INIT_MODE != "auto":
+        return INIT_MODE == "fork"
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"Threads:"):
+                return line.split()[1] == b"1"
+    return False
+
+
+def _fork_init(highs: list[int], init_fd: int, log_fd: int, fifo_fd: int) -> int:
+    """Fork the init from this (single-threaded) interpreter; the child never returns."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()  # or the child would write our buffered output again
+        except (OSError, ValueError, AttributeError):
+            pass
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        for target, high in enumerate(highs):
+            os.dup2(high, target)
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) >= len(highs):
+                try:
+                    os.close(int(name))
+                except OSError:
+                    pass
+        from .init import run
+
+        run(init_fd, log_fd, fifo_fd)
+    finally:
+        os._exit(1)
+    return 0  # not reached
+
+
 class InitProcess:
     """Spawns the init and holds the parent's end of the conversation with it."""
 
@@ -149,11 +193,16 @@ class InitProcess:
         sources += [child_fd, log_w, fifo_fd]
         # Move every source above the target range first, so no dup2 clobbers a later source.
         highs = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, len(sources)) for fd in sources]
-        actions = [(os.POSIX_SPAWN_DUP2, high, target) for target, high in enumerate(highs)]
-        env = {ENV_INITPIPE: str(init_fd), ENV_LOGPIPE: str(log_fd), ENV_FIFOFD: str(fifo_target)}
         try:
-            self.pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _INIT_CODE], env,
-                                      file_actions=actions)
+            if _use_fork():
+                self.pid = _fork_init(highs, init_fd, log_fd, fifo_target)
+            else:
+                from .init import ENV_FIFOFD, ENV_INITPIPE, ENV_LOGPIPE
+
+                env = {ENV_INITPIPE: str(init_fd), ENV_LOGPIPE: str(log_fd), ENV_FIFOFD: str(fifo_target)}
+                actions = [(os.POSIX_SPAWN_DUP2, high, target) for target, high in enumerate(highs)]
+                self.pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _INIT_CODE], env,
+                                          file_actions=actions)
         except OSError:
             os.close(parent_fd)
             os.close(log_r)
@@ -161,6 +210,8 @@ class InitProcess:
         finally:
             for fd in highs + opened:
                 os.close(fd)
+        from .sync import SyncPipe
+
         st = system.proc_start_time(self.pid)
         self.start_time = st[1] if st else 0
         self.sync = SyncPipe(parent_fd)
@@ -169,6 +220,7 @@ class InitProcess:
 
     def bootstrap(self, clone_flags: int, ns_paths: dict[str, str], init_config: dict[str, Any]) -> None:
         from . import fastjson
+        from .message import bootstrap_data
 
         assert self.sync is not None
         self.sync.write_raw(bootstrap_data(clone_flags, ns_paths))
@@ -177,6 +229,8 @@ class InitProcess:
     def converse(self, on_hooks: Callable[[], None], on_ready: Callable[[], None]) -> None:
         """Answer the init until it closes the socket (it then waits on exec.fifo)."""
         import select
+
+        from .sync import PROC_HOOKS, PROC_READY, PROC_RESUME, PROC_RUN
 
         sync = self.sync
         assert sync is not None

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""runu against runc and crun, the way containerd drives them; and a unikernel's boot through runu.
+
+1. Lifecycle: create -> start -> state -> kill -> delete as separate processes with
+   the flags containerd's shim passes (--root, --log, --log-format json, --pid-file),
+   on one CRI-sandbox bundle running `sleep`, alternating the runtimes each
+   iteration so machine noise hits them alike. Prints median ms per step, the
+   total, and runu's ratios.
+2. Boot: `runu create` + `runu start` until the tiny guest's greeting appears on
+   the console, against the same QEMU command line started directly.
+
+Run as root after scripts/setup.sh:  python3 bench/bench_runu.py [-n 50]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(TOP, "src"))
+sys.path.insert(0, os.path.join(TOP, "tests"))
+
+from mocktainer import system  # noqa: E402
+
+STEPS = ("create", "start", "state", "kill", "delete")
+GREETING = b"Hello from the runu test kernel"
+
+
+def sandbox_bundle(path: str) -> None:
+    """A bundle all three runtimes accept: runc's default spec, busybox rootfs, a sleeping process."""
+    rootfs = os.path.join(path, "rootfs")
+    os.makedirs(os.path.join(rootfs, "bin"))
+    shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
+    for d in ("proc", "dev", "sys", "tmp"):
+        os.makedirs(os.path.join(rootfs, d), exist_ok=True)
+    subprocess.run(["runc", "spec", "--bundle", path], check=True)
+    with open(os.path.join(path, "config.json")) as f:
+        spec = json.load(f)
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["/bin/busybox", "sleep", "1000"]
+    spec.setdefault("annotations", {})["io.kubernetes.cri.container-type"] = "sandbox"
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(spec, f)
+
+
+def crun_usable() -> bool:
+    return shutil.which("crun") is not None and not (
+        os.path.exists("/sys/fs/cgroup/unified/cgroup.controllers")
+        and open("/sys/fs/cgroup/unified/cgroup.controllers").read().strip())
+
+
+def lifecycle(binary: str, root: str, bundle: str, cid: str) -> dict[str, float]:
+    base = [binary, "--root", root, "--log", os.path.join(bundle, "log.json"), "--log-format", "json"]
+    pid_file = os.path.join(bundle, f"{cid}.pid")
+    calls = {
+        "create": base + ["create", "--bundle", bundle, "--pid-file", pid_file, cid],
+        "start": base + ["start", cid],
+        "state": base + ["state", cid],
+        "kill": base + ["kill", cid, "9"],
+        "delete": base + ["delete", cid],
+    }
+    out = {}
+    # The container inherits create's stdio, so errors go to a file: a pipe would stay open.
+    with tempfile.TemporaryFile() as err:
+        for step in STEPS:
+            t = time.perf_counter()
+            r = subprocess.run(calls[step], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            out[step] = (time.perf_counter() - t) * 1000
+            if r.returncode != 0:
+                err.seek(0)
+                raise SystemExit(f"{os.path.basename(binary)} {step} failed: {err.read().decode().strip()}")
+            _after(step, pid_file)
+    os.unlink(pid_file)
+    return out
+
+
+def _after(step: str, pid_file: str) -> None:
+    if step == "kill":
+        # The shim reaps the container between kill and delete; here we are the subreaper.
+        pid = int(open(pid_file).read())
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def median_ms(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def bench_lifecycle(n: int) -> None:
+    runtimes = {"runu": shutil.which("runu"), "runc": shutil.which("runc")}
+    if crun_usable():
+        runtimes["crun"] = shutil.which("crun")
+    runtimes = {k: v for k, v in runtimes.items() if v}
+    results: dict[str, dict[str, list[float]]] = {rt: {s: [] for s in STEPS} for rt in runtimes}
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = os.path.join(tmp, "bundle")
+        sandbox_bundle(bundle)
+        for i in range(n):
+            for rt, binary in runtimes.items():
+                times = lifecycle(binary, os.path.join(tmp, rt), bundle, f"{rt}-{i}")
+                for s, v in times.items():
+                    results[rt][s].append(v)
+    print(f"Lifecycle as separate processes with containerd's flags, {n} iterations, median ms")
+    print(f"{'step':<8}" + "".join(f"{rt:>9}" for rt in runtimes))
+    for s in STEPS + ("total",):
+        row = []
+        for rt in runtimes:
+            if s == "total":
+                totals = [sum(results[rt][k][i] for k in STEPS) for i in range(n)]
+                row.append(median_ms(totals))
+            else:
+                row.append(median_ms(results[rt][s]))
+        print(f"{s:<8}" + "".join(f"{v:>9.1f}" for v in row))
+    for other in ("runc", "crun"):
+        if other in runtimes:
+            tot = {rt: median_ms([sum(results[rt][k][i] for k in STEPS) for i in range(n)]) for rt in ("runu", other)}
+            st = {rt: median_ms(results[rt]["state"]) for rt in ("runu", other)}
+            print(f"runu/{other}: lifecycle {tot['runu'] / tot[other]:.2f}x, state {st['runu'] / st[other]:.2f}x")
+
+
+def wait_for(proc_out: int, needle: bytes, deadline: float) -> bool:
+    buf = b""
+    while time.monotonic() < deadline:
+        chunk = os.read(proc_out, 4096)
+        if not chunk:
+            return False
+        buf += chunk
+        if needle in buf:
+            return True
+    return False
+
+
+def bench_boot(n: int) -> None:
+    from guest.build import build_tiny
+
+    from mocktainer.unikraft.bundle import plan
+
+    runu = shutil.which("runu")
+    with tempfile.TemporaryDirectory() as tmp:
+        kernel = build_tiny(os.path.join(tmp, "k"), "pvh")
+        bundle = os.path.join(tmp, "bundle")
+        os.makedirs(os.path.join(bundle, "rootfs", "unikraft", "bin"))
+        shutil.copy(kernel, os.path.join(bundle, "rootfs", "unikraft", "bin", "kernel"))
+        subprocess.run([runu, "spec", "--bundle", bundle], check=True)
+        spec = json.load(open(os.path.join(bundle, "config.json")))
+        spec["process"]["args"] = ["/unikraft/bin/kernel", "idle"]
+        spec["annotations"] = {"org.unikraft.runu.accel": "tcg"}
+        json.dump(spec, open(os.path.join(bundle, "config.json"), "w"))
+        direct_argv = plan(spec, os.path.join(bundle, "rootfs"), dict(os.environ)).args
+        via_runu, direct = [], []
+        root = os.path.join(tmp, "state")
+        for i in range(n):
+            # Through runu: create + start, until the greeting reaches the console.
+            r, w = os.pipe()
+            t = time.perf_counter()
+            subprocess.run([runu, "--root", root, "create", "--bundle", bundle, f"b{i}"], stdin=subprocess.DEVNULL,
+                           stdout=w, stderr=w, check=True)
+            os.close(w)
+            subprocess.run([runu, "--root", root, "start", f"b{i}"], check=True)
+            ok = wait_for(r, GREETING, time.monotonic() + 30)
+            via_runu.append((time.perf_counter() - t) * 1000)
+            subprocess.run([runu, "--root", root, "delete", "--force", f"b{i}"], check=True)
+            os.close(r)
+            if not ok:
+                raise SystemExit("no greeting through runu")
+            # The same QEMU command line, started directly.
+            r, w = os.pipe()
+            t = time.perf_counter()
+            p = subprocess.Popen(direct_argv, stdin=subprocess.DEVNULL, stdout=w, stderr=w)
+            os.close(w)
+            ok = wait_for(r, GREETING, time.monotonic() + 30)
+            direct.append((time.perf_counter() - t) * 1000)
+            p.kill()
+            p.wait()
+            os.close(r)
+            if not ok:
+                raise SystemExit("no greeting from QEMU")
+        system_reap()
+    a, b = median_ms(via_runu), median_ms(direct)
+    print(f"\nTiny guest (PVH, microvm, TCG) to its greeting, {n} iterations, median ms")
+    print(f"runu create+start {a:.1f}   qemu direct {b:.1f}   ratio {a / b:.2f}x")
+
+
+def system_reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="runu vs runc/crun lifecycle, and unikernel boot through runu")
+    ap.add_argument("-n", type=int, default=50, help="iterations (default 50)")
+    opts = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root")
+    system.set_child_subreaper()
+    bench_lifecycle(opts.n)
+    bench_boot(max(10, opts.n // 2))
+
+
+if __name__ == "__main__":
+    main()
