@@ -535,3 +535,10 @@ def test_auto_mode_spawns_when_the_caller_has_threads(state_root, bundle, monkey
     finally:
         stop.set()
         t.join()
+
+
+def test_process_has_a_session_of_its_own(state_root, bundle):
+    c = new(state_root, bundle)
+    code, out = run_to_end(c, ["sh", "-c", "echo $$; ps -o sid= -p $$"])
+    pid, sid = out.split()
+    assert pid == sid and int(sid) != os.getsid(0)

@@ -102,10 +102,12 @@ def _setup(sync: SyncPipe, log: _Log, fifo_fd: int) -> _Launch:
         if os.getppid() != init["parent_pid"]:
             raise RuntimeError("parent process died during container setup")
 
+    # A session of its own, as runc gives every container: signals meant for the
+    # caller's process group (a shim's, a shell's) do not reach the VMM.
+    os.setsid()
     if init.get("terminal"):
         import fcntl
 
-        os.setsid()
         fcntl.ioctl(0, TIOCSCTTY, 0)
     args = init["args"]
     env = _environ(init["env"])
