@@ -297,11 +297,46 @@ def test_join_named_netns(state_root, bundle, netns):
     assert c.state().namespace_paths == {"NEWNET": f"/run/netns/{name}"}
 
 
-def test_join_netns_of_wrong_type_fails(state_root, bundle):
-    c = new(state_root, bundle, namespaces=[{"type": "network", "path": "/proc/self/ns/uts"}])
-    with pytest.raises(mocktainer.InitError, match="cannot join net namespace"):
+def test_join_netns_of_wrong_type_is_refused_before_anything_exists(state_root, bundle):
+    with pytest.raises(mocktainer.ConfigError, match="is a uts namespace, not a network namespace"):
+        new(state_root, bundle, namespaces=[{"type": "network", "path": "/proc/self/ns/uts"}])
+    assert not os.path.exists(os.path.join(state_root, "c1"))
+
+
+def test_failing_start_container_hook_fails_exec_without_poststart(state_root, bundle, tmp_path):
+    marker = tmp_path / "poststart-ran"
+    hooks = {"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 4"]}],
+             "poststart": [{"path": "/bin/sh", "args": ["sh", "-c", f"touch {marker}"]}]}
+    c = new(state_root, bundle, hooks=hooks)
+    p = mocktainer.Process(args=["true"], env=ENV)
+    c.start(p)
+    with pytest.raises(mocktainer.Error, match="failed to start: startContainer hook #0 .*exit status 4: nope"):
+        c.exec()
+    assert p.wait() == 127
+    assert not marker.exists()
+    assert c.status() == "stopped"
+
+
+def test_all_poststop_hooks_run_even_when_one_fails(state_root, bundle, tmp_path, caplog):
+    marker = tmp_path / "second-ran"
+    hooks = {"poststop": [{"path": "/bin/false"}, {"path": "/bin/sh", "args": ["sh", "-c", f"touch {marker}"]}]}
+    c = new(state_root, bundle, hooks=hooks)
+    code, _ = run_to_end(c, ["true"])
+    c.destroy()
+    assert marker.exists()
+    assert any("poststop hook #0" in r.getMessage() for r in caplog.records)
+
+
+def test_failed_create_runs_poststop(state_root, bundle, tmp_path):
+    marker = tmp_path / "poststop-ran"
+    hooks = {"createRuntime": [{"path": "/bin/false"}],
+             "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", f"cat > {marker}"]}]}
+    c = new(state_root, bundle, hooks=hooks)
+    with pytest.raises(mocktainer.HookError):
         c.start(mocktainer.Process(args=["true"], env=ENV))
-    assert os.listdir(c.dir) == []
+    assert json.loads(marker.read_text())["status"] == "stopped"
+    c.destroy()
+    assert marker.exists()
 
 
 def test_no_netns_shares_the_host_network(state_root, bundle):

@@ -157,6 +157,16 @@ class Hooks(dict):
 
                 raise HookError(f"{name} hook #{i} ({hook.path}) failed: {e}") from None
 
+    def run_warn(self, name: str, state: dict[str, Any]) -> None:
+        """Run every hook, turning each failure into a warning (poststart, poststop)."""
+        for i, hook in enumerate(self.get(name, ())):
+            try:
+                hook.run(state)
+            except Exception as e:
+                import logging
+
+                logging.getLogger("mocktainer").warning("%s hook #%d (%s) failed: %s", name, i, hook.path, e)
+
     def to_dict(self) -> dict[str, Any]:
         return {name: [h.to_dict() for h in self.get(name, [])] for name in HOOK_NAMES}
 

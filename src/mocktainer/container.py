@@ -95,6 +95,8 @@ class Container:
             init.kill()
             self._remove_run_files()
             self._state = None
+            # A failed create ends as if destroyed (runtime spec, lifecycle steps 12-13).
+            self._warn_hooks("poststop", Status.STOPPED)
             raise
         init.close()
 
@@ -109,10 +111,10 @@ class Container:
             self._await_fifo(fd)
         finally:
             os.close(fd)
-        try:
-            os.unlink(fifo)
-        except FileNotFoundError:
-            pass
+            try:
+                os.unlink(fifo)
+            except FileNotFoundError:
+                pass
         self._warn_hooks("poststart", Status.RUNNING)
 
     def run(self, process: Process) -> None:
@@ -222,31 +224,25 @@ class Container:
         pid, start = self._state.init_process_pid, self._state.init_process_start
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        released = False
+        got = b""
         while True:
             if poller.poll(100):
-                data = os.read(fd, 1)
+                data = os.read(fd, 4096)
                 if data:
-                    released = True  # the init runs startContainer hooks, then execs
+                    got += data  # "0": the init runs startContainer hooks, then execs
                     continue
-                if released:
-                    return  # end-of-file: the init's close-on-exec write end is gone
-                raise Error(f"container {self._id!r}: the init closed exec.fifo without starting")
+                break  # end-of-file: the init's close-on-exec write end is gone
             if not alive(pid, start):
-                if released:
-                    return
-                raise Error(f"container {self._id!r}: the init process died before it could be started")
+                break
+        if not got:
+            raise Error(f"container {self._id!r}: the init process died before it could be started")
+        if len(got) > 1:
+            raise Error(f"container {self._id!r} failed to start: {got[1:].decode(errors='replace')}")
 
     def _warn_hooks(self, name: str, status: Status) -> None:
         """poststart and poststop failures are warnings, as the runtime spec asks."""
-        if not self._config.hooks.get(name):
-            return
-        try:
-            self._config.hooks.run(name, self._hook_state(str(status)))
-        except Error as e:
-            import logging
-
-            logging.getLogger("mocktainer").warning("%s", e)
+        if self._config.hooks.get(name):
+            self._config.hooks.run_warn(name, self._hook_state(str(status)))
 
     def _reap(self, pid: int, start: int) -> None:
         try:

@@ -3,7 +3,7 @@
 import os
 
 from . import state as statefile
-from .configs import Config
+from .configs import Config, NamespaceType
 from .container import Container
 from .error import ConfigError, ExistsError, InvalidIDError, NotExistError
 
@@ -35,6 +35,49 @@ def validate_config(config: Config) -> None:
         raise ConfigError(f"rootfs {rootfs} is a symlink; give the real path")
     if not os.path.isdir(rootfs):
         raise ConfigError(f"rootfs {rootfs} does not exist or is not a directory")
+    check_namespace_paths(config)
+
+
+# clone flag (what the NS_GET_NSTYPE ioctl answers) -> OCI namespace name
+_NS_KINDS = {0x00020000: "mount", 0x02000000: "cgroup", 0x04000000: "uts", 0x08000000: "ipc", 0x10000000: "user",
+             0x20000000: "pid", 0x40000000: "network", 0x00000080: "time"}
+_NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), Linux 4.11
+
+
+def check_namespace_paths(config: Config) -> None:
+    """Each namespace to join must be a namespace file of its type.
+
+    Checked before anything is created: otherwise the init's setns(2) fails
+    with a bare EINVAL (or the path's absence is only noticed in the child).
+    """
+    for ns in config.namespaces:
+        if not ns.path:
+            continue
+        oci, _, flag = NamespaceType.INFO[ns.type]
+        what = f"{oci} namespace path {ns.path}"
+        try:
+            st = os.stat(ns.path)
+        except FileNotFoundError:
+            raise ConfigError(f"{what} does not exist") from None
+        except OSError as e:
+            raise ConfigError(f"cannot use {what}: {e.strerror}") from None
+        hint = f"expected a namespace file such as /proc/<pid>/ns/{NamespaceType.INFO[ns.type][1]}"
+        if (st.st_mode & 0o170000) != 0o100000:  # nsfs files are regular; never open a fifo or a device here
+            raise ConfigError(f"{what} is not a namespace file ({hint})")
+        try:
+            fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError as e:
+            raise ConfigError(f"cannot open {what}: {e.strerror}") from None
+        try:
+            import fcntl
+
+            kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+        except OSError:
+            raise ConfigError(f"{what} is not a namespace file ({hint})") from None
+        finally:
+            os.close(fd)
+        if kind != flag:
+            raise ConfigError(f"{what} is a {_NS_KINDS.get(kind, f'{kind:#x}')} namespace, not a {oci} namespace")
 
 
 def _ensure_root(root: str) -> None:

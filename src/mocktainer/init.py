@@ -249,9 +249,11 @@ def _wait_and_exec(sync_fd: int, log: _Log, fifo_fd: int, launch: _Launch) -> No
     for fd in (sync_fd, log.fd):
         if fd >= 0:
             os.close(fd)
+    wfd = -1
     try:
         # Opening for writing blocks until `start` opens the fifo for reading. The write end
-        # stays open (close-on-exec) so `start` sees end-of-file exactly when the exec happened.
+        # stays open (close-on-exec) so `start` sees end-of-file exactly when the exec happened;
+        # anything written after the "0" is an error for `start` to report.
         wfd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         os.write(wfd, b"0")
         os.close(fifo_fd)
@@ -261,8 +263,9 @@ def _wait_and_exec(sync_fd: int, log: _Log, fifo_fd: int, launch: _Launch) -> No
         _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
         os.execve(launch.path, launch.args, launch.env)
     except BaseException as e:
+        text = _describe(e).encode(errors="replace")[:4000]
         try:
-            os.write(2, f"container init: {_describe(e)}\n".encode())
+            os.write(wfd if wfd >= 0 else 2, text if wfd >= 0 else b"container init: " + text + b"\n")
         except OSError:
             pass
     os._exit(127)

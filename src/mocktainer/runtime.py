@@ -68,64 +68,38 @@ def supported_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return {**spec, "linux": {**linux, "namespaces": kept}}
 
 
-# clone flag (what the NS_GET_NSTYPE ioctl answers) -> OCI namespace name
-_NS_KINDS = {0x00020000: "mount", 0x02000000: "cgroup", 0x04000000: "uts", 0x08000000: "ipc", 0x10000000: "user",
-             0x20000000: "pid", 0x40000000: "network", 0x00000080: "time"}
-_NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), Linux 4.11
+def check_preserved_fds(n: int) -> None:
+    """fds 3 .. 3+n-1 must be the caller's, open before we open anything.
 
-
-def check_namespace_paths(config: Any) -> None:
-    """Each namespace to join must be a namespace file of its type.
-
-    Checked before anything is created: otherwise the init's setns(2) fails
-    with a bare EINVAL (or the path's absence is only noticed in the child).
+    Otherwise our own descriptors (the init's socket, log pipe, exec.fifo) would
+    land on those numbers and be handed to the container: the init would then
+    hold our end of its own socket, and create would wait for it forever.
     """
-    from .configs import NamespaceType
-
-    for ns in config.namespaces:
-        if not ns.path:
-            continue
-        oci, _, flag = NamespaceType.INFO[ns.type]
-        what = f"{oci} namespace path {ns.path}"
+    for fd in range(3, 3 + n):
         try:
-            st = os.stat(ns.path)
-        except FileNotFoundError:
-            raise ConfigError(f"{what} does not exist") from None
-        except OSError as e:
-            raise ConfigError(f"cannot use {what}: {e.strerror}") from None
-        hint = f"expected a namespace file such as /proc/<pid>/ns/{NamespaceType.INFO[ns.type][1]}"
-        if (st.st_mode & 0o170000) != 0o100000:  # nsfs files are regular; never open a fifo or a device here
-            raise ConfigError(f"{what} is not a namespace file ({hint})")
-        try:
-            fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
-        except OSError as e:
-            raise ConfigError(f"cannot open {what}: {e.strerror}") from None
-        try:
-            import fcntl
-
-            kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+            os.fstat(fd)
         except OSError:
-            raise ConfigError(f"{what} is not a namespace file ({hint})") from None
-        finally:
-            os.close(fd)
-        if kind != flag:
-            raise ConfigError(f"{what} is a {_NS_KINDS.get(kind, f'{kind:#x}')} namespace, not a {oci} namespace")
+            raise ConfigError(f"--preserve-fds {n}: file descriptor {fd} is not open; the caller must pass fds "
+                              f"3 to {2 + n}") from None
 
 
 def write_pid_file(path: str, pid: int) -> None:
     """Atomically, so a client polling the file never reads a partial number."""
     path = os.path.abspath(path)
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
-        os.write(fd, str(pid).encode())
-    finally:
-        os.close(fd)
-    try:
-        os.rename(tmp, path)
-    except OSError:
-        os.unlink(tmp)
-        raise
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, str(pid).encode())
+        finally:
+            os.close(fd)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            os.unlink(tmp)
+            raise
+    except OSError as e:
+        raise Error(f"cannot write pid file {path}: {e.strerror}") from None
 
 
 # ---- lifecycle -------------------------------------------------------------------------
@@ -152,11 +126,11 @@ def create(
     from .unikraft.bundle import plan
 
     factory.validate_id(id)
+    check_preserved_fds(preserve_fds)
     bundle = os.path.abspath(bundle)
     spec = load_spec(bundle)
     config = specconv.create_config(supported_spec(spec), bundle)
     config.no_new_keyring = no_new_keyring
-    check_namespace_paths(config)
     what = plan(spec, config.rootfs, dict(os.environ) if environ is None else environ)
     terminal = bool((spec.get("process") or {}).get("terminal"))
     if terminal and not console_socket:
@@ -179,30 +153,13 @@ def create(
         if pid_file:
             write_pid_file(pid_file, process.pid())
     except BaseException:
-        # Container.destroy runs the poststop hooks only for a container that got as far as created.
-        created = bool(container.state().init_process_pid)
-        container.destroy()
-        if not created:
-            _poststop_after_failed_create(container)
+        container.destroy()  # poststop hooks ran already if start itself failed
         raise
     finally:
         for fd in (master, slave):
             if fd >= 0:
                 os.close(fd)
     return container
-
-
-def _poststop_after_failed_create(c: Container) -> None:
-    """runtime.md, Lifecycle: a failing prestart, createRuntime or createContainer hook "continue[s] the
-    lifecycle at step 12" (destroy), and step 13 runs the poststop hooks; a failing one is a warning."""
-    state = c.oci_state(Status.STOPPED)
-    for i, hook in enumerate(c.config.hooks.get("poststop", ())):
-        try:
-            hook.run(state)
-        except Exception as e:  # each hook runs whatever the one before did
-            import logging
-
-            logging.getLogger("mocktainer").warning("poststop hook #%d (%s) failed: %s", i, hook.path, e)
 
 
 def start(root: str, id: str) -> None:

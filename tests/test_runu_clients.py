@@ -1,0 +1,449 @@
+"""runu driven by real clients, no mocks: containerd + ctr (runc shim v2) and podman + conmon.
+
+The guest is the tiny test kernel (tests/guest): it prints ``Hello from the runu test kernel``,
+its command line and an ``arg: WORD`` line per word after ``--``, then exits through QEMU's
+isa-debug-exit (``exit=N``: QEMU's, and so the container's, exit status is ``(N << 1) | 1``) or
+idles (``idle``).  The images are built offline (umoci) with Entrypoint ``/unikraft/bin/kernel``,
+so the image's Cmd / the client's extra args become the guest command line.  Both clients always
+add environment variables (PATH, TERM, ...), which runu turns into ``env.vars=`` library parameters
+before a ``--``; so the mode words (``idle``, ``exit=N``) must stand before an explicit ``--`` in
+the args, or the guest takes them for application arguments.
+
+Accelerator: PVH kernels run with runu's default (``auto``: KVM here, ~0.1 s); multiboot kernels
+boot through SeaBIOS on ``-M pc``, which takes ~3.5 s under this host's paravirtual KVM, so those
+containers get the annotation ``org.unikraft.runu.accel=tcg`` (which also proves the annotation
+travels from the client to runu).
+
+runu is reached through a launcher written per test session that runs this checkout's
+``src/runu`` with the interpreter running the tests (the same launcher scripts/setup.sh installs
+as /usr/local/bin/runu).  After every test nothing may be left: no QEMU of ours, no shim, no
+conmon, no runu state directory (see ``assert_no_leaks``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import clients  # noqa: E402
+
+pytestmark = [
+    pytest.mark.clients,
+    pytest.mark.skipif(os.geteuid() != 0, reason="real container clients need root"),
+]
+
+SRC = HERE.parent / "src"
+GREETING = "Hello from the runu test kernel"
+ACCEL_ANNOTATION = "org.unikraft.runu.accel"
+CREATE_FAILED = "OCI runtime create failed"
+NO_KERNEL_MSG = "runu runs unikernel bundles (rootfs/unikraft/bin/kernel) and CRI sandbox containers"
+PODMAN_RUNU_ROOT = Path("/run/runu")  # podman passes no --root: runu's default is used
+FORMATS = ("pvh", "multiboot")
+# multiboot boots through SeaBIOS: ~3.5 s under this host's paravirtual KVM, ~0.1 s under TCG
+ANNOTATIONS = {"pvh": {}, "multiboot": {ACCEL_ANNOTATION: "tcg"}}
+IMAGE_CMD = ["exit=3", "--", "hello", "from-cmd"]
+TIMEOUT = 30  # per client command; every run here takes well under a second or two
+TTY_TIMEOUT = 10  # a tty run that ignores --console-socket hangs: fail fast
+APT = {"containerd": "containerd", "ctr": "containerd", "containerd-shim-runc-v2": "containerd",
+       "podman": "podman", "conmon": "conmon", "umoci": "umoci", "gcc": "gcc", "ld": "binutils",
+       "objcopy": "binutils", "qemu-system-x86_64": "qemu-system-x86"}
+
+
+def need(*binaries: str) -> None:
+    missing = clients.missing_binaries(*binaries)
+    if missing:
+        pkgs = sorted({APT.get(m, m) for m in missing})
+        pytest.skip(f"missing {', '.join(missing)} (apt-get install {' '.join(pkgs)})")
+
+
+def exit_status(n: int) -> int:
+    """The container's exit status when the guest asks isa-debug-exit for ``n``."""
+    return (n << 1) | 1
+
+
+def _load_guest_build():
+    # by path: a plain "import build" could pick up PyPA's "build" package
+    spec = importlib.util.spec_from_file_location("runu_tests_guest_build", HERE / "guest" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures: runu, kernels, images, clients
+
+
+@pytest.fixture(scope="module", autouse=True)
+def subreaper():
+    clients.become_subreaper()
+    yield
+    clients.reap_zombies()
+
+
+@pytest.fixture(scope="module")
+def runu(tmp_path_factory) -> Path:
+    """A launcher for this checkout's runu (what scripts/setup.sh puts in /usr/local/bin)."""
+    path = tmp_path_factory.mktemp("runu-bin") / "runu"
+    path.write_text(f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(SRC)!r})\n"
+                    "from runu.main import main\nsys.exit(main())\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, tuple[str, Path]]:
+    """{name: (ref, OCI archive)}: "pvh" and "multiboot" (the tiny kernel, Cmd IMAGE_CMD) and
+    "nokernel" (a rootfs without unikraft/bin/kernel, same entrypoint)."""
+    need("umoci", "gcc", "ld", "objcopy", "qemu-system-x86_64")
+    tmp = tmp_path_factory.mktemp("runu-images")
+    build = _load_guest_build()
+    out = {}
+    for fmt in FORMATS:
+        kernel = build.build_tiny(str(tmp / "kernels"), fmt)
+        rootfs = clients.unikraft_rootfs(tmp / f"rootfs-{fmt}", kernel)
+        ref = f"localhost/runu-tests/tiny-{fmt}:latest"
+        out[fmt] = (ref, clients.build_image(rootfs, ref, entrypoint=["/unikraft/bin/kernel"],
+                                             cmd=IMAGE_CMD, dest=tmp / f"tiny-{fmt}.oci.tar"))
+    rootfs = tmp / "rootfs-nokernel"
+    (rootfs / "etc").mkdir(parents=True)
+    (rootfs / "etc" / "hostname").write_text("no kernel here\n")
+    ref = "localhost/runu-tests/nokernel:latest"
+    out["nokernel"] = (ref, clients.build_image(rootfs, ref, entrypoint=["/unikraft/bin/kernel"],
+                                                dest=tmp / "nokernel.oci.tar"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def containerd(images):
+    need("containerd", "ctr", "containerd-shim-runc-v2")
+    with clients.Containerd(cri=False) as cd:
+        cd.images = {name: clients.import_image(cd, tar, ref) for name, (ref, tar) in images.items()}
+        yield cd
+
+
+@pytest.fixture(scope="module")
+def podman(images, runu):
+    need("podman", "conmon")
+    with clients.Podman({"runu": runu}) as pm:
+        pm.images = {name: pm.load(tar, ref) for name, (ref, tar) in images.items()
+                     if name in ("pvh", "nokernel")}
+        yield pm
+    assert not pm.base.exists()
+    assert not pm.conmon_pids()
+
+
+# ---------------------------------------------------------------------------------------------
+# leak checks
+
+
+def our_qemus(base: Path) -> list[int]:
+    """Live QEMU processes booting a kernel below ``base`` (a client's private directory)."""
+    marker = str(base) + "/"
+    pids = []
+    for pid in clients._all_pids():
+        argv = clients._cmdline(pid)
+        if argv and os.path.basename(argv[0]).startswith("qemu-system") and any(marker in a for a in argv):
+            st = clients._read_stat(pid)
+            if st and st[0] not in "ZX":
+                pids.append(pid)
+    return pids
+
+
+def _eventually(what, probe, timeout: float = 10.0):
+    """Poll ``probe()`` until it returns something falsy; fail with ``what`` and its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        clients.reap_zombies()
+        value = probe()
+        if not value:
+            return
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: {value!r}")
+        time.sleep(0.05)
+
+
+def runu_root(cd: clients.Containerd) -> Path:
+    """runu's --root under containerd: the shim appends the namespace to --runc-root."""
+    return cd.runtime_root / cd.namespace
+
+
+def assert_no_leaks_containerd(cd: clients.Containerd) -> None:
+    _eventually("containerd tasks left", lambda: clients.task_ls(cd))
+    _eventually("shims left", cd.shim_pids)
+    _eventually("QEMU processes left", lambda: our_qemus(cd.base))
+    root = runu_root(cd)
+    _eventually(f"runu state left in {root}", lambda: root.is_dir() and os.listdir(root))
+
+
+def assert_no_leaks_podman(pm: clients.Podman, cids: list[str]) -> None:
+    _eventually("podman containers left", lambda: pm.podman("ps", "-aq", check=True).stdout.split())
+    _eventually("conmon processes left", pm.conmon_pids)
+    _eventually("QEMU processes left", lambda: our_qemus(pm.base))
+    _eventually(f"runu state left in {PODMAN_RUNU_ROOT}",
+                lambda: [c for c in cids if (PODMAN_RUNU_ROOT / c).exists()])
+
+
+@pytest.fixture
+def ctr_ids(containerd):
+    """Container ids a test hands out; afterwards cleaned up, then checked for leaks."""
+    ids: list[str] = []
+
+    def new(prefix: str) -> str:
+        ids.append(clients.unique_id(prefix))
+        return ids[-1]
+
+    yield new
+    for cid in ids:
+        clients.ctr_cleanup(containerd, cid)
+    assert_no_leaks_containerd(containerd)
+
+
+@pytest.fixture
+def podman_cids(podman, tmp_path):
+    """Container ids podman gave (read from --cidfile); afterwards checked for leaks."""
+    files: list[Path] = []
+
+    def cidfile() -> list[str]:
+        files.append(tmp_path / f"cid-{len(files)}")
+        return ["--cidfile", str(files[-1])]
+
+    def read() -> list[str]:
+        return [f.read_text().strip() for f in files if f.exists()]
+
+    cidfile.read = read
+    yield cidfile
+    cids = read()
+    if cids:
+        podman.podman("rm", "--force", "--time", "0", *cids, timeout=TIMEOUT)
+    assert_no_leaks_podman(podman, cids)
+
+
+def vmm_fds(pid: int) -> dict[int, str]:
+    """{fd: target} of a process."""
+    out = {}
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def assert_no_runtime_fds(pid: int, runu_root_dir: Path) -> None:
+    """The VMM inherited none of runu's descriptors: no pty master, no init socket, no exec fifo."""
+    fds = vmm_fds(pid)
+    leaked = {fd: t for fd, t in fds.items()
+              if t in ("/dev/ptmx", "/dev/pts/ptmx") or t.startswith("socket:") or t.startswith(str(runu_root_dir) + "/")}
+    assert not leaked, fds
+
+
+def guest_lines(text: str) -> list[str]:
+    return [ln for ln in text.replace("\r", "").split("\n") if ln]
+
+
+def wait_for(probe, what: str, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not (value := probe()):
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# containerd + ctr
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ctr_run_rm_shows_guest_and_exit_status(containerd, runu, ctr_ids, fmt):
+    """``ctr run --rm``: the guest's console is the task's stdout, its exit status ctr's."""
+    cid = ctr_ids(f"rm-{fmt}")
+    image = containerd.images[fmt]
+    res = clients.ctr_run(containerd, image, cid, runu, annotations=ANNOTATIONS[fmt], timeout=TIMEOUT)
+    lines = guest_lines(res.stdout)
+    assert lines and lines[0] == GREETING, res
+    assert lines[1].startswith("cmdline: ") and lines[1].endswith(" exit=3 -- hello from-cmd"), lines
+    assert "env.vars=PATH=" in lines[1]  # process.env reaches the guest command line
+    assert lines[2:] == ["arg: hello", "arg: from-cmd", "bye 3"]
+    assert res.returncode == exit_status(3), res
+    assert res.stderr == ""
+
+    # args on the ctr command line replace the image's Cmd
+    cid2 = ctr_ids(f"rm-args-{fmt}")
+    res = clients.ctr_run(containerd, image, cid2, runu, "exit=5", "--", "one", "two", "three",
+                          annotations=ANNOTATIONS[fmt], timeout=TIMEOUT)
+    lines = guest_lines(res.stdout)
+    assert lines[0] == GREETING and lines[1].endswith(" exit=5 -- one two three"), res
+    assert lines[2:] == ["arg: one", "arg: two", "arg: three", "bye 5"]
+    assert res.returncode == exit_status(5), res
+    assert cid not in clients.task_ls(containerd) and cid2 not in clients.task_ls(containerd)
+
+
+def test_ctr_run_detached_ps_kill_delete(containerd, runu, ctr_ids):
+    """``ctr run -d`` of an idling guest, ``task ps`` (the QEMU pid), ``task kill``, ``task delete``."""
+    cid = ctr_ids("det")
+    res = clients.ctr_run(containerd, containerd.images["multiboot"], cid, runu, "idle", "--", "detached",
+                          detach=True, annotations=ANNOTATIONS["multiboot"], timeout=TIMEOUT)
+    assert res.returncode == 0, res
+    task = clients.wait_task_status(containerd, cid, "RUNNING", timeout=10)
+    pid = task["pid"]
+    assert clients.task_ps(containerd, cid) == [pid]
+    assert our_qemus(containerd.base) == [pid]
+    argv = clients._cmdline(pid)
+    assert os.path.basename(argv[0]) == "qemu-system-x86_64", argv
+    assert argv[argv.index("-accel") + 1] == "tcg"  # the annotation reached runu
+    assert argv[argv.index("-M") + 1] == "pc"  # multiboot kernels boot on -M pc
+    wait_for(lambda: "idling" in containerd.task_log(cid), "the guest to idle")
+    log = guest_lines(containerd.task_log(cid))
+    assert log[0] == GREETING and log[-2:] == ["arg: detached", "idling"], log
+    fds = vmm_fds(pid)
+    assert fds[0] == "/dev/null" and fds[1].startswith("pipe:") and fds[2].startswith("pipe:"), fds
+    assert_no_runtime_fds(pid, runu_root(containerd))
+
+    # runu's view of it, in the root the shim gave runu
+    state_dir = runu_root(containerd) / cid
+    assert (state_dir / "state.json").is_file()
+    st = json.loads(clients.run_cmd([runu, "--root", runu_root(containerd), "state", cid],
+                                    timeout=TIMEOUT, check=True).stdout)
+    assert st["status"] == "running" and st["pid"] == pid and st["id"] == cid
+
+    # what a VM cannot do reaches the user as runu's message
+    res = containerd.ctr("task", "exec", "--exec-id", "sh", cid, "/bin/sh", timeout=TIMEOUT)
+    assert res.returncode != 0
+    assert "OCI runtime exec failed: 'exec' is not supported for unikernels" in res.stderr, res.stderr
+
+    clients.task_kill(containerd, cid, "SIGTERM", check=True, timeout=TIMEOUT)
+    clients.wait_task_status(containerd, cid, "STOPPED", timeout=10)
+    assert clients._read_stat(pid) is None or clients._read_stat(pid)[0] in "ZX"
+    clients.task_delete(containerd, cid, check=True, timeout=TIMEOUT)
+    clients.wait_task_status(containerd, cid, None, timeout=10)
+    assert not state_dir.exists()  # runu delete removed it
+    assert clients.container_rm(containerd, cid, timeout=TIMEOUT).returncode == 0
+
+
+def test_ctr_run_tty_guest_exits(containerd, runu, ctr_ids):
+    """``ctr run -t``: runu hands the pty master to the shim's --console-socket, QEMU's serial
+    console is on the pty, and the guest's exit status is ctr's."""
+    cid = ctr_ids("tty")
+    with clients.ctr_run(containerd, containerd.images["pvh"], cid, runu, "exit=4", "--", "on-a-tty",
+                         tty=True) as term:
+        term.read_until(GREETING, timeout=TTY_TIMEOUT)
+        assert term.wait(timeout=TTY_TIMEOUT) == exit_status(4), term.text
+    lines = guest_lines(term.text)
+    assert lines[0] == GREETING and lines[-2:] == ["arg: on-a-tty", "bye 4"], term.text
+    assert "env.vars=TERM=" in lines[1]  # ctr -t adds TERM to the environment
+
+
+def test_ctr_run_tty_idle_guest_killed(containerd, runu, ctr_ids):
+    """An idling guest on a tty: QEMU's stdio is the pty slave; ``ctr task kill`` ends ``ctr run -t``."""
+    cid = ctr_ids("ttyk")
+    with clients.ctr_run(containerd, containerd.images["multiboot"], cid, runu, "idle", "--",
+                         annotations=ANNOTATIONS["multiboot"], tty=True) as term:
+        term.read_until("idling", timeout=TTY_TIMEOUT)
+        pid = clients.wait_task_status(containerd, cid, "RUNNING", timeout=10)["pid"]
+        fds = vmm_fds(pid)
+        assert fds[0].startswith("/dev/pts/") and fds[0] == fds[1] == fds[2], fds
+        assert_no_runtime_fds(pid, runu_root(containerd))
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read().rsplit(")", 1)[1].split()
+        assert int(stat[3]) == pid and int(stat[4]) != 0  # session leader with a controlling tty
+        assert os.isatty(term.master)
+        clients.task_kill(containerd, cid, "SIGKILL", check=True, timeout=TIMEOUT)
+        status = term.wait(timeout=TTY_TIMEOUT)
+    assert status == 128 + 9, term.text
+    assert guest_lines(term.text)[0] == GREETING
+
+
+@pytest.mark.parametrize("case", ["nokernel", "bad-accel"])
+def test_ctr_create_failure_shows_runu_message(containerd, runu, ctr_ids, case):
+    """A failing ``runu create`` reaches the user as containerd's "OCI runtime create failed: <msg>"."""
+    cid = ctr_ids(f"fail-{case}")
+    if case == "nokernel":
+        image, annotations, msg = containerd.images["nokernel"], {}, NO_KERNEL_MSG
+    else:
+        image, annotations = containerd.images["pvh"], {ACCEL_ANNOTATION: "warp-drive"}
+        msg = f"annotation {ACCEL_ANNOTATION}='warp-drive' is not a valid accelerator"
+    res = clients.ctr_run(containerd, image, cid, runu, annotations=annotations, timeout=TIMEOUT)
+    assert res.returncode != 0, res
+    assert f"{CREATE_FAILED}: {msg}" in res.stderr, res.stderr
+    assert GREETING not in res.stdout
+    assert not (runu_root(containerd) / cid).exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# podman + conmon
+
+
+def test_podman_run_rm_shows_guest(podman, podman_cids):
+    """``podman run --rm --runtime runu`` (runu registered in containers.conf)."""
+    res = podman.run(podman.images["pvh"], runtime="runu", extra=podman_cids(), timeout=TIMEOUT)
+    lines = guest_lines(res.stdout)
+    assert lines and lines[0] == GREETING, res
+    assert lines[1].endswith(" exit=3 -- hello from-cmd") and "env.vars=container=podman" in lines[1]
+    assert lines[2:] == ["arg: hello", "arg: from-cmd", "bye 3"]
+    assert res.returncode == exit_status(3), res
+    (cid,) = podman_cids.read()
+    assert not (PODMAN_RUNU_ROOT / cid).exists()
+
+
+def test_podman_run_tty(podman, podman_cids):
+    """``podman run -it``: conmon gets the pty master from runu's --console-socket."""
+    with podman.run(podman.images["pvh"], "exit=6", "--", "podman-tty", runtime="runu", tty=True,
+                    extra=podman_cids()) as term:
+        term.read_until(GREETING, timeout=TTY_TIMEOUT)
+        assert term.wait(timeout=TTY_TIMEOUT) == exit_status(6), term.text
+    lines = guest_lines(term.text)
+    assert lines[0] == GREETING and lines[-2:] == ["arg: podman-tty", "bye 6"], term.text
+    assert "env.vars=TERM=" in lines[1]
+
+
+def test_podman_run_it_ctrl_c_stops_idle_guest(podman, podman_cids):
+    """``podman run -it``: what is typed reaches the VMM's pty; ^C is SIGINT to QEMU, which ends."""
+    with podman.run(podman.images["pvh"], "idle", "--", runtime="runu", tty=True,
+                    extra=podman_cids()) as term:
+        term.read_until("idling", timeout=TTY_TIMEOUT)
+        term.send(b"\x03")
+        assert term.wait(timeout=TTY_TIMEOUT) == 0, term.text  # QEMU exits 0 on SIGINT
+    assert "terminating on signal 2" in term.text
+
+
+def test_podman_run_detached_logs_exec_stop(podman, podman_cids):
+    """``podman run -d`` of an idling guest, ``logs``, ``exec`` (refused), ``stop`` (SIGTERM), ``rm``."""
+    res = podman.run(podman.images["pvh"], "idle", "--", "podman-detached", runtime="runu",
+                     detach=True, rm=False, extra=podman_cids(), timeout=TIMEOUT, check=True)
+    cid = res.stdout.strip()
+    assert podman_cids.read() == [cid]
+    wait_for(lambda: "idling" in podman.podman("logs", cid, timeout=TIMEOUT).stdout, "the guest to idle")
+    logs = guest_lines(podman.podman("logs", cid, timeout=TIMEOUT, check=True).stdout)
+    assert logs[0] == GREETING and logs[-2:] == ["arg: podman-detached", "idling"], logs
+    pid = int(podman.podman("inspect", "--format", "{{.State.Pid}}", cid, timeout=TIMEOUT,
+                            check=True).stdout)
+    assert os.path.basename(clients._cmdline(pid)[0]) == "qemu-system-x86_64"
+    assert our_qemus(podman.base) == [pid]
+    assert (PODMAN_RUNU_ROOT / cid / "state.json").is_file()
+
+    res = podman.podman("exec", cid, "/bin/sh", timeout=TIMEOUT)
+    assert res.returncode != 0
+    assert "'exec' is not supported for unikernels" in res.stderr, res.stderr
+
+    podman.podman("stop", "--time", "5", cid, timeout=TIMEOUT, check=True)
+    state = podman.podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", cid,
+                          timeout=TIMEOUT, check=True).stdout.split()
+    assert state == ["exited", "0"]  # QEMU ends cleanly on SIGTERM
+    assert clients._read_stat(pid) is None or clients._read_stat(pid)[0] in "ZX"
+    podman.podman("rm", cid, timeout=TIMEOUT, check=True)
+    assert not (PODMAN_RUNU_ROOT / cid).exists()
+
+
+def test_podman_create_failure_shows_runu_message(podman, podman_cids):
+    res = podman.run(podman.images["nokernel"], runtime="runu", extra=podman_cids(), timeout=TIMEOUT)
+    assert res.returncode != 0, res
+    assert NO_KERNEL_MSG in res.stderr, res.stderr
