@@ -45,7 +45,7 @@ def main() -> None:
             t4 = time.perf_counter()
             c.destroy()
             t5 = time.perf_counter()
-            for k, v in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0)):
+            for k, v in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0), strict=True):
                 v_ms = v * 1000
                 steps[k].append(v_ms)
 

@@ -14,7 +14,6 @@ import pytest
 
 import mocktainer
 from mocktainer import specconv
-from mocktainer.state import State
 
 from conftest import SRC, children_of, needs_root
 

@@ -294,7 +294,7 @@ def test_kill_all_reaches_every_process(rt, mk, shared):
     rt.ok("kill", "--all", "c1", "KILL")
     wait_exit(pid)
     for p in pids:
-        wait_for(lambda: not alive(p), what=f"{p} to die")
+        wait_for(lambda p=p: not alive(p), what=f"{p} to die")
 
 
 # ---- delete ---------------------------------------------------------------------------------

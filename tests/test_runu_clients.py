@@ -240,8 +240,9 @@ def vmm_fds(pid: int) -> dict[int, str]:
 def assert_no_runtime_fds(pid: int, runu_root_dir: Path) -> None:
     """The VMM inherited none of runu's descriptors: no pty master, no init socket, no exec fifo."""
     fds = vmm_fds(pid)
+    ours = str(runu_root_dir) + "/"
     leaked = {fd: t for fd, t in fds.items()
-              if t in ("/dev/ptmx", "/dev/pts/ptmx") or t.startswith("socket:") or t.startswith(str(runu_root_dir) + "/")}
+              if t in ("/dev/ptmx", "/dev/pts/ptmx") or t.startswith("socket:") or t.startswith(ours)}
     assert not leaked, fds
 
 

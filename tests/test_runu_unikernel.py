@@ -18,7 +18,8 @@ from guest.build import build_tiny  # noqa: E402
 pytestmark = [needs_root, pytest.mark.integration,
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 is not installed")]
 
-RUNU = shutil.which("runu") or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv/bin/runu")
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNU = shutil.which("runu") or os.path.join(TOP, ".venv/bin/runu")
 GREETING = "Hello from the runu test kernel"
 
 

@@ -10,8 +10,8 @@ from runu.signals import SignalError, parse_signal
 
 
 def test_global_flags_both_spellings_and_stop_at_command():
-    flags, rest = parse_flags(["--root", "/r", "--log=/l", "-log-format", "json", "--debug", "create", "--bundle", "b", "x"],
-                              GLOBAL_FLAGS, True)
+    argv = ["--root", "/r", "--log=/l", "-log-format", "json", "--debug", "create", "--bundle", "b", "x"]
+    flags, rest = parse_flags(argv, GLOBAL_FLAGS, True)
     assert flags == {"root": "/r", "log": "/l", "log-format": "json", "debug": True}
     assert rest == ["create", "--bundle", "b", "x"]
 

@@ -6,11 +6,21 @@ container init and by every runu call) costs next to nothing.
 
 from __future__ import annotations
 
+from .error import (
+    ConfigError,
+    Error,
+    ExistsError,
+    HookError,
+    InitError,
+    InvalidIDError,
+    NotExistError,
+    NotRunningError,
+    RunningError,
+)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-from .error import ConfigError, Error, ExistsError, HookError, InitError, InvalidIDError, NotExistError, NotRunningError, RunningError
 
 __all__ = [
     "create", "load", "init", "Container", "Process", "Status", "State", "BaseState",

@@ -70,6 +70,8 @@ class NamespaceType:
 
 
 class Namespace(_Record):
+    type: str
+    path: str
     __slots__ = ("type", "path")
     _fields = (("type", ""), ("path", ""))
 
@@ -128,6 +130,12 @@ class Route(_Record):
 class Command(_Record):
     """A program to run as a hook; `timeout` is in seconds (None: no limit)."""
 
+    path: str
+    args: list[str]
+    env: list[str]
+    dir: str
+    timeout: float | None
+
     __slots__ = ("path", "args", "env", "dir", "timeout")
     _fields = (("path", ""), ("args", list), ("env", list), ("dir", ""), ("timeout", None))
 
@@ -181,6 +189,18 @@ class Hooks(dict):
 
 class Config(_Record):
     """Everything the init and the parent need to set up one container."""
+
+    parent_death_signal: int
+    rootfs: str
+    namespaces: Namespaces
+    networks: list[Network]
+    routes: list[Route]
+    apparmor_profile: str
+    process_label: str
+    hooks: Hooks
+    version: str
+    labels: list[str]
+    no_new_keyring: bool
 
     __slots__ = (
         "parent_death_signal", "rootfs", "namespaces", "networks", "routes", "apparmor_profile",

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import os
 import select
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from . import state as statefile
 from .configs import Config
 from .error import Error, NotRunningError, RunningError
 from .process import InitProcess, Process, alive, wait_gone
 from .state import EXEC_FIFO, State, Status
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 OCI_VERSION = "1.0.2"
 

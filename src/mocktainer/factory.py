@@ -21,7 +21,8 @@ def validate_id(id: str) -> None:
     bad = set(id) - _ID_CHARS
     if bad:
         raise InvalidIDError(
-            f"invalid container id {id!r}: only letters, digits and '_', '+', '-', '.' are allowed (found {''.join(sorted(bad))!r})"
+            f"invalid container id {id!r}: only letters, digits and '_', '+', '-', '.' are allowed"
+            f" (found {''.join(sorted(bad))!r})"
         )
 
 

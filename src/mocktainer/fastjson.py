@@ -30,7 +30,7 @@ class _Context:
     memo: dict = {}
 
 
-_scan = _json.make_scanner(_Context())
+_scan = _json.make_scanner(_Context())  # type: ignore[arg-type]  # duck-typed like json.JSONDecoder
 
 
 def _default(obj: object) -> object:

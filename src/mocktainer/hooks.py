@@ -7,12 +7,13 @@ daemon holding its stdout cannot keep us waiting past the hook's own exit.
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from . import fastjson
 from .error import HookError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def run_command(cmd: Any, state: dict[str, Any]) -> None:

@@ -61,7 +61,8 @@ class Bytemsg:
     def serialize(self) -> bytes:
         n = len(self)
         if n > _MAX_ATTR_LEN:
-            raise MessageError(f"attribute {self.type} is {n} bytes long; netlink attributes hold at most {_MAX_ATTR_LEN}")
+            raise MessageError(
+                f"attribute {self.type} is {n} bytes long; netlink attributes hold at most {_MAX_ATTR_LEN}")
         body = _NLA_HDR.pack(n, self.type) + self.value + b"\0"
         return body + b"\0" * (_align(n) - n)
 

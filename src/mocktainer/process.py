@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Callable
 
 from . import system
 from .error import Error, InitError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -325,7 +326,7 @@ class _LogForwarder:
 
         try:
             rec = fastjson.loads(line)
-            level, msg = rec.get("level", "info"), rec.get("msg", "")  # type: ignore[union-attr]
+            level, msg = rec.get("level", "info"), rec.get("msg", "")  # type: ignore[attr-defined]
         except Exception:
             level, msg = "info", line.decode(errors="replace")
         levels = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}

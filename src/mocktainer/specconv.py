@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from .configs import Command, CommandHook, Config, HOOK_NAMES, Hooks, Namespace, Namespaces, NamespaceType, Network
 from .error import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def known_namespaces() -> list[str]:
@@ -62,7 +63,7 @@ def _namespaces(config: Config, items: list[dict[str, Any]]) -> None:
     seen = set()
     namespaces = Namespaces()
     for ns in items:
-        oci_type = ns.get("type")
+        oci_type = str(ns.get("type"))
         t = NamespaceType.from_oci(oci_type)
         if t is None:
             raise ConfigError(f"namespace {oci_type!r} is not supported (supported: {', '.join(known_namespaces())})")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import time
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from . import fastjson
 from .configs import Config
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
@@ -45,7 +46,7 @@ class BaseState:
     """The part of the state every container has once its init exists."""
 
     __slots__ = ("id", "init_process_pid", "init_process_start", "created", "config")
-    _names = __slots__
+    _names: tuple[str, ...] = __slots__
 
     def __init__(self, id: str, init_process_pid: int = 0, init_process_start: int = 0,
                  created: str = "", config: Config | None = None) -> None:
@@ -56,7 +57,11 @@ class BaseState:
         self.config = config if config is not None else Config()
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: (v.to_dict() if isinstance(v, Config) else v) for name in self._names for v in [getattr(self, name)]}
+        out = {}
+        for name in self._names:
+            v = getattr(self, name)
+            out[name] = v.to_dict() if isinstance(v, Config) else v
+        return out
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.to_dict() == other.to_dict()  # type: ignore[attr-defined]
@@ -69,7 +74,7 @@ class State(BaseState):
     """Serialised as state.json in the container's directory."""
 
     __slots__ = ("namespace_paths",)
-    _names = BaseState._names + __slots__
+    _names: tuple[str, ...] = BaseState._names + __slots__
 
     def __init__(self, id: str, init_process_pid: int = 0, init_process_start: int = 0, created: str = "",
                  config: Config | None = None, namespace_paths: dict[str, str] | None = None) -> None:

@@ -16,12 +16,13 @@ Works on raw file descriptors so the init needs neither `socket` nor `json`.
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from . import fastjson
 from .error import InitError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PROC_ERROR = "procError"
 PROC_READY = "procReady"

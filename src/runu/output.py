@@ -18,6 +18,6 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     lines = []
     for r in [header] + rows:
-        cells = [str(c).ljust(w) for c, w in zip(r, widths)]
+        cells = [str(c).ljust(w) for c, w in zip(r, widths, strict=True)]
         lines.append("   ".join(cells).rstrip())
     return "\n".join(lines)

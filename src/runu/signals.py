@@ -27,18 +27,13 @@ def parse_signal(raw: str) -> int:
     name = raw.upper()
     if name.startswith("SIG"):
         name = name[3:]
-    base, plus, offset = name.partition("+")
-    if not plus:
-        base, minus, offset = name.partition("-")
-        plus = "-" if minus else ""
-    n = _NAMES.get(base)
-    if n is not None and plus and base in ("RTMIN", "RTMAX") and offset.isdigit():
-        n = n + int(offset) if plus == "+" else n - int(offset)
-        if 34 <= n <= MAX_SIGNAL:
-            return n
-        n = None
-    elif plus:
-        n = None
-    if n is None:
-        raise SignalError(f"unknown signal {raw!r}")
-    return n
+    if name in _NAMES:
+        return _NAMES[name]
+    # Real-time signals relative to the ends of their range: RTMIN+3, RTMAX-1.
+    for base, sign in (("RTMIN+", 1), ("RTMAX-", -1)):
+        offset = name[len(base):]
+        if name.startswith(base) and offset.isdigit():
+            n = _NAMES[base[:-1]] + sign * int(offset)
+            if _NAMES["RTMIN"] <= n <= _NAMES["RTMAX"]:
+                return n
+    raise SignalError(f"unknown signal {raw!r}")
