@@ -15,6 +15,35 @@ if SRC not in sys.path:
 
 from mocktainer import system  # noqa: E402
 
+
+def _install_test_launcher() -> str:
+    """A `runu` for this checkout, first on PATH for the whole run.
+
+    /usr/local/bin/runu points at whichever checkout ran scripts/setup.sh last;
+    the tests must exercise this one. Same launcher as setup.sh writes (-I -S).
+    """
+    bindir = os.path.join(os.path.dirname(SRC), ".cache", "bin")
+    os.makedirs(bindir, exist_ok=True)
+    path = os.path.join(bindir, "runu")
+    text = (f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {SRC!r})\n"
+            "from runu.main import main\nsys.exit(main())\n")
+    try:
+        with open(path) as f:
+            current = f.read()
+    except FileNotFoundError:
+        current = ""
+    if current != text:
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, path)
+    os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    return path
+
+
+RUNU = _install_test_launcher()
+
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mknod, real inits)")
 
 
