@@ -7,7 +7,9 @@
    iteration so machine noise hits them alike. Prints median ms per step, the
    total, and runu's ratios.
 2. Boot: `runu create` + `runu start` until the tiny guest's greeting appears on
-   the console, against the same QEMU command line started directly.
+   the console, against the same VMM command line (and, for Firecracker, the same
+   configuration file) started directly: QEMU (microvm, TCG) and, when it is
+   installed and /dev/kvm works, Firecracker (KVM).
 
 Run as root after scripts/setup.sh:  python3 bench/bench_runu.py [-n 50]
 """
@@ -138,7 +140,7 @@ def wait_for(proc_out: int, needle: bytes, deadline: float) -> bool:
     return False
 
 
-def bench_boot(n: int) -> None:
+def bench_boot(n: int, backend: str = "qemu") -> None:
     from guest.build import build_tiny
 
     from mocktainer.unikraft.bundle import plan
@@ -152,9 +154,17 @@ def bench_boot(n: int) -> None:
         subprocess.run([runu, "spec", "--bundle", bundle], check=True)
         spec = json.load(open(os.path.join(bundle, "config.json")))
         spec["process"]["args"] = ["/unikraft/bin/kernel", "idle"]
-        spec["annotations"] = {"org.unikraft.runu.accel": "tcg"}
+        spec["annotations"] = {"org.unikraft.runu.vmm": backend}
+        if backend == "qemu":
+            spec["annotations"]["org.unikraft.runu.accel"] = "tcg"
         json.dump(spec, open(os.path.join(bundle, "config.json"), "w"))
-        direct_argv = plan(spec, os.path.join(bundle, "rootfs"), dict(os.environ)).args
+        direct_dir = os.path.join(tmp, "direct")  # the VMM's files (Firecracker's configuration) for the direct runs
+        os.makedirs(direct_dir)
+        what = plan(spec, os.path.join(bundle, "rootfs"), dict(os.environ), direct_dir)
+        for name, data in what.files.items():
+            with open(os.path.join(direct_dir, name), "wb") as f:
+                f.write(data)
+        direct_argv = what.args
         via_runu, direct = [], []
         root = os.path.join(tmp, "state")
         for i in range(n):
@@ -182,11 +192,12 @@ def bench_boot(n: int) -> None:
             p.wait()
             os.close(r)
             if not ok:
-                raise SystemExit("no greeting from QEMU")
+                raise SystemExit(f"no greeting from {backend}")
         system_reap()
     a, b = median_ms(via_runu), median_ms(direct)
-    print(f"\nTiny guest (PVH, microvm, TCG) to its greeting, {n} iterations, median ms")
-    print(f"runu create+start {a:.1f}   qemu direct {b:.1f}   ratio {a / b:.2f}x")
+    how = "microvm, TCG" if backend == "qemu" else "Firecracker, KVM"
+    print(f"\nTiny guest (PVH, {how}) to its greeting, {n} iterations, median ms")
+    print(f"runu create+start {a:.1f}   {backend} direct {b:.1f}   ratio {a / b:.2f}x")
 
 
 def system_reap() -> None:
@@ -207,7 +218,13 @@ def main() -> None:
         raise SystemExit("run as root")
     system.set_child_subreaper()
     bench_lifecycle(opts.n)
-    bench_boot(max(10, opts.n // 2))
+    bench_boot(max(10, opts.n // 2), "qemu")
+    from mocktainer.unikraft.qemu import kvm_usable
+
+    if shutil.which("firecracker") and kvm_usable():
+        bench_boot(max(10, opts.n // 2), "firecracker")
+    else:
+        print("\nFirecracker: not installed (bash scripts/setup-firecracker.sh) or /dev/kvm not usable; skipped")
 
 
 if __name__ == "__main__":

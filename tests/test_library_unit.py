@@ -126,7 +126,8 @@ def test_state_shape():
     st = State(id="x", init_process_pid=5, init_process_start=7, created="2026-01-01T00:00:00.000000000Z",
                config=_full_config(), namespace_paths={"NEWNET": "/proc/5/ns/net"})
     d = st.to_dict()
-    assert set(d) == {"id", "init_process_pid", "init_process_start", "created", "config", "namespace_paths"}
+    assert set(d) == {"id", "init_process_pid", "init_process_start", "created", "config", "namespace_paths",
+                      "cgroup_paths"}
     assert State.from_dict(json.loads(fastjson.dumps(d))) == st
 
 

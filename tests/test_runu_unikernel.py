@@ -81,7 +81,7 @@ def test_env_reaches_guest_command_line(tmp_path, root, kernels):
 
 
 def test_lifecycle_of_an_idling_guest(tmp_path, root, kernels):
-    b = make_bundle(tmp_path, kernels["pvh"], args=["idle"], memory=96 * 1024 * 1024,
+    b = make_bundle(tmp_path, kernels["pvh"], args=["idle"], memory=160 * 1024 * 1024,
                     annotations={"org.unikraft.runu.accel": "tcg"})
     log = tmp_path / "out.log"
     with open(log, "w") as out:
@@ -98,6 +98,7 @@ def test_lifecycle_of_an_idling_guest(tmp_path, root, kernels):
     assert "idling" in log.read_text() or GREETING in log.read_text()
     argv = open(f"/proc/{pid}/cmdline").read().split("\0")
     assert os.path.basename(argv[0]) == "qemu-system-x86_64"
+    # the guest gets the limit minus QEMU's own 64 MiB (docs/bundles.md)
     assert argv[argv.index("-m") + 1] == "96M" and "tcg" in argv[argv.index("-accel") + 1]
     assert "-monitor" in argv and argv[argv.index("-monitor") + 1] == "none"
     assert json.loads(runu(root, "state", "idle1").stdout)["status"] == "running"

@@ -18,6 +18,7 @@ SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
+from mocktainer import error as mocktainer_error  # noqa: E402
 from mocktainer.error import ConfigError  # noqa: E402
 from mocktainer.unikraft import bundle, kernel, qemu  # noqa: E402
 from mocktainer.unikraft.kernel import Kernel  # noqa: E402
@@ -28,7 +29,8 @@ EM_RISCV = 243
 # -- synthetic kernels ---------------------------------------------------------
 
 def make_elf(elf_class=64, machine=62, *, big_endian=False, pvh=False, note_align=4,
-             multiboot_at=None, multiboot_checksum_ok=True, other_note=False, size=8192):
+             multiboot_at=None, multiboot_checksum_ok=True, other_note=False, linux_note=False,
+             size=8192):
     """A minimal ELF executable header, optionally with a PVH note and a multiboot header."""
     end = ">" if big_endian else "<"
     ident = b"\x7fELF" + bytes([1 if elf_class == 32 else 2, 2 if big_endian else 1, 1]) + bytes(9)
@@ -41,6 +43,8 @@ def make_elf(elf_class=64, machine=62, *, big_endian=False, pvh=False, note_alig
     notes = b""
     if other_note:
         notes += note(b"GNU\0", 1, b"\1\2\3\4\5")
+    if linux_note:  # what a vmlinux carries (LINUX_ELFNOTE_BUILD_SALT is type 0x100)
+        notes += note(b"Linux\0", 0x100, b"6.1.0\0")
     if pvh:
         notes += note(b"Xen\0", 18, struct.pack(end + "I", 0x100000))
     phnum = 2
@@ -94,8 +98,9 @@ def make_rootfs(tmp_path, kernel_bytes=None, initrd=None, name="rootfs"):
     return root
 
 
-def fake_kernel(arch="x86_64", protocol="pvh", elf_class=64, initrd=None):
-    return Kernel("/bundle/rootfs/unikraft/bin/kernel", initrd, arch, elf_class, protocol)
+def fake_kernel(arch="x86_64", protocol="pvh", elf_class=64, initrd=None, linux=None):
+    linux = protocol == "linux" if linux is None else linux
+    return Kernel("/bundle/rootfs/unikraft/bin/kernel", initrd, arch, elf_class, protocol, linux)
 
 
 def opt(args, name):
@@ -165,7 +170,17 @@ class TestFindKernel:
     def test_bzimage(self, tmp_path):
         root = make_rootfs(tmp_path, make_bzimage())
         k = kernel.find_kernel(str(root))
-        assert (k.arch, k.elf_class, k.boot_protocol) == ("x86_64", None, "linux")
+        assert (k.arch, k.elf_class, k.boot_protocol, k.linux) == ("x86_64", None, "linux", True)
+
+    @pytest.mark.parametrize("pvh,protocol", [(True, "pvh"), (False, "elf")])
+    def test_linux_vmlinux(self, tmp_path, pvh, protocol):
+        root = make_rootfs(tmp_path, make_elf(64, 62, pvh=pvh, linux_note=True, other_note=True))
+        k = kernel.find_kernel(str(root))
+        assert (k.elf_class, k.boot_protocol, k.linux) == (64, protocol, True)
+
+    def test_unikernels_are_not_linux(self, tmp_path):
+        for i, data in enumerate([make_elf(64, 62, pvh=True, other_note=True), make_elf(32, 3, multiboot_at=0x1000)]):
+            assert kernel.find_kernel(str(make_rootfs(tmp_path, data, name="r%d" % i))).linux is False
 
     def test_initrd(self, tmp_path):
         root = make_rootfs(tmp_path, make_elf(64, 62, pvh=True), initrd=b"cpio")
@@ -383,7 +398,7 @@ class TestQemuArgs:
         assert opt(a, "-kernel") == ["/bundle/rootfs/unikraft/bin/kernel"]
         assert opt(a, "-append") == ["a -- b"]
         assert opt(a, "-m") == ["64M"]
-        assert opt(a, "-accel") == ["tcg"]
+        assert opt(a, "-accel") == ["tcg,tb-size=32"]  # a bounded translation cache (OVERHEAD_MIB)
         assert opt(a, "-cpu") == ["max"]
         assert opt(a, "-initrd") == []
 
@@ -544,17 +559,33 @@ class TestCmdline:
 
 class TestResources:
     @pytest.mark.parametrize("limit,mib", [
-        (None, 64), (-1, 64), (0, 64), (64 << 20, 64), ((64 << 20) + 1, 65), (8 << 20, 8),
-        ((8 << 20) - (1 << 20) + 1, 8), (1 << 30, 1024),
+        (None, 64), (-1, 64), (0, 64), (64 << 20, 64), ((64 << 20) + 1, 64), ((65 << 20) - 1, 64),
+        (8 << 20, 8), (1 << 30, 1024),
     ])
     def test_memory(self, limit, mib):
         res = {} if limit is None else {"memory": {"limit": limit}}
         assert bundle.memory_mib(res) == mib
 
-    @pytest.mark.parametrize("limit", [1, 1 << 20, (7 << 20)])
+    @pytest.mark.parametrize("limit,overhead,mib", [
+        (None, 64, 64), (-1, 16, 64), (128 << 20, 64, 64), ((128 << 20) + 12345, 64, 64),
+        (72 << 20, 64, 8), (24 << 20, 16, 8), (1 << 30, 16, 1008),
+    ])
+    def test_memory_leaves_headroom_for_the_vmm(self, limit, overhead, mib):
+        res = {} if limit is None else {"memory": {"limit": limit}}
+        assert bundle.memory_mib(res, overhead, "qemu") == mib
+
+    @pytest.mark.parametrize("limit", [1, 1 << 20, (7 << 20), (8 << 20) - 1])
     def test_memory_too_small(self, limit):
         with pytest.raises(ConfigError, match="at least 8 MiB"):
             bundle.memory_mib({"memory": {"limit": limit}})
+
+    def test_memory_too_small_names_limit_and_minimum(self):
+        with pytest.raises(ConfigError) as e:
+            bundle.memory_mib({"memory": {"limit": 70 << 20}}, 64, "qemu")
+        assert str(e.value) == (
+            "memory limit of 73400320 bytes is too small for a qemu VM: runu keeps 64 MiB of it for qemu "
+            "itself and the guest needs at least 8 MiB, so the limit must be at least 72 MiB (75497472 bytes); "
+            "raise linux.resources.memory.limit")
 
     @pytest.mark.parametrize("limit", [True, "64M", 6.4e7, [1]])
     def test_memory_not_a_number(self, limit):
@@ -656,20 +687,21 @@ class TestPlanUnikernel:
         bindir = tmp_path / "bin"
         bindir.mkdir()
         make_exe(bindir / "qemu-system-x86_64")
-        return root, {"PATH": str(bindir), "RUNU_ACCEL": "tcg"}
+        return root, {"PATH": str(bindir), "RUNU_ACCEL": "tcg", "RUNU_CONFIG": ""}
 
     def test_plan(self, tmp_path):
         root, environ = self.setup(tmp_path)
         spec = {"process": {"args": ["/unikraft/bin/kernel", "-v"], "env": ["A=1"]},
-                "linux": {"resources": {"memory": {"limit": 100 << 20}}}}
+                "linux": {"resources": {"memory": {"limit": 164 << 20}}}}
         p = bundle.plan(spec, str(root), environ)
+        assert p.vmm == "qemu" and p.files == {}
         assert p.kind == "unikernel"
         assert p.args[0] == str(tmp_path / "bin" / "qemu-system-x86_64")
         assert p.env == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
         assert p.cmdline == "env.vars=A=1 -- -v"
         assert opt(p.args, "-append") == ["env.vars=A=1 -- -v"]
         assert opt(p.args, "-m") == ["100M"] and p.memory_mib == 100
-        assert opt(p.args, "-accel") == ["tcg"] and p.accel == "tcg"
+        assert opt(p.args, "-accel") == ["tcg,tb-size=32"] and p.accel == "tcg"
         assert opt(p.args, "-M") == ["microvm"] and p.machine == "microvm"
         assert opt(p.args, "-kernel") == [str(root / "unikraft/bin/kernel")]
         assert p.kernel.boot_protocol == "pvh"
@@ -711,6 +743,476 @@ class TestPlanUnikernel:
         monkeypatch.setattr(qemu, "SYSTEM_DIRS", ())
         with pytest.raises(ConfigError, match="qemu-system-aarch64 is needed.*qemu-system-arm"):
             bundle.plan({"process": {"args": []}}, str(root), environ)
+
+
+# -- settings.py: the config file ---------------------------------------------------
+
+from mocktainer.unikraft import firecracker, settings, vmm  # noqa: E402
+
+
+class TestSettings:
+    def write(self, tmp_path, text):
+        path = tmp_path / "config.toml"
+        path.write_text(text)
+        return str(path)
+
+    def test_values_and_sources(self, tmp_path):
+        path = self.write(tmp_path, 'vmm = "firecracker"\nqemu_extra_args = ["-rtc", "base=utc"]\n'
+                                    'firecracker_binary = "/opt/fc"\n')
+        s = settings.load({"RUNU_CONFIG": path})
+        assert s.path == path
+        assert s.get("vmm") == ("firecracker", "vmm in %s" % path)
+        assert s.get("qemu_extra_args") == (["-rtc", "base=utc"], "qemu_extra_args in %s" % path)
+        assert s.get("qemu_cpu") == (None, None)
+
+    def test_environment_overrides_the_file(self, tmp_path):
+        path = self.write(tmp_path, 'vmm = "firecracker"\naccel = "kvm"\n')
+        s = settings.load({"RUNU_CONFIG": path, "RUNU_VMM": "qemu", "RUNU_ACCEL": "tcg"})
+        assert s.get("vmm") == ("qemu", "environment variable RUNU_VMM")
+        assert s.get("accel") == ("tcg", "environment variable RUNU_ACCEL")
+        assert s.get("accel", use_env=False) == ("kvm", "accel in %s" % path)
+
+    def test_no_file(self, tmp_path, monkeypatch):
+        assert settings.load({"RUNU_CONFIG": ""}).values == {}  # empty: no config file at all
+        monkeypatch.setattr(settings, "DEFAULT_CONFIG", str(tmp_path / "absent.toml"))
+        assert settings.load({}).values == {}  # the default file may be missing
+        with pytest.raises(ConfigError, match=r"runu config file .*/absent.toml \(environment variable "
+                                              r"RUNU_CONFIG\) does not exist"):
+            settings.load({"RUNU_CONFIG": str(tmp_path / "absent.toml")})
+
+    def test_tomllib_only_when_there_is_a_file(self, tmp_path):
+        code = ("import sys; sys.path.insert(0, %r)\nfrom mocktainer.unikraft import settings\n"
+                "settings.load({'RUNU_CONFIG': sys.argv[1]})\nprint('tomllib' in sys.modules)" % SRC)
+        absent = subprocess.run([sys.executable, "-I", "-c", code, ""], capture_output=True, text=True)
+        assert absent.stdout.strip() == "False", absent.stderr
+        present = subprocess.run([sys.executable, "-I", "-c", code, self.write(tmp_path, "")],
+                                 capture_output=True, text=True)
+        assert present.stdout.strip() == "True", present.stderr
+
+    @pytest.mark.parametrize("text,match", [
+        ('vmm = "qemu"\nvm = "x"\n', "unknown key 'vm'"),
+        ("vmm = 3\n", "vmm must be a backend name, not 3"),
+        ('qemu_extra_args = "-rtc base=utc"\n', "qemu_extra_args must be a list of strings"),
+        ("qemu_extra_args = [1]\n", "qemu_extra_args must be a list of strings"),
+        ("vmm = \n", "is not valid TOML"),
+    ])
+    def test_invalid(self, tmp_path, text, match):
+        with pytest.raises(ConfigError, match=match):
+            settings.load({"RUNU_CONFIG": self.write(tmp_path, text)})
+
+    def test_directory(self, tmp_path):
+        with pytest.raises(ConfigError, match="is a directory"):
+            settings.load({"RUNU_CONFIG": str(tmp_path)})
+
+
+# -- vmm.py: the choice of a backend ----------------------------------------------------
+
+class TestChooseVmm:
+    def choose(self, annotations=None, environ=None, values=None):
+        return vmm.choose(annotations or {}, settings.Settings(values, "/etc/runu/config.toml", environ))
+
+    def test_precedence(self):
+        assert self.choose() == ("qemu", "default")
+        assert self.choose(values={"vmm": "firecracker"}) == \
+            ("firecracker", "vmm in /etc/runu/config.toml")
+        assert self.choose(environ={"RUNU_VMM": "qemu"}, values={"vmm": "firecracker"}) == \
+            ("qemu", "environment variable RUNU_VMM")
+        assert self.choose({vmm.VMM_ANNOTATION: "Firecracker"}, {"RUNU_VMM": "qemu"})[0] == "firecracker"
+        assert self.choose({vmm.VMM_ANNOTATION: ""}, {"RUNU_VMM": "firecracker"})[0] == "firecracker"
+
+    @pytest.mark.parametrize("annotations,environ,values,source", [
+        ({"org.unikraft.runu.vmm": "cloud-hypervisor"}, {}, {}, "annotation org.unikraft.runu.vmm"),
+        ({}, {"RUNU_VMM": "xen"}, {}, "environment variable RUNU_VMM"),
+        ({}, {}, {"vmm": "bhyve"}, "vmm in /etc/runu/config.toml"),
+    ])
+    def test_unknown(self, annotations, environ, values, source):
+        with pytest.raises(ConfigError) as e:
+            self.choose(annotations, environ, values)
+        assert str(e.value).startswith(source + "=")
+        assert str(e.value).endswith("is not a VMM runu knows: use qemu or firecracker")
+
+    def test_registry(self):
+        for name in vmm.BACKENDS:
+            module = vmm.backend(name)
+            assert module.NAME == name and module.OVERHEAD_MIB > 0
+            assert callable(module.launch) and callable(module.find) and callable(module.linux_params)
+        with pytest.raises(ConfigError, match="no VMM backend called 'x'"):
+            vmm.backend("x")
+
+    def test_available_honours_the_binary_settings(self, tmp_path):
+        fc = make_exe(tmp_path / "my-firecracker")
+        qemu_bin = make_exe(tmp_path / "qemu-x86_64-custom")
+        s = settings.Settings({"firecracker_binary": str(fc), "qemu_binary": str(tmp_path / "qemu-{arch}-custom")},
+                              "/c", {"PATH": "/nonexistent"})
+        assert vmm.available(s, "x86_64") == [("qemu", str(qemu_bin)), ("firecracker", str(fc))]
+        s = settings.Settings({"firecracker_binary": str(tmp_path / "no"), "qemu_binary": str(tmp_path / "no")},
+                              "/c", {"PATH": "/nonexistent"})
+        assert vmm.available(s, "x86_64") == []
+        assert vmm.available(settings.Settings(environ={"RUNU_FIRECRACKER_BINARY": str(fc)}), "aarch64") \
+            in ([], [("qemu", shutil.which("qemu-system-aarch64"))])
+
+    def test_feature_annotations(self, tmp_path):
+        fc = make_exe(tmp_path / "fc")
+        ann = vmm.feature_annotations({"RUNU_CONFIG": "", "RUNU_FIRECRACKER_BINARY": str(fc),
+                                       "RUNU_VMM": "firecracker"})
+        assert "firecracker" in ann["org.unikraft.runu.vmm.available"].split(",")
+        assert ann["org.unikraft.runu.vmm.default"] == "firecracker"
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in ann.items())
+        broken = tmp_path / "broken.toml"
+        broken.write_text("vmm = [")
+        assert vmm.feature_annotations({"RUNU_CONFIG": str(broken)})["org.unikraft.runu.vmm.default"] == "qemu"
+
+
+# -- qemu.py: CPU model, extra arguments, binary setting, Linux -----------------------------
+
+class TestQemuKnobs:
+    @pytest.mark.parametrize("model", ["max", "host,-arch-capabilities", "Skylake-Client-v4,+pdpe1gb,vmx=on",
+                                       "cortex-a57", "qemu64,kvm_pv_unhalt=on"])
+    def test_cpu_model_ok(self, model):
+        assert qemu.check_cpu_model(model, "annotation x") == model
+
+    @pytest.mark.parametrize("model", ["", "-max", "max,", "max,,file=/etc/passwd", "max -monitor stdio",
+                                       "max,x=/dev/kvm", "max\n", "host,+", "é", "a" * 300, None, 3])
+    def test_cpu_model_refused(self, model):
+        with pytest.raises(ConfigError, match="is not a CPU model"):
+            qemu.check_cpu_model(model, "annotation org.unikraft.runu.qemu.cpu")
+
+    @pytest.mark.parametrize("words", [
+        [], ["-rtc", "base=localtime,clock=vm,driftfix=slew"], ["--rtc", "base=utc"],
+        ["-machine", "pit=on,rtc=off"], ["-M", "acpi=off"], ["-overcommit", "mem-lock=off,cpu-pm=on"],
+        ["-msg", "timestamp=on"], ["-icount", "shift=auto,sleep=off"], ["-icount", "shift=3"],
+        ["-device", "virtio-rng-pci"], ["-device", "virtio-rng-device,max-bytes=1024,period=1000,id=rng0"],
+        ["-device", "pvpanic"], ["-device", "i8042"],
+    ])
+    def test_extra_args_allowed(self, words):
+        assert qemu.check_extra_args(words, "annotation x") == words
+
+    @pytest.mark.parametrize("words", [
+        ["-monitor", "stdio"], ["-qmp", "stdio"], ["-qmp", "unix:/tmp/q,server"], ["-chardev", "stdio,id=x"],
+        ["-serial", "mon:stdio"], ["-drive", "file=/etc/shadow"], ["-kernel", "/boot/vmlinuz"],
+        ["-initrd", "/x"], ["-append", "x"], ["-device", "virtio-blk-pci,drive=d0"],
+        ["-device", "virtio-rng-pci,rng=r0"], ["-device", "virtio-serial,file=/x"], ["-device", "loader,file=/x"],
+        ["-device", "help"], ["-object", "rng-random,filename=/dev/sda,id=r"], ["-sandbox", "off"],
+        ["-daemonize"], ["-pidfile", "/x"], ["-incoming", "tcp:0:4444"], ["-readconfig", "/x"],
+        ["-loadvm", "s"], ["-netdev", "user,id=n"], ["-fsdev", "local,path=/,id=f"], ["-virtfs", "local,path=/"],
+        ["-bios", "/x"], ["-L", "/"], ["-D", "/tmp/log"], ["-trace", "file=/x"], ["-plugin", "/x.so"],
+        ["-M", "microvm"], ["-machine", "pc,pit=on"], ["-machine", "dumpdtb=/x"], ["-machine", "pit=on,,x=y"],
+        ["-machine", "kernel=/x"], ["-machine", "firmware=/x"], ["-rtc", "base=/etc"], ["-rtc"],
+        ["-icount", "rr=record,rrfile=/x"], ["-icount", "shift=99"], ["-overcommit", "mem-lock=maybe"],
+        ["-S"], ["-s"], ["-gdb", "tcp::1234"], ["-smp", "64"], ["-m", "100G"], ["-accel", "kvm"],
+        ["-cpu", "max"], ["-name", "x,debug-threads=on"], ["-rtc", "base=utc", "-monitor", "stdio"],
+        ["base=utc"], ["-nodefaults"], ["-enable-kvm"], ["-no-reboot"], ["-no-shutdown"], ["-vnc", ":0"],
+        ["-display", "gtk"], ["-nographic"], ["-writeconfig", "/x"], ["-mem-path", "/x"],
+        ["-option-rom", "/x"], ["-device", "virtio-rng-pci,id=../../x"],
+    ])
+    def test_extra_args_refused(self, words):
+        with pytest.raises(ConfigError, match=r"^annotation org.unikraft.runu.qemu.extra-args: "):
+            qemu.check_extra_args(words, "annotation org.unikraft.runu.qemu.extra-args")
+
+    def test_parse_extra_args(self):
+        src = "annotation x"
+        assert qemu.parse_extra_args(' ["-rtc", "base=utc"]', src) == ["-rtc", "base=utc"]
+        assert qemu.parse_extra_args("-rtc  base=utc\n-msg timestamp=on", src) == \
+            ["-rtc", "base=utc", "-msg", "timestamp=on"]
+        assert qemu.parse_extra_args(["-rtc", "base=utc"], src) == ["-rtc", "base=utc"]
+        with pytest.raises(ConfigError, match="is not a valid JSON list"):
+            qemu.parse_extra_args('["-rtc",', src)
+        with pytest.raises(ConfigError, match="must be a list of strings"):
+            qemu.parse_extra_args('["-rtc", 1]', src)
+
+    def test_qemu_args_checks_what_it_is_given(self):
+        k = fake_kernel()
+        a = qemu.qemu_args("/q", k, memory_mib=64, cmdline="", accel="kvm", cpu="max",
+                           extra_args=["-rtc", "base=utc"])
+        assert opt(a, "-cpu") == ["max"] and opt(a, "-rtc") == ["base=utc"]
+        assert a.index("-rtc") < a.index("-kernel")
+        with pytest.raises(ConfigError):
+            qemu.qemu_args("/q", k, memory_mib=64, cmdline="", accel="kvm", extra_args=["-monitor", "stdio"])
+        with pytest.raises(ConfigError):
+            qemu.qemu_args("/q", k, memory_mib=64, cmdline="", accel="kvm", cpu="max -S")
+
+    def test_nic_hook_ignores_extra_machine_properties(self):
+        a = qemu.qemu_args("/q", fake_kernel(), memory_mib=64, cmdline="", accel="tcg",
+                           extra_args=["-machine", "rtc=on"])
+        assert qemu.nic_args(a, [(3, "02:00:00:00:00:01")])[3].startswith("virtio-net-device,")
+
+    def test_configured_binary(self, tmp_path):
+        exe = make_exe(tmp_path / "qemu-x86_64-mine")
+        assert qemu.qemu_binary("x86_64", "/nonexistent", str(tmp_path / "qemu-{arch}-mine"), "src") == str(exe)
+        with pytest.raises(ConfigError, match=r"^environment variable RUNU_QEMU_BINARY names QEMU '/no/qemu', "
+                                              r"which cannot be used: /no/qemu is not an executable file$"):
+            qemu.qemu_binary("x86_64", None, "/no/qemu", "environment variable RUNU_QEMU_BINARY")
+
+    def test_linux_machines(self):
+        assert qemu.machine_for(fake_kernel(protocol="linux", elf_class=None)) == "pc"
+        assert qemu.machine_for(fake_kernel(protocol="pvh", linux=True)) == "pc"
+        assert qemu.machine_for(fake_kernel(protocol="pvh", linux=True), "microvm") == "microvm"
+        with pytest.raises(ConfigError, match="ELF vmlinux without a PVH entry note.*firecracker"):
+            qemu.machine_for(fake_kernel(protocol="elf", linux=True))
+
+    def test_linux_params(self):
+        assert qemu.linux_params(fake_kernel(protocol="linux")) == ("console=ttyS0", "panic=-1")
+        assert qemu.linux_params(fake_kernel("aarch64", "elf", linux=True))[0] == "console=ttyAMA0"
+        assert firecracker.linux_params(fake_kernel(linux=True)) == \
+            ("console=ttyS0", "reboot=k", "panic=1", "pci=off")
+
+
+class TestLinuxCmdline:
+    defaults = ("console=ttyS0", "panic=-1")
+
+    def test_defaults_env_params_and_init_args(self):
+        line = bundle.linux_cmdline(["/unikraft/bin/kernel", "quiet", "--", "hello", "two words"],
+                                    ["PATH=/bin", "GREETING=hi there"], self.defaults)
+        assert line == 'console=ttyS0 panic=-1 PATH=/bin "GREETING=hi there" quiet -- hello "two words"'
+
+    def test_user_console_wins(self):
+        # without "--" every word is /init's, as every word is the application's for Unikraft
+        assert bundle.linux_cmdline(["console=hvc0", "panic=5"], [], self.defaults) == \
+            "console=ttyS0 panic=-1 -- console=hvc0 panic=5"
+        assert bundle.linux_cmdline(["console=hvc0", "panic=5", "--"], [], self.defaults) == \
+            "console=hvc0 panic=5"
+
+    def test_nothing(self):
+        assert bundle.linux_cmdline([], [], self.defaults) == "console=ttyS0 panic=-1"
+        assert bundle.linux_cmdline(["/unikraft/bin/kernel"], []) == ""
+
+    @pytest.mark.parametrize("args,env,match", [
+        (["--", 'say "hi"'], [], "double quote"), (["--", ""], [], "empty string"),
+        (["--", "a\0b"], [], "NUL byte"), ([], ["NOVALUE"], "not of the form NAME=value"),
+    ])
+    def test_inexpressible(self, args, env, match):
+        with pytest.raises(ConfigError, match=match):
+            bundle.linux_cmdline(args, env, self.defaults)
+
+
+# -- firecracker.py ------------------------------------------------------------------------------
+
+def fc_vm(kernel=None, annotations=None, environ=None, values=None, state_dir="/run/runu/fc-1",
+          memory=64, vcpus=1, cmdline="exit=3 -- hi"):
+    s = settings.Settings(values, "/etc/runu/config.toml", environ if environ is not None else {})
+    return vmm.VM(kernel or fake_kernel(), cmdline, memory, vcpus, annotations or {}, s, state_dir,
+                  os.path.basename(state_dir) if state_dir else None)
+
+
+class TestFirecracker:
+    def launch(self, vm, kvm=True, hw=True):
+        return firecracker.launch(vm, kvm_check=lambda: kvm, hwvirt_check=lambda: hw)
+
+    def fc(self, tmp_path):
+        return str(make_exe(tmp_path / "firecracker"))
+
+    def test_launch(self, tmp_path):
+        fc = self.fc(tmp_path)
+        k = fake_kernel(initrd="/bundle/rootfs/unikraft/bin/initrd")
+        launch = self.launch(fc_vm(k, environ={"PATH": str(tmp_path)}, memory=48, vcpus=2))
+        assert launch.args == [fc, "--no-api", "--config-file", "/run/runu/fc-1/firecracker.json",
+                               "--level", "Error", "--id", "fc-1"]
+        assert list(launch.files) == ["firecracker.json"]
+        import json
+        assert json.loads(launch.files["firecracker.json"]) == {
+            "boot-source": {"kernel_image_path": "/bundle/rootfs/unikraft/bin/kernel",
+                            "initrd_path": "/bundle/rootfs/unikraft/bin/initrd", "boot_args": "exit=3 -- hi"},
+            "machine-config": {"vcpu_count": 2, "mem_size_mib": 48},
+            "drives": [],
+        }
+        assert (launch.accel, launch.machine) == ("kvm", None)
+
+    def test_empty_boot_args_are_kept_and_no_initrd(self, tmp_path):
+        import json
+        launch = self.launch(fc_vm(cmdline="", environ={"PATH": str(tmp_path)}))
+        self.fc(tmp_path)
+        boot = json.loads(launch.files["firecracker.json"])["boot-source"]
+        assert boot == {"kernel_image_path": "/bundle/rootfs/unikraft/bin/kernel", "boot_args": ""}
+
+    @pytest.mark.parametrize("cid", ["a_b", "a.b", "x" * 65])
+    def test_id_firecracker_would_refuse_is_not_passed(self, tmp_path, cid):
+        self.fc(tmp_path)
+        assert "--id" not in self.launch(fc_vm(state_dir="/run/runu/" + cid, environ={"PATH": str(tmp_path)})).args
+
+    def test_binary_settings(self, tmp_path):
+        fc = self.fc(tmp_path)
+        other = str(make_exe(tmp_path / "fc-other"))
+        assert self.launch(fc_vm(values={"firecracker_binary": other}, environ={"PATH": str(tmp_path)})).args[0] \
+            == other
+        assert self.launch(fc_vm(values={"firecracker_binary": other},
+                                 environ={"RUNU_FIRECRACKER_BINARY": fc})).args[0] == fc
+        with pytest.raises(ConfigError) as e:
+            self.launch(fc_vm(environ={"RUNU_FIRECRACKER_BINARY": "/nonexistent/firecracker"}))
+        assert str(e.value) == ("environment variable RUNU_FIRECRACKER_BINARY names firecracker "
+                                "'/nonexistent/firecracker', which cannot be used: /nonexistent/firecracker is "
+                                "not an executable file")
+        with pytest.raises(ConfigError, match="firecracker_binary in /etc/runu/config.toml names firecracker"):
+            self.launch(fc_vm(values={"firecracker_binary": "/nonexistent/fc"}))
+
+    def test_missing_binary_names_the_setting(self, tmp_path, monkeypatch):
+        monkeypatch.setattr(qemu, "SYSTEM_DIRS", ())
+        with pytest.raises(ConfigError) as e:
+            self.launch(fc_vm(environ={"PATH": str(tmp_path)}))
+        msg = str(e.value)
+        assert msg.startswith("the firecracker VMM is needed but firecracker not found in PATH")
+        assert "firecracker_binary" in msg and "RUNU_FIRECRACKER_BINARY" in msg and "setup-firecracker.sh" in msg
+
+    @pytest.mark.parametrize("k,match", [
+        (fake_kernel(protocol="linux", elf_class=None), "a Linux bzImage: put the uncompressed ELF vmlinux"),
+        (fake_kernel(protocol="multiboot", elf_class=32), "only ELF64 kernels.*32-bit multiboot image"),
+        (fake_kernel(protocol="pvh", elf_class=32), "only ELF64 kernels"),
+        (fake_kernel(protocol="multiboot"), "a multiboot kernel without a PVH entry note"),
+        (fake_kernel("aarch64", "elf"), "runs x86_64 kernels here"),
+    ])
+    def test_kernels_it_cannot_boot(self, tmp_path, k, match):
+        self.fc(tmp_path)
+        with pytest.raises(ConfigError, match=match) as e:
+            self.launch(fc_vm(k, environ={"PATH": str(tmp_path)}))
+        assert "org.unikraft.runu.vmm=qemu" in str(e.value)
+
+    def test_kernels_it_boots(self, tmp_path):
+        self.fc(tmp_path)
+        for k in (fake_kernel(), fake_kernel(protocol="elf", linux=True), fake_kernel(protocol="elf"),
+                  fake_kernel(protocol="pvh", linux=True)):
+            assert self.launch(fc_vm(k, environ={"PATH": str(tmp_path)})).files
+
+    def test_kvm(self, tmp_path):
+        self.fc(tmp_path)
+        env = {"PATH": str(tmp_path)}
+        with pytest.raises(ConfigError, match=r"^the firecracker VMM needs KVM, but /dev/kvm is missing or not "
+                                              r"usable .*: use the qemu VMM .* with TCG$"):
+            self.launch(fc_vm(environ=env), kvm=False)
+        with pytest.raises(ConfigError, match="Linux guests crash"):
+            self.launch(fc_vm(fake_kernel(protocol="elf", linux=True), environ=env), hw=False)
+        assert self.launch(fc_vm(environ=env), hw=False).args  # a unikernel runs without vmx/svm
+
+    def test_accel_knob(self, tmp_path):
+        self.fc(tmp_path)
+        env = {"PATH": str(tmp_path)}
+        for ann in ({"org.unikraft.runu.accel": "kvm"}, {"org.unikraft.runu.accel": "auto"}):
+            assert self.launch(fc_vm(annotations=ann, environ=env)).accel == "kvm"
+        with pytest.raises(ConfigError, match=r"^annotation org.unikraft.runu.accel='tcg' but the firecracker "
+                                              r"VMM runs guests only under KVM"):
+            self.launch(fc_vm(annotations={"org.unikraft.runu.accel": "tcg"}, environ=env))
+        with pytest.raises(ConfigError, match=r"^environment variable RUNU_ACCEL='tcg' but"):
+            self.launch(fc_vm(environ=dict(env, RUNU_ACCEL="tcg")))
+        with pytest.raises(ConfigError, match="'warp' is not a valid accelerator"):
+            self.launch(fc_vm(annotations={"org.unikraft.runu.accel": "warp"}, environ=env))
+
+    def test_needs_a_state_directory(self, tmp_path):
+        self.fc(tmp_path)
+        with pytest.raises(ConfigError, match="needs the container's state directory"):
+            self.launch(fc_vm(state_dir=None, environ={"PATH": str(tmp_path)}))
+
+    def test_vcpus(self, tmp_path):
+        self.fc(tmp_path)
+        with pytest.raises(ConfigError, match="1 to 32 vCPUs"):
+            self.launch(fc_vm(vcpus=33, environ={"PATH": str(tmp_path)}))
+
+
+class TestPlanBackends:
+    def setup(self, tmp_path, data=None, config=""):
+        root = make_rootfs(tmp_path, data if data is not None else make_elf(64, 62, pvh=True))
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        make_exe(bindir / "qemu-system-x86_64")
+        make_exe(bindir / "firecracker")
+        cfg = tmp_path / "config.toml"
+        cfg.write_text(config)
+        return root, {"PATH": str(bindir), "RUNU_CONFIG": str(cfg)}
+
+    def test_firecracker_plan(self, tmp_path, monkeypatch):
+        import json
+        monkeypatch.setattr(qemu, "kvm_usable", lambda device=None: True)
+        monkeypatch.setattr(firecracker, "check_accel", lambda vm, *a: None)
+        root, environ = self.setup(tmp_path)
+        spec = {"annotations": {"org.unikraft.runu.vmm": "firecracker"},
+                "process": {"args": ["/unikraft/bin/kernel", "exit=3"], "env": ["A=1"]},
+                "linux": {"resources": {"memory": {"limit": 80 << 20}, "cpu": {"cpus": "0"}}}}
+        p = bundle.plan(spec, str(root), environ, "/run/runu/c1")
+        assert p.vmm == "firecracker" and p.args[0] == str(tmp_path / "bin" / "firecracker")
+        assert p.memory_mib == 80 - firecracker.OVERHEAD_MIB == 64 and p.vcpus == 1
+        config = json.loads(p.files["firecracker.json"])
+        assert config["machine-config"] == {"vcpu_count": 1, "mem_size_mib": 64}
+        assert config["boot-source"]["boot_args"] == p.cmdline == "env.vars=A=1 -- exit=3"
+
+    def test_config_file_and_env_choose(self, tmp_path, monkeypatch):
+        monkeypatch.setattr(firecracker, "check_accel", lambda vm, *a: None)
+        root, environ = self.setup(tmp_path, config='vmm = "firecracker"\nqemu_cpu = "max,+pdpe1gb"\n'
+                                                     'qemu_extra_args = ["-rtc", "base=utc"]\n')
+        spec = {"process": {"args": []}}
+        assert bundle.plan(spec, str(root), environ, "/run/runu/c1").vmm == "firecracker"
+        p = bundle.plan(spec, str(root), dict(environ, RUNU_VMM="qemu", RUNU_ACCEL="tcg"), "/run/runu/c1")
+        assert p.vmm == "qemu" and p.files == {}
+        assert opt(p.args, "-cpu") == ["max,+pdpe1gb"] and opt(p.args, "-rtc") == ["base=utc"]
+        spec = {"annotations": {"org.unikraft.runu.vmm": "qemu", "org.unikraft.runu.qemu.cpu": "qemu64",
+                                "org.unikraft.runu.qemu.extra-args": '["-msg", "timestamp=on"]'},
+                "process": {"args": []}}
+        p = bundle.plan(spec, str(root), dict(environ, RUNU_ACCEL="tcg"))
+        assert opt(p.args, "-cpu") == ["qemu64"]
+        assert opt(p.args, "-rtc") == ["base=utc"] and opt(p.args, "-msg") == ["timestamp=on"]
+
+    @pytest.mark.parametrize("annotations,match", [
+        ({"org.unikraft.runu.vmm": "vmware"}, "annotation org.unikraft.runu.vmm='vmware' is not a VMM runu knows"),
+        ({"org.unikraft.runu.qemu.cpu": "max -monitor stdio"}, "annotation org.unikraft.runu.qemu.cpu="),
+        ({"org.unikraft.runu.qemu.extra-args": "-monitor stdio"},
+         "annotation org.unikraft.runu.qemu.extra-args: QEMU option '-monitor' is not allowed"),
+        ({"org.unikraft.runu.qemu.extra-args": '["-device", "loader,file=/etc/shadow"]'},
+         "-device 'loader' is not allowed"),
+    ])
+    def test_bad_annotations(self, tmp_path, annotations, match):
+        root, environ = self.setup(tmp_path)
+        with pytest.raises(ConfigError, match=match):
+            bundle.plan({"annotations": annotations, "process": {"args": []}}, str(root),
+                        dict(environ, RUNU_ACCEL="tcg"))
+
+    def test_bad_config_file(self, tmp_path):
+        root, environ = self.setup(tmp_path, config='qemu_extra_args = ["-qmp", "stdio"]\n')
+        with pytest.raises(ConfigError, match=r"^qemu_extra_args in .*config.toml: QEMU option '-qmp'"):
+            bundle.plan({"process": {"args": []}}, str(root), dict(environ, RUNU_ACCEL="tcg"))
+
+    def test_sandbox_ignores_the_vmm_settings(self, tmp_path):
+        root = tmp_path / "rootfs"
+        root.mkdir()
+        make_exe(root / "pause")
+        spec = dict(sandbox_spec(["/pause"]), annotations={"io.kubernetes.cri.container-type": "sandbox",
+                                                           "org.unikraft.runu.vmm": "nope"})
+        p = bundle.plan(spec, str(root), {"RUNU_CONFIG": str(tmp_path / "absent.toml")})
+        assert p.kind == "sandbox" and p.files == {}
+
+    def test_linux_bzimage_under_qemu(self, tmp_path):
+        root, environ = self.setup(tmp_path, make_bzimage())
+        p = bundle.plan({"process": {"args": ["/unikraft/bin/kernel", "--", "hi"], "env": ["PATH=/bin"]}},
+                        str(root), dict(environ, RUNU_ACCEL="tcg"))
+        assert p.kernel.linux and p.machine == "pc"
+        assert opt(p.args, "-append") == ["console=ttyS0 panic=-1 PATH=/bin -- hi"]
+        assert "-no-reboot" in p.args
+
+    def test_linux_vmlinux_under_firecracker(self, tmp_path, monkeypatch):
+        import json
+        monkeypatch.setattr(firecracker, "check_accel", lambda vm, *a: None)
+        root, environ = self.setup(tmp_path, make_elf(64, 62, linux_note=True))
+        p = bundle.plan({"annotations": {"org.unikraft.runu.vmm": "firecracker"},
+                         "process": {"args": ["console=hvc0", "--", "x"]}}, str(root), environ, "/s/c")
+        assert json.loads(p.files["firecracker.json"])["boot-source"]["boot_args"] == \
+            "reboot=k panic=1 pci=off console=hvc0 -- x"
+
+    def test_memory_below_the_minimum_names_the_backend(self, tmp_path):
+        root, environ = self.setup(tmp_path)
+        spec = {"process": {"args": []}, "linux": {"resources": {"memory": {"limit": 64 << 20}}}}
+        with pytest.raises(ConfigError, match="too small for a qemu VM: runu keeps 64 MiB .* at least 72 MiB"):
+            bundle.plan(spec, str(root), dict(environ, RUNU_ACCEL="tcg"))
+        spec["annotations"] = {"org.unikraft.runu.vmm": "firecracker"}
+        spec["linux"]["resources"]["memory"]["limit"] = 20 << 20
+        with pytest.raises(ConfigError, match="too small for a firecracker VM: .* at least 24 MiB"):
+            bundle.plan(spec, str(root), environ, "/s/c")
+
+
+def test_runtime_writes_only_plain_vmm_files(tmp_path):
+    from mocktainer import runtime
+    runtime.write_files(str(tmp_path), {"firecracker.json": b"{}"})
+    assert (tmp_path / "firecracker.json").read_bytes() == b"{}"
+    assert (tmp_path / "firecracker.json").stat().st_mode & 0o777 == 0o600
+    for bad in ("", "../x", "a/b", "state.json", "exec.fifo", ".."):
+        with pytest.raises(ConfigError, match="invalid VMM file name"):
+            runtime.write_files(str(tmp_path), {bad: b""})
+    with pytest.raises(mocktainer_error.Error, match="cannot write"):
+        runtime.write_files(str(tmp_path), {"firecracker.json": b"again"})  # never over an existing file
 
 
 # -- integration: boot the tiny kernel in QEMU ------------------------------------

@@ -7,6 +7,7 @@ container init and by every runu call) costs next to nothing.
 from __future__ import annotations
 
 from .error import (
+    CgroupError,
     ConfigError,
     Error,
     ExistsError,
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "create", "load", "init", "Container", "Process", "Status", "State", "BaseState",
     "Error", "ExistsError", "InvalidIDError", "NotExistError", "RunningError", "NotRunningError",
-    "ConfigError", "HookError", "InitError", "INIT_MSG", "CLONE_FLAGS_ATTR", "NS_PATHS_ATTR",
+    "CgroupError", "ConfigError", "HookError", "InitError", "INIT_MSG", "CLONE_FLAGS_ATTR", "NS_PATHS_ATTR",
 ]
 
 _LAZY = {

@@ -201,15 +201,23 @@ class Config(_Record):
     version: str
     labels: list[str]
     no_new_keyring: bool
+    # The container's cgroup (see mocktainer.cgroups): OCI linux.cgroupsPath ("" = the default), the OCI
+    # linux.resources object as given (its cgroup part is applied), and whether cgroups_path has systemd's
+    # slice:prefix:name form (runu --systemd-cgroup).
+    cgroups_path: str
+    resources: dict[str, Any]
+    systemd_cgroup: bool
 
     __slots__ = (
         "parent_death_signal", "rootfs", "namespaces", "networks", "routes", "apparmor_profile",
-        "process_label", "hooks", "version", "labels", "no_new_keyring",
+        "process_label", "hooks", "version", "labels", "no_new_keyring", "cgroups_path", "resources",
+        "systemd_cgroup",
     )
     _fields = (
         ("parent_death_signal", 0), ("rootfs", ""), ("namespaces", Namespaces), ("networks", list),
         ("routes", list), ("apparmor_profile", ""), ("process_label", ""), ("hooks", Hooks),
-        ("version", ""), ("labels", list), ("no_new_keyring", False),
+        ("version", ""), ("labels", list), ("no_new_keyring", False), ("cgroups_path", ""), ("resources", dict),
+        ("systemd_cgroup", False),
     )
 
     @classmethod

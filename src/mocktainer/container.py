@@ -29,6 +29,7 @@ class Container:
         self._config = config
         self._state = state
         self._init: InitProcess | None = None
+        self._cgroup_paths: dict[str, str] = {}
 
     @property
     def id(self) -> str:
@@ -87,13 +88,17 @@ class Container:
         self._make_fifo()
         init = InitProcess(process, self.fifo_path)
         self._init = init
+        self._cgroup_paths = {}
         try:
             init.spawn()
+            # Into the cgroup before the init runs anything of the container's: the VMM it becomes inherits it.
+            self._cgroup_paths = self._create_cgroup(init.pid)
             init.bootstrap(self._config.namespaces.clone_flags(), self._ns_paths_to_join(), self._init_config(process))
             init.converse(on_hooks=self._run_parent_hooks, on_ready=self._record_created)
         except BaseException:
             init.close()
             init.kill()
+            self._remove_cgroup_quietly()
             self._remove_run_files()
             self._state = None
             # A failed create ends as if destroyed (runtime spec, lifecycle steps 12-13).
@@ -145,6 +150,12 @@ class Container:
             except ProcessLookupError:
                 pass
             self._reap(pid, start)
+        if self._state is not None and self._state.cgroup_paths:
+            # After the init is gone; a cgroup still holding processes is an error and keeps the state, so
+            # that a later delete (runu delete kills what is left in it) can finish the job.
+            from . import cgroups
+
+            cgroups.remove(self._state.cgroup_paths, self._default_cgroup_parent())
         existed = os.path.isdir(self.dir)
         _remove_dir(self.dir)
         if existed and self._state is not None:
@@ -164,6 +175,33 @@ class Container:
                 os.unlink(os.path.join(self.dir, name))
             except FileNotFoundError:
                 pass
+
+    def _create_cgroup(self, pid: int) -> dict[str, str]:
+        from . import cgroups
+
+        c = self._config
+        return cgroups.create(self._id, c.cgroups_path, c.systemd_cgroup, c.resources, pid)
+
+    def _default_cgroup_parent(self) -> str | None:
+        """The parent directory name of the default cgroup path (pruned when left empty), or None."""
+        if self._config.cgroups_path or self._config.systemd_cgroup:
+            return None
+        from .cgroups import DEFAULT_PARENT
+
+        return DEFAULT_PARENT
+
+    def _remove_cgroup_quietly(self) -> None:
+        """Undo _create_cgroup after a failed start (the init is dead and reaped)."""
+        paths, self._cgroup_paths = self._cgroup_paths, {}
+        if paths:
+            from . import cgroups
+
+            try:
+                cgroups.remove(paths, self._default_cgroup_parent())
+            except Error as e:
+                import logging
+
+                logging.getLogger("mocktainer").warning("%s", e)
 
     def _ns_paths_to_join(self) -> dict[str, str]:
         return {ns.proc_file(): ns.path for ns in self._config.namespaces if ns.path}
@@ -217,6 +255,7 @@ class Container:
             created=now_rfc3339(),
             config=self._config,
             namespace_paths=paths,
+            cgroup_paths=self._cgroup_paths,
         )
         statefile.save(self.dir, self._state)
 

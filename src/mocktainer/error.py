@@ -39,3 +39,7 @@ class InitError(Error):
 
 class HookError(Error):
     """A lifecycle hook failed or ran past its timeout."""
+
+
+class CgroupError(Error):
+    """The container's cgroup could not be created, or could not be removed (processes still in it)."""

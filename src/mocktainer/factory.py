@@ -37,6 +37,10 @@ def validate_config(config: Config) -> None:
     if not os.path.isdir(rootfs):
         raise ConfigError(f"rootfs {rootfs} does not exist or is not a directory")
     check_namespace_paths(config)
+    if config.cgroups_path or config.systemd_cgroup:
+        from .cgroups import inner_path
+
+        inner_path(config.cgroups_path, "id", config.systemd_cgroup)  # a malformed path fails before anything exists
 
 
 # clone flag (what the NS_GET_NSTYPE ioctl answers) -> OCI namespace name

@@ -102,6 +102,26 @@ def write_pid_file(path: str, pid: int) -> None:
         raise Error(f"cannot write pid file {path}: {e.strerror}") from None
 
 
+def write_files(directory: str, files: dict[str, bytes]) -> None:
+    """The VMM's files (e.g. its configuration) into the container's directory, mode 0600."""
+    from .state import EXEC_FIFO, STATE_FILE
+
+    for name, data in files.items():
+        if not name or "/" in name or name in (".", "..", EXEC_FIFO, STATE_FILE):
+            raise ConfigError(f"invalid VMM file name {name!r}")
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise Error(f"cannot write {path}: {e.strerror}") from None
+
+
 # ---- lifecycle -------------------------------------------------------------------------
 
 def create(
@@ -115,6 +135,7 @@ def create(
     no_new_keyring: bool = False,
     environ: dict[str, str] | None = None,
     log_level: str | None = None,
+    systemd_cgroup: bool = False,
 ) -> Container:
     """Create a container from a bundle; on return its init waits for `start`.
 
@@ -131,7 +152,9 @@ def create(
     spec = load_spec(bundle)
     config = specconv.create_config(supported_spec(spec), bundle)
     config.no_new_keyring = no_new_keyring
-    what = plan(spec, config.rootfs, dict(os.environ) if environ is None else environ)
+    config.systemd_cgroup = systemd_cgroup  # linux.cgroupsPath is slice:prefix:name (see mocktainer.cgroups)
+    state_dir = os.path.join(os.path.abspath(root), id)
+    what = plan(spec, config.rootfs, dict(os.environ) if environ is None else environ, state_dir)
     terminal = bool((spec.get("process") or {}).get("terminal"))
     if terminal and not console_socket:
         raise ConfigError("process.terminal is true but no --console-socket was given to send the terminal to")
@@ -139,6 +162,7 @@ def create(
     container = factory.create(root, id, config)
     master = slave = -1
     try:
+        write_files(container.dir, what.files)
         stdio: list[Any] = [0, 1, 2]
         if terminal:
             from .console import open_pty, send_console
@@ -192,9 +216,8 @@ def kill(root: str, id: str, sig: int, all: bool = False) -> None:
     if not all:
         c.signal(sig)
         return
-    if c.status() == Status.STOPPED:
-        return
-    for pid in descendants(c.state().init_process_pid):
+    # A stopped container's init is gone, but its cgroup may still hold processes (runc signals them too).
+    for pid in container_pids(c, stopped_too=True):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -221,12 +244,20 @@ def delete(root: str, id: str, force: bool = False) -> None:
         if not force:
             raise RunningError(f"container {id!r} is {status}, not stopped; use --force to delete it")
         st = c.state()
-        for pid in reversed(descendants(st.init_process_pid)):
+        for pid in reversed(container_pids(c)):
             try:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
         _reap_or_wait(st.init_process_pid, st.init_process_start)
+    else:
+        # Processes left in a stopped container's cgroup would keep it from being removed; like runc (whose
+        # containers share the host's pid namespace here too), delete kills them.
+        for pid in container_pids(c, stopped_too=True):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
     c.destroy()
 
 
@@ -238,10 +269,26 @@ def _reap_or_wait(pid: int, start: int) -> None:
 
 
 def ps(root: str, id: str) -> list[int]:
-    c = factory.load(root, id)
-    if c.status() == Status.STOPPED:
+    return container_pids(factory.load(root, id))
+
+
+def container_pids(c: Container, stopped_too: bool = False) -> list[int]:
+    """The container's processes, the init first: from its cgroup when it has one, else the init and its
+    descendants (/proc). A stopped container has none, or with `stopped_too` what is left in its cgroup."""
+    st = c.state()
+    stopped = c.status() == Status.STOPPED
+    if stopped and not (stopped_too and st.cgroup_paths):
         return []
-    return descendants(c.state().init_process_pid)
+    if st.cgroup_paths:
+        from . import cgroups
+
+        pids = cgroups.pids(st.cgroup_paths)
+        if stopped:
+            return sorted(pids or [])  # never the dead init's pid: it may belong to someone else by now
+        if pids is not None:
+            init = st.init_process_pid
+            return [init] + sorted(p for p in pids if p != init)
+    return descendants(st.init_process_pid)
 
 
 def list_containers(root: str) -> list[dict[str, Any]]:
@@ -290,7 +337,7 @@ def features() -> dict[str, Any]:
     """runtime-spec features.json: what this runtime honours."""
     from .configs import HOOK_NAMES
     from .specconv import known_namespaces
-    from .unikraft import qemu
+    from .unikraft import vmm
 
     return {
         "ociVersionMin": OCI_VERSION_MIN,
@@ -307,7 +354,7 @@ def features() -> dict[str, Any]:
         },
         "annotations": {
             "org.opencontainers.runtime-spec.features.runtime": "runu",
-            qemu.ACCEL_ANNOTATION: "kvm | tcg | auto: the accelerator for the VMM",
+            **vmm.feature_annotations(dict(os.environ)),
             "io.kubernetes.cri.container-type": "sandbox: run process.args from the rootfs (the pod's pause container)",
         },
     }
@@ -339,6 +386,7 @@ def spec_template(args: list[str] | None = None) -> dict[str, Any]:
         "annotations": {},
         "linux": {
             "namespaces": [{"type": "network"}],
-            "resources": {"memory": {"limit": 64 * 1024 * 1024}},
+            # 64 MiB for the guest after QEMU's own 64 MiB (see unikraft/bundle.py)
+            "resources": {"memory": {"limit": 128 * 1024 * 1024}},
         },
     }

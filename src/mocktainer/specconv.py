@@ -56,7 +56,26 @@ def create_config(spec: dict[str, Any], bundle: str) -> Config:
     )
     linux = spec.get("linux") or {}
     _namespaces(config, linux.get("namespaces") or [])
+    _cgroups(config, linux)
     return config
+
+
+def _cgroups(config: Config, linux: dict[str, Any]) -> None:
+    """cgroupsPath and resources are kept as given; their values are checked here, applied at start."""
+    path = linux.get("cgroupsPath")
+    path = "" if path is None else path
+    if not isinstance(path, str):
+        raise ConfigError(f"linux.cgroupsPath must be a string, got {path!r}")
+    resources = linux.get("resources")
+    resources = {} if resources is None else resources
+    if not isinstance(resources, dict):
+        raise ConfigError(f"linux.resources must be an object, got {resources!r}")
+    if resources:
+        from .cgroups import check_resources
+
+        check_resources(resources)
+    config.cgroups_path = path
+    config.resources = resources
 
 
 def _namespaces(config: Config, items: list[dict[str, Any]]) -> None:

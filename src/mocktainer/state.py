@@ -71,15 +71,21 @@ class BaseState:
 
 
 class State(BaseState):
-    """Serialised as state.json in the container's directory."""
+    """Serialised as state.json in the container's directory.
 
-    __slots__ = ("namespace_paths",)
+    `cgroup_paths`: the container's cgroup directory in each hierarchy it joined, keyed like runc's
+    state.json (v1 controller names such as "memory" or "name=systemd"; "" for cgroup v2).
+    """
+
+    __slots__ = ("namespace_paths", "cgroup_paths")
     _names: tuple[str, ...] = BaseState._names + __slots__
 
     def __init__(self, id: str, init_process_pid: int = 0, init_process_start: int = 0, created: str = "",
-                 config: Config | None = None, namespace_paths: dict[str, str] | None = None) -> None:
+                 config: Config | None = None, namespace_paths: dict[str, str] | None = None,
+                 cgroup_paths: dict[str, str] | None = None) -> None:
         super().__init__(id, init_process_pid, init_process_start, created, config)
         self.namespace_paths = dict(namespace_paths or {})
+        self.cgroup_paths = dict(cgroup_paths or {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "State":
@@ -90,6 +96,7 @@ class State(BaseState):
             created=d.get("created") or "",
             config=Config.from_dict(d.get("config") or {}),
             namespace_paths=d.get("namespace_paths") or {},
+            cgroup_paths=d.get("cgroup_paths") or {},
         )
 
 

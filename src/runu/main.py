@@ -128,7 +128,8 @@ def cmd_create(g: dict[str, Any], args: list[str], log: Log) -> int:
     cid = one_id(rest, "create")
     runtime.create(g["root"], cid, flags.get("bundle") or os.getcwd(), pid_file=flags.get("pid-file"),
                    console_socket=flags.get("console-socket"), preserve_fds=flags.get("preserve-fds", 0),
-                   no_new_keyring=flags.get("no-new-keyring", False), log_level="debug" if g.get("debug") else None)
+                   no_new_keyring=flags.get("no-new-keyring", False), log_level="debug" if g.get("debug") else None,
+                   systemd_cgroup=bool(g.get("systemd-cgroup")))
     return 0
 
 
@@ -140,7 +141,8 @@ def cmd_run(g: dict[str, Any], args: list[str], log: Log) -> int:
     cid = one_id(rest, "run")
     return runtime.run(g["root"], cid, flags.get("bundle") or os.getcwd(), detach=flags.get("detach", False),
                        pid_file=flags.get("pid-file"), console_socket=flags.get("console-socket"),
-                       preserve_fds=flags.get("preserve-fds", 0), no_new_keyring=flags.get("no-new-keyring", False))
+                       preserve_fds=flags.get("preserve-fds", 0), no_new_keyring=flags.get("no-new-keyring", False),
+                       systemd_cgroup=bool(g.get("systemd-cgroup")))
 
 
 def cmd_start(g: dict[str, Any], args: list[str], log: Log) -> int:

@@ -2,11 +2,16 @@
 
 - `kernel`: find and identify the kernel of a unikernel bundle
   (`rootfs/unikraft/bin/kernel`, optional `rootfs/unikraft/bin/initrd`).
-- `qemu`: locate QEMU, decide KVM or TCG, build the VMM command line.
+- `vmm`: the VMM backend interface, the registry of backends and the choice of
+  one per container; `settings`: runu's config file and environment knobs.
+- `qemu`, `firecracker`: the backends (binary lookup, accelerator, command
+  line, configuration files).
 - `bundle`: `plan()`, the decision the runtime takes at create time: what the
-  container process runs (QEMU for a unikernel, the pause binary for a CRI
-  sandbox) and with which environment.
+  container process runs (a VMM for a unikernel or Linux kernel, the pause
+  binary for a CRI sandbox), with which environment and files, and how big
+  the VM is.
 
-Everything here is imported on every `runu create`: standard library only, and
-nothing heavy at import time.
+Imported only on `runu create` (and `runu features`): standard library only,
+and nothing heavy at import time (the backend of a container is imported when
+it is chosen; `tomllib` only when a config file exists).
 """

@@ -1,6 +1,6 @@
 """What a runu container runs: the decision taken at create time.
 
-`plan(spec, rootfs, environ)` looks at the OCI config and the bundle rootfs:
+`plan(spec, rootfs, environ, state_dir)` looks at the OCI config and the bundle rootfs:
 
 1. CRI sandbox (`annotations["io.kubernetes.cri.container-type"] == "sandbox"`,
    the pause container of a Kubernetes pod): `process.args` runs as a plain
@@ -9,8 +9,10 @@
    slash is looked up in the PATH of `process.env`), the result must be an
    executable regular file. Environment: `process.env`.
 
-2. Unikernel (the rootfs holds `unikraft/bin/kernel`): the process is QEMU
-   (see `mocktainer.unikraft.qemu`), with a clean environment (PATH only).
+2. Unikernel (the rootfs holds `unikraft/bin/kernel`): the process is the VMM
+   of the chosen backend (`mocktainer.unikraft.vmm`: QEMU by default, or
+   Firecracker), with a clean environment (PATH only). The backend may also
+   ask for files in the container's state directory (`Plan.files`).
 
    Guest command line, following Unikraft's `<library params> -- <app args>`:
 
@@ -37,11 +39,27 @@
      wrapped in single quotes, a `'` inside written as `'"'"'`. An empty word
      or a NUL byte cannot be expressed and is refused.
 
-   Memory: `linux.resources.memory.limit` bytes, rounded up to a whole MiB;
-   absent, zero or negative (-1 = unlimited) means DEFAULT_MEMORY_MIB (64);
-   below MIN_MEMORY_MIB (8) is an error. vCPUs: `linux.resources.cpu`
-   quota/period rounded up, else the size of its `cpus` set, else 1; at most
-   the host's CPU count.
+   A Linux kernel (`Kernel.linux`: a bzImage or an ELF vmlinux) gets the
+   same words with Linux's rules instead (`linux_cmdline`): `process.env`
+   entries become plain `K=V` kernel parameters (Linux hands the ones it does
+   not know to /init's environment), the words before `--` are kernel
+   parameters and those after it /init's arguments, a word with blanks is
+   double-quoted (a `"` inside cannot be expressed), and the backend's
+   parameters for Linux (`console=ttyS0 panic=-1` under QEMU,
+   `console=ttyS0 reboot=k panic=1 pci=off` under Firecracker) come first,
+   each unless the user gave a parameter of that name.
+
+   Sizing, the same rules for every backend:
+
+   - Memory: with a `linux.resources.memory.limit` of L bytes, the guest gets
+     floor(L / 1 MiB) minus the backend's OVERHEAD_MIB (the VMM's own memory:
+     64 MiB for QEMU, 16 MiB for Firecracker), so that guest and VMM together
+     stay within the limit (the container's cgroup); less than MIN_MEMORY_MIB
+     (8) left for the guest is an error naming the smallest limit that works.
+     Absent, zero or negative (-1 = unlimited) means DEFAULT_MEMORY_MIB (64)
+     for the guest.
+   - vCPUs: `linux.resources.cpu` quota/period rounded up, else the size of
+     its `cpus` set, else 1; at most the host's CPU count.
 
 3. Anything else is refused: runu runs unikernel bundles and CRI sandboxes.
 """
@@ -50,7 +68,8 @@ import os
 
 from mocktainer.error import ConfigError
 from mocktainer.unikraft import kernel as _kernel
-from mocktainer.unikraft import qemu as _qemu
+from mocktainer.unikraft import settings as _settings
+from mocktainer.unikraft import vmm as _vmm
 
 SANDBOX_ANNOTATION = "io.kubernetes.cri.container-type"
 DEFAULT_MEMORY_MIB = 64
@@ -70,16 +89,18 @@ class Plan:
     """What the container process is.
 
     `kind` is "unikernel" or "sandbox"; `args` the argv to exec (args[0] an
-    absolute path); `env` the process environment as "K=V" strings. For a
-    unikernel also `kernel`, `cmdline`, `memory_mib`, `vcpus`, `accel` and
-    `machine` (None for a sandbox).
+    absolute path); `env` the process environment as "K=V" strings; `files`
+    {name: bytes} to write into the container's state directory before it
+    starts (empty for most). For a unikernel also `vmm` (the backend's name),
+    `kernel`, `cmdline`, `memory_mib`, `vcpus`, `accel` and `machine` (None
+    for a sandbox; `machine` None under Firecracker).
     """
 
     __slots__ = ("kind", "args", "env", "kernel", "cmdline", "memory_mib", "vcpus", "accel",
-                 "machine")
+                 "machine", "vmm", "files")
 
     def __init__(self, kind, args, env, kernel=None, cmdline=None, memory_mib=None,
-                 vcpus=None, accel=None, machine=None):
+                 vcpus=None, accel=None, machine=None, vmm=None, files=None):
         self.kind = kind
         self.args = args
         self.env = env
@@ -89,13 +110,20 @@ class Plan:
         self.vcpus = vcpus
         self.accel = accel
         self.machine = machine
+        self.vmm = vmm
+        self.files = dict(files or {})
 
     def __repr__(self):
         return "Plan(%s)" % ", ".join("%s=%r" % (a, getattr(self, a)) for a in self.__slots__)
 
 
-def plan(spec, rootfs, environ):
-    """Decide what the container runs. Raises ConfigError with a user-facing message."""
+def plan(spec, rootfs, environ, state_dir=None):
+    """Decide what the container runs. Raises ConfigError with a user-facing message.
+
+    `environ` is the runu process' environment (knobs, PATH for the VMM lookup,
+    RUNU_CONFIG); `state_dir` the container's directory under the runtime root,
+    where `Plan.files` will be written (its base name is the container id).
+    """
     if not isinstance(spec, dict):
         raise ConfigError("the OCI config must be a JSON object")
     annotations = _dict(spec.get("annotations"), "annotations")
@@ -117,17 +145,22 @@ def plan(spec, rootfs, environ):
             "(annotation %s=sandbox); %s has neither"
             % (_kernel.KERNEL, SANDBOX_ANNOTATION, os.path.abspath(rootfs)))
 
-    cmdline = guest_cmdline(args, env)
+    settings = _settings.load(environ)
+    name, _source = _vmm.choose(annotations, settings)
+    backend = _vmm.backend(name)
+    if kern.linux:
+        cmdline = linux_cmdline(args, env, backend.linux_params(kern))
+    else:
+        cmdline = guest_cmdline(args, env)
     resources = _dict(_dict(spec.get("linux"), "linux").get("resources"), "linux.resources")
-    memory = memory_mib(resources)
+    memory = memory_mib(resources, backend.OVERHEAD_MIB, name)
     vcpus = vcpu_count(resources)
-    accel = _qemu.choose_accel(annotations, environ, kern)
-    machine = _qemu.machine_for(kern, annotations.get(_qemu.MACHINE_ANNOTATION) or None)
-    binary = _qemu.qemu_binary(kern.arch, environ.get("PATH"))
-    argv = _qemu.qemu_args(binary, kern, memory_mib=memory, cmdline=cmdline, accel=accel,
-                           smp=vcpus, machine=machine)
-    return Plan("unikernel", argv, list(VMM_ENV), kernel=kern, cmdline=cmdline,
-                memory_mib=memory, vcpus=vcpus, accel=accel, machine=machine)
+    vm = _vmm.VM(kern, cmdline, memory, vcpus, annotations, settings, state_dir,
+                 os.path.basename(state_dir) if state_dir else None)
+    launch = backend.launch(vm)
+    return Plan("unikernel", launch.args, list(VMM_ENV), kernel=kern, cmdline=cmdline,
+                memory_mib=memory, vcpus=vcpus, accel=launch.accel, machine=launch.machine,
+                vmm=name, files=launch.files)
 
 
 def _dict(value, what):
@@ -180,6 +213,44 @@ def guest_cmdline(args, env=()):
     return " ".join(out)
 
 
+def linux_cmdline(args, env=(), defaults=()):
+    """The Linux kernel command line for `process.args` and `process.env` (see module doc).
+
+    `defaults` are "name=value" parameters added first unless a kernel parameter
+    (a word before `--`, or an env entry) of that name is given.
+    """
+    words = list(args)
+    if words and is_entrypoint(words[0]):
+        words = words[1:]
+    if SEPARATOR in words:
+        i = words.index(SEPARATOR)
+        params, app = words[:i], words[i + 1:]
+    else:
+        params, app = [], words
+    for entry in env:
+        if "=" not in entry or entry.startswith("="):
+            raise ConfigError("process.env entry %r is not of the form NAME=value" % (entry,))
+    params = list(env) + params
+    given = {p.split("=", 1)[0] for p in params}
+    params = [d for d in defaults if d.split("=", 1)[0] not in given] + params
+    out = [linux_quote(p, "a kernel parameter") for p in params]
+    if app:
+        out += [SEPARATOR] + [linux_quote(a, "process.args") for a in app]
+    return " ".join(out)
+
+
+def linux_quote(word, what="argument"):
+    """`word` as one token of a Linux kernel command line (double quotes group blanks)."""
+    if word == "":
+        raise ConfigError("%s contains an empty string, which a kernel command line cannot carry" % what)
+    if "\0" in word or '"' in word:
+        raise ConfigError("%s %r contains a %s, which a Linux kernel command line cannot carry"
+                          % (what, word, "NUL byte" if "\0" in word else "double quote"))
+    if not any(c.isspace() for c in word):
+        return word
+    return '"' + word + '"'
+
+
 def quote(word, what="argument"):
     """`word` as one token for Unikraft's command-line splitter."""
     if word == "":
@@ -195,8 +266,9 @@ def quote(word, what="argument"):
 
 # -- resources -------------------------------------------------------------------
 
-def memory_mib(resources):
-    """Guest memory in MiB from `linux.resources` (see module doc)."""
+def memory_mib(resources, overhead_mib=0, vmm="the VMM"):
+    """Guest memory in MiB from `linux.resources`, leaving `overhead_mib` of the limit to
+    `vmm` itself (see module doc)."""
     limit = _dict(resources.get("memory"), "linux.resources.memory").get("limit")
     if limit is None:
         return DEFAULT_MEMORY_MIB
@@ -205,12 +277,14 @@ def memory_mib(resources):
                           % (limit,))
     if limit <= 0:
         return DEFAULT_MEMORY_MIB
-    mib = -(-limit // MIB)
+    mib = limit // MIB - overhead_mib
     if mib < MIN_MEMORY_MIB:
+        need = MIN_MEMORY_MIB + overhead_mib
         raise ConfigError(
-            "memory limit of %d bytes is too small for a unikernel VM: runu needs at least "
-            "%d MiB (%d bytes); raise linux.resources.memory.limit"
-            % (limit, MIN_MEMORY_MIB, MIN_MEMORY_MIB * MIB))
+            "memory limit of %d bytes is too small for a %s VM: runu keeps %d MiB of it for %s itself "
+            "and the guest needs at least %d MiB, so the limit must be at least %d MiB (%d bytes); "
+            "raise linux.resources.memory.limit"
+            % (limit, vmm, overhead_mib, vmm, MIN_MEMORY_MIB, need, need * MIB))
     return mib
 
 

@@ -13,7 +13,12 @@ QEMU) read a file outside its rootfs, and reads the kernel's header to learn:
   itself checks: `linux` (a bzImage: "HdrS" at offset 0x202), `pvh` (an ELF
   note named "Xen" of type 18, XEN_ELFNOTE_PHYS32_ENTRY, in a PT_NOTE program
   header), `multiboot` (a multiboot v1 header, magic 0x1BADB002 with a valid
-  checksum, 4-byte aligned in the first 8 KiB), otherwise `elf`.
+  checksum, 4-byte aligned in the first 8 KiB), otherwise `elf`;
+- `linux`: whether it is a Linux kernel (a bzImage, or an ELF vmlinux, which
+  carries ELF notes named "Linux"), which then needs a serial console and a
+  power-off that ends the VMM on its command line (see `bundle`). A Linux
+  vmlinux built with CONFIG_PVH is `pvh`, otherwise `elf` (Firecracker boots
+  it; QEMU cannot).
 """
 
 import os
@@ -48,21 +53,22 @@ class Kernel:
 
     `path` and `initrd` are absolute paths inside the bundle rootfs (strings,
     for the VMM's command line); `elf_class` is 32 or 64 for an ELF kernel and
-    None for a bzImage.
+    None for a bzImage; `linux` is True for a Linux kernel.
     """
 
-    __slots__ = ("path", "initrd", "arch", "elf_class", "boot_protocol")
+    __slots__ = ("path", "initrd", "arch", "elf_class", "boot_protocol", "linux")
 
-    def __init__(self, path, initrd, arch, elf_class, boot_protocol):
+    def __init__(self, path, initrd, arch, elf_class, boot_protocol, linux=False):
         self.path = path
         self.initrd = initrd
         self.arch = arch
         self.elf_class = elf_class
         self.boot_protocol = boot_protocol
+        self.linux = bool(linux)
 
     def __repr__(self):
-        return ("Kernel(path=%r, initrd=%r, arch=%r, elf_class=%r, boot_protocol=%r)"
-                % (self.path, self.initrd, self.arch, self.elf_class, self.boot_protocol))
+        return ("Kernel(path=%r, initrd=%r, arch=%r, elf_class=%r, boot_protocol=%r, linux=%r)"
+                % (self.path, self.initrd, self.arch, self.elf_class, self.boot_protocol, self.linux))
 
     def __eq__(self, other):
         if not isinstance(other, Kernel):
@@ -97,7 +103,7 @@ def find_kernel(rootfs):
             if kfd is None:
                 return None
             try:
-                arch, elf_class, protocol = identify(kfd, kpath)
+                arch, elf_class, protocol, linux = identify(kfd, kpath)
             finally:
                 os.close(kfd)
             ipath = os.path.join(root, INITRD)
@@ -110,7 +116,7 @@ def find_kernel(rootfs):
             os.close(bin_fd)
     finally:
         os.close(root_fd)
-    return Kernel(kpath, ipath, arch, elf_class, protocol)
+    return Kernel(kpath, ipath, arch, elf_class, protocol, linux)
 
 
 def _open_dirs(dir_fd, root, components):
@@ -167,12 +173,12 @@ def _refuse(path, name, err):
 
 
 def identify(fd, path="kernel"):
-    """Return (arch, elf_class, boot_protocol) of the kernel open on `fd`."""
+    """Return (arch, elf_class, boot_protocol, linux) of the kernel open on `fd`."""
     head = os.pread(fd, _HEADER_READ, 0)
     if head[:4] == b"\x7fELF":
         return _identify_elf(fd, path, head)
     if len(head) >= 0x206 and head[0x202:0x206] == b"HdrS":
-        return "x86_64", None, "linux"
+        return "x86_64", None, "linux", True
     if not head:
         raise ConfigError("unikernel kernel %s is empty: %s" % (path, _EXPECTED))
     raise ConfigError("unikernel kernel %s is not a kernel image: %s" % (path, _EXPECTED))
@@ -202,11 +208,12 @@ def _identify_elf(fd, path, head):
     else:
         (phoff,) = struct.unpack_from(end + "I", head, 28)
         phentsize, phnum = struct.unpack_from(end + "HH", head, 42)
-    if _has_pvh_note(fd, end, elf_class, phoff, phentsize, phnum):
-        return arch, elf_class, "pvh"
+    pvh, linux = _scan_notes(fd, end, elf_class, phoff, phentsize, phnum)
+    if pvh:
+        return arch, elf_class, "pvh", linux
     if _has_multiboot_header(head):
-        return arch, elf_class, "multiboot"
-    return arch, elf_class, "elf"
+        return arch, elf_class, "multiboot", linux
+    return arch, elf_class, "elf", linux
 
 
 def _has_multiboot_header(head):
@@ -222,13 +229,15 @@ def _has_multiboot_header(head):
     return False
 
 
-def _has_pvh_note(fd, end, elf_class, phoff, phentsize, phnum):
+def _scan_notes(fd, end, elf_class, phoff, phentsize, phnum):
+    """(has a PVH entry note, has a "Linux" note) from the PT_NOTE segments."""
     if elf_class == 64:
         fmt, size = end + "IIQQQQQQ", 56
     else:
         fmt, size = end + "IIIIIIII", 32
     if phnum == 0 or phnum > _MAX_PHNUM or phentsize < size:
-        return False
+        return False, False
+    pvh = linux = False
     table = os.pread(fd, phentsize * phnum, phoff)
     for i in range(min(phnum, len(table) // phentsize)):
         fields = struct.unpack_from(fmt, table, i * phentsize)
@@ -239,13 +248,16 @@ def _has_pvh_note(fd, end, elf_class, phoff, phentsize, phnum):
         if p_type != PT_NOTE or p_filesz == 0:
             continue
         data = os.pread(fd, min(p_filesz, _MAX_NOTE_SEGMENT), p_offset)
-        if _notes_have_xen_entry(data, end, 8 if p_align == 8 else 4):
-            return True
-    return False
+        for name, ntype in _notes(data, end, 8 if p_align == 8 else 4):
+            if ntype == XEN_ELFNOTE_PHYS32_ENTRY and name == b"Xen":
+                pvh = True
+            elif name == b"Linux":
+                linux = True
+    return pvh, linux
 
 
-def _notes_have_xen_entry(data, end, align):
-    """Scan ELF notes; `align` (4, or 8 for 8-aligned note segments) pads offsets."""
+def _notes(data, end, align):
+    """(name, type) of each ELF note; `align` (4, or 8 for 8-aligned note segments) pads offsets."""
     mask = align - 1
     off = 0
     while off + 12 <= len(data):
@@ -253,6 +265,4 @@ def _notes_have_xen_entry(data, end, align):
         name = data[off + 12:off + 12 + namesz]
         desc_off = (off + 12 + namesz + mask) & ~mask
         off = (desc_off + descsz + mask) & ~mask
-        if ntype == XEN_ELFNOTE_PHYS32_ENTRY and name.rstrip(b"\0") == b"Xen":
-            return True
-    return False
+        yield name.rstrip(b"\0"), ntype

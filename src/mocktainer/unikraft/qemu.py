@@ -23,12 +23,36 @@ Machine knob: annotation `org.unikraft.runu.machine` (`microvm`, `pc` or
 The command line (see `qemu_args`) keeps the guest's serial console on the
 VMM's stdio and nothing else there: no monitor, no QMP, no graphics, no default
 devices; a guest reset ends QEMU (`-no-reboot`) and on x86 the guest can pick
-QEMU's exit status through `isa-debug-exit` (status = (value << 1) | 1).
+QEMU's exit status through `isa-debug-exit` (status = (value << 1) | 1). Under
+TCG the translation cache is bounded (`tb-size`, TCG_TB_SIZE_MIB) so that
+QEMU's own memory stays within OVERHEAD_MIB.
+
+This is the `qemu` VMM backend (see `vmm`): `launch(vm)` also honours
+
+- annotation `org.unikraft.runu.qemu.cpu`, else `qemu_cpu` in the config file:
+  the `-cpu` model, checked by `check_cpu_model` (a model name and
+  `,[+-]feature[=value]` items made of letters, digits, `.`, `_`, `-`);
+- annotation `org.unikraft.runu.qemu.extra-args` (a JSON list of strings, or
+  words separated by blanks), after `qemu_extra_args` of the config file:
+  extra QEMU options, each checked against the allow-list EXTRA_OPTIONS by
+  `check_extra_args`. Nothing that names a host path, a character device, a
+  monitor, a drive, a kernel, a network back-end or a migration stream can pass.
+- `qemu_binary` (environment RUNU_QEMU_BINARY, or the config file): the QEMU to
+  run instead of the one found on PATH; `{arch}` in it is replaced by the
+  guest's architecture (x86_64, aarch64, arm).
 """
 
 import os
 
 from mocktainer.error import ConfigError
+from mocktainer.unikraft.vmm import Launch
+
+NAME = "qemu"
+# Memory QEMU needs beside the guest's RAM (see bundle.memory_mib): measured here
+# 40-53 MiB resident for a tiny guest (half of it shared libraries), up to ~60 MiB
+# under TCG for a Linux guest with the translation cache bounded to TCG_TB_SIZE_MIB.
+OVERHEAD_MIB = 64
+TCG_TB_SIZE_MIB = 32
 
 ACCEL_ANNOTATION = "org.unikraft.runu.accel"
 ACCEL_ENV = "RUNU_ACCEL"
@@ -90,11 +114,13 @@ def _is_executable(path):
     return (st.st_mode & 0o170000) == 0o100000 and os.access(path, os.X_OK)
 
 
-def qemu_binary(arch, path_env=None):
+def qemu_binary(arch, path_env=None, configured=None, source=None):
     """Absolute path of the QEMU system emulator for `arch`.
 
-    `path_env` defaults to this process' PATH. Raises ConfigError naming the
-    Debian package to install when it is missing.
+    `path_env` defaults to this process' PATH. `configured` (from `source`, the
+    qemu_binary setting) replaces the default name; `{arch}` in it becomes
+    `arch`. Raises ConfigError naming the Debian package to install, or the
+    setting to fix, when it is missing.
     """
     try:
         name, package = QEMU_BINARIES[arch]
@@ -102,11 +128,27 @@ def qemu_binary(arch, path_env=None):
         raise ConfigError("no QEMU system emulator known for architecture %r" % (arch,)) from None
     if path_env is None:
         path_env = os.environ.get("PATH")
+    if configured:
+        wanted = configured.replace("{arch}", arch)
+        try:
+            return find_binary(wanted, path_env)
+        except ConfigError as e:
+            raise ConfigError("%s names QEMU %r, which cannot be used: %s" % (source, configured, e)) from None
     try:
         return find_binary(name, path_env)
     except ConfigError as e:
         raise ConfigError("%s is needed to run this %s unikernel: %s; install the Debian package %s"
-                          " (apt-get install %s)" % (name, arch, e, package, package)) from None
+                          " (apt-get install %s) or set qemu_binary in the runu config file"
+                          % (name, arch, e, package, package)) from None
+
+
+def find(settings, arch):
+    """The QEMU binary for `arch` guests on this machine, or None (for `runu features`)."""
+    configured, source = settings.get("qemu_binary")
+    try:
+        return qemu_binary(arch, settings.environ.get("PATH"), configured, source)
+    except ConfigError:
+        return None
 
 
 def kvm_usable(device=KVM_DEVICE):
@@ -159,20 +201,23 @@ def _kvm_obstacle(kernel, kvm_check, hwvirt_check):
     if not kvm_check():
         return "%s is missing or not usable (it must open read-write and answer " \
                "KVM_GET_API_VERSION with %d)" % (KVM_DEVICE, KVM_API_VERSION)
-    if kernel.boot_protocol == "linux" and not hwvirt_check():
+    if kernel.linux and not hwvirt_check():
         return "this host's KVM has no hardware virtualisation (no vmx/svm CPU flag) " \
                "and Linux guests crash under it"
     return None
 
 
-def choose_accel(annotations, environ, kernel, *, kvm_check=kvm_usable,
+def choose_accel(annotations, environ, kernel, *, config=(None, None), kvm_check=kvm_usable,
                  hwvirt_check=_hardware_virtualization):
-    """Return "kvm" or "tcg" for `kernel`, honouring the annotation, then RUNU_ACCEL."""
+    """Return "kvm" or "tcg" for `kernel`, honouring the annotation, then RUNU_ACCEL, then
+    `config` ((value, source) of `accel` in the config file)."""
     value = (annotations or {}).get(ACCEL_ANNOTATION)
     source = "annotation %s" % ACCEL_ANNOTATION
     if value is None or value == "":
         value = (environ or {}).get(ACCEL_ENV)
         source = "environment variable %s" % ACCEL_ENV
+    if value is None or value == "":
+        value, source = config
     if value is None or value == "":
         value, source = "auto", None
     if not isinstance(value, str) or value.strip().lower() not in ACCEL_VALUES:
@@ -192,12 +237,20 @@ def choose_accel(annotations, environ, kernel, *, kvm_check=kvm_usable,
 def machine_for(kernel, override=None):
     """QEMU machine type for `kernel` (ConfigError when QEMU cannot boot it).
 
-    PVH kernels boot on `microvm` (no firmware to run: fastest); multiboot
-    kernels (Unikraft's x86_64 QEMU builds) and bzImages on `pc`, which has the
-    legacy PCI bus Unikraft drivers probe; ARM kernels on `virt`. `override`
-    (the `org.unikraft.runu.machine` annotation) picks another of MACHINES.
+    PVH unikernels boot on `microvm` (no firmware to run: fastest); multiboot
+    kernels (Unikraft's x86_64 QEMU builds) on `pc`, which has the legacy PCI
+    bus Unikraft drivers probe; Linux kernels (bzImage, or a PVH vmlinux) on
+    `pc` too: its ACPI PM timer lets Linux calibrate the TSC, which on
+    `microvm` under TCG sometimes hangs the boot; ARM kernels on `virt`.
+    `override` (the `org.unikraft.runu.machine` annotation) picks another of
+    MACHINES.
     """
     if kernel.arch == "x86_64" and kernel.boot_protocol not in ("pvh", "multiboot", "linux"):
+        if kernel.linux:
+            raise ConfigError(
+                "Linux kernel %s is an ELF vmlinux without a PVH entry note (CONFIG_PVH), which QEMU "
+                "cannot boot with -kernel; use the bzImage (vmlinuz), a vmlinux built with CONFIG_PVH=y, "
+                "or the firecracker VMM (annotation org.unikraft.runu.vmm=firecracker)" % kernel.path)
         raise ConfigError(
             "x86_64 kernel %s has neither a PVH ELF note nor a multiboot header, so QEMU "
             "cannot boot it with -kernel; build it for Unikraft's QEMU/KVM platform" % kernel.path)
@@ -208,7 +261,7 @@ def machine_for(kernel, override=None):
                               % (MACHINE_ANNOTATION, override, kernel.arch, " or ".join(allowed)))
         return override
     if kernel.arch == "x86_64":
-        return "microvm" if kernel.boot_protocol == "pvh" else "pc"
+        return "microvm" if kernel.boot_protocol == "pvh" and not kernel.linux else "pc"
     return "virt"
 
 
@@ -228,11 +281,13 @@ def cpu_for(arch, accel):
 
 
 def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, machine=None,
-              nic_fds=None):
+              nic_fds=None, cpu=None, extra_args=()):
     """The VMM's argv (argv[0] = `binary`) to boot `kernel`.
 
     `cmdline` is the guest command line (no -append when empty), `accel` "kvm"
-    or "tcg", `smp` the vCPU count, `machine` an override of `machine_for`.
+    or "tcg", `smp` the vCPU count, `machine` an override of `machine_for`,
+    `cpu` an override of `cpu_for` (checked), `extra_args` more options
+    (checked against EXTRA_OPTIONS), placed before the kernel's.
     `nic_fds` is the network hook: a sequence of (fd, mac) for tap/macvtap fds
     the VMM inherits (see `nic_args`).
     """
@@ -242,11 +297,13 @@ def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, machine=None
     if memory_mib <= 0:
         raise ConfigError("guest memory must be positive, got %d MiB" % memory_mib)
     machine = machine_for(kernel, machine)
+    cpu = check_cpu_model(cpu, "the CPU model") if cpu else cpu_for(kernel.arch, accel)
+    extra_args = check_extra_args(extra_args, "the extra QEMU arguments")
     args = [
         binary,
         "-M", machine,
-        "-accel", accel,
-        "-cpu", cpu_for(kernel.arch, accel),
+        "-accel", accel if accel == "kvm" else "tcg,tb-size=%d" % TCG_TB_SIZE_MIB,
+        "-cpu", cpu,
         "-smp", str(int(smp)),
         "-m", "%dM" % memory_mib,
         "-nodefaults", "-no-user-config",
@@ -259,6 +316,7 @@ def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, machine=None
     if kernel.arch == "x86_64":
         args += ["-device", "isa-debug-exit,iobase=%#x,iosize=%d"
                  % (DEBUG_EXIT_IOBASE, DEBUG_EXIT_IOSIZE)]
+    args += extra_args
     args += ["-kernel", kernel.path]
     if kernel.initrd:
         args += ["-initrd", kernel.initrd]
@@ -278,11 +336,166 @@ def nic_args(args, nics, start=0):
     """
     machine = ""
     for i, a in enumerate(args[:-1]):
-        if a in ("-M", "-machine"):
-            machine = args[i + 1].split(",", 1)[0]
+        if a in ("-M", "-machine") and not machine:
+            first = args[i + 1].split(",", 1)[0]
+            if "=" not in first:  # not extra properties merged into the machine
+                machine = first
     device = "virtio-net-device" if machine == "microvm" else "virtio-net-pci"
     out = []
     for n, (fd, mac) in enumerate(nics, start):
         out += ["-netdev", "tap,id=net%d,fd=%d" % (n, int(fd)),
                 "-device", "%s,netdev=net%d,mac=%s" % (device, n, mac)]
     return out
+
+
+# -- the backend interface (see vmm) -----------------------------------------------
+
+CPU_ANNOTATION = "org.unikraft.runu.qemu.cpu"
+EXTRA_ARGS_ANNOTATION = "org.unikraft.runu.qemu.extra-args"
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+_MAX_CPU_MODEL = 256
+
+
+def _is_name(text):
+    return bool(text) and text[0].isalnum() and text.isascii() and _NAME_CHARS.issuperset(text)
+
+
+def check_cpu_model(value, source):
+    """`value` when it is a safe -cpu argument: `model[,[+-]feature[=value]...]`."""
+    if not isinstance(value, str) or not value or len(value) > _MAX_CPU_MODEL:
+        raise ConfigError("%s=%r is not a CPU model" % (source, value))
+    model, *features = value.split(",")
+    ok = _is_name(model)
+    for item in features:
+        name, eq, val = item.lstrip("+-").partition("=")
+        ok = ok and _is_name(name) and (not eq or _is_name(val))
+    if not ok:
+        raise ConfigError("%s=%r is not a CPU model: use a QEMU model name and ,[+-]feature[=value] "
+                          "items made of letters, digits, '.', '_' and '-' (e.g. max or "
+                          "host,-arch-capabilities)" % (source, value))
+    return value
+
+
+_ON_OFF = ("on", "off")
+_ON_OFF_AUTO = ("on", "off", "auto")
+
+
+def _number(value):
+    return value.isascii() and value.isdigit() and len(value) <= 12
+
+
+def _identifier(value):
+    return _is_name(value) and len(value) <= 64
+
+
+# The only options extra arguments may use: option -> {property: allowed values
+# (a tuple) or a predicate}. "-device" also needs its driver in EXTRA_DEVICES.
+# Every property takes a plain word, so no option can name a host path, a
+# character device, a monitor, a drive, a file descriptor or a network back-end.
+EXTRA_OPTIONS = {
+    "-rtc": {"base": ("utc", "localtime"), "clock": ("host", "rt", "vm"), "driftfix": ("none", "slew")},
+    "-machine": {k: _ON_OFF_AUTO for k in (
+        "acpi", "pit", "pic", "rtc", "hpet", "pcie", "isa-serial", "x-option-roms", "auto-kernel-cmdline",
+        "smm", "vmport", "usb", "sata", "i8042", "mem-merge", "graphics", "suppress-vmdesc")},
+    "-overcommit": {"mem-lock": _ON_OFF, "cpu-pm": _ON_OFF},
+    "-msg": {"timestamp": _ON_OFF, "guest-name": _ON_OFF},
+    "-icount": {"shift": lambda v: v == "auto" or (_number(v) and int(v) <= 10), "align": _ON_OFF,
+                "sleep": _ON_OFF},
+    "-device": {"id": _identifier, "max-bytes": _number, "period": _number},
+}
+EXTRA_ALIASES = {"-M": "-machine"}
+# -device drivers extra arguments may add (entropy and panic notification; an
+# i8042 lets a microvm guest reset itself).
+EXTRA_DEVICES = {
+    "virtio-rng-pci": ("id", "max-bytes", "period"),
+    "virtio-rng-device": ("id", "max-bytes", "period"),
+    "pvpanic": ("id",),
+    "i8042": ("id",),
+}
+
+
+def parse_extra_args(value, source):
+    """The words of an extra-arguments setting: a list of strings, or a string holding a JSON
+    list of strings or blank-separated words."""
+    if isinstance(value, list):
+        words = value
+    elif isinstance(value, str) and value.lstrip().startswith("["):
+        from mocktainer import fastjson
+
+        try:
+            words = fastjson.loads(value)
+        except ValueError as e:
+            raise ConfigError("%s is not a valid JSON list: %s" % (source, e)) from None
+    elif isinstance(value, str):
+        words = value.split()
+    else:
+        words = None
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise ConfigError("%s must be a list of strings (JSON) or blank-separated words, not %r"
+                          % (source, value))
+    return words
+
+
+def check_extra_args(words, source):
+    """`words` (a list) when every option is on the allow-list (see EXTRA_OPTIONS)."""
+    words = list(words)
+    allowed = ", ".join(sorted(EXTRA_OPTIONS))
+    i = 0
+    while i < len(words):
+        word = words[i]
+        option = word[1:] if word.startswith("--") else word
+        option = EXTRA_ALIASES.get(option, option)
+        props = EXTRA_OPTIONS.get(option)
+        if props is None:
+            raise ConfigError("%s: QEMU option %r is not allowed; runu accepts only %s (with the values "
+                              "documented in docs/bundles.md)" % (source, word, allowed))
+        if i + 1 >= len(words):
+            raise ConfigError("%s: QEMU option %r needs a value" % (source, word))
+        value = words[i + 1]
+        items = value.split(",")
+        if option == "-device":
+            driver, items = items[0], items[1:]
+            if driver not in EXTRA_DEVICES:
+                raise ConfigError("%s: -device %r is not allowed; runu accepts the devices %s"
+                                  % (source, driver, ", ".join(sorted(EXTRA_DEVICES))))
+            props = {k: v for k, v in props.items() if k in EXTRA_DEVICES[driver]}
+        for item in items:
+            key, eq, val = item.partition("=")
+            check = props.get(key)
+            ok = bool(eq) and check is not None and (val in check if isinstance(check, tuple) else check(val))
+            if not ok:
+                choices = ", ".join("%s=%s" % (k, "|".join(v) if isinstance(v, tuple) else "...")
+                                    for k, v in props.items())
+                raise ConfigError("%s: %r in %s %r is not allowed; use %s"
+                                  % (source, item, word, value, choices or "no properties"))
+        i += 2
+    return words
+
+
+def linux_params(kernel):
+    """Kernel parameters for a Linux guest: the serial console; a panic reboots at once,
+    which with -no-reboot ends QEMU (a power-off ends it too)."""
+    console = "ttyS0" if kernel.arch == "x86_64" else "ttyAMA0"
+    return ("console=" + console, "panic=-1")
+
+
+def launch(vm):
+    """The QEMU backend: argv for `vm` (see vmm.VM); QEMU needs no files."""
+    kernel, ann, settings = vm.kernel, vm.annotations, vm.settings
+    accel = choose_accel(ann, settings.environ, kernel, config=settings.get("accel", use_env=False))
+    machine = machine_for(kernel, ann.get(MACHINE_ANNOTATION) or None)
+    configured, source = settings.get("qemu_binary")
+    binary = qemu_binary(kernel.arch, settings.environ.get("PATH"), configured, source)
+    cpu, cpu_source = ann.get(CPU_ANNOTATION), "annotation %s" % CPU_ANNOTATION
+    if not cpu:
+        cpu, cpu_source = settings.get("qemu_cpu")
+    if cpu:
+        check_cpu_model(cpu, cpu_source)
+    extra = []
+    for value, where in (settings.get("qemu_extra_args"),
+                         (ann.get(EXTRA_ARGS_ANNOTATION), "annotation %s" % EXTRA_ARGS_ANNOTATION)):
+        if value:
+            extra += check_extra_args(parse_extra_args(value, where), where)
+    args = qemu_args(binary, kernel, memory_mib=vm.memory_mib, cmdline=vm.cmdline, accel=accel,
+                     smp=vm.vcpus, machine=machine, cpu=cpu, extra_args=extra)
+    return Launch(args, accel=accel, machine=machine)

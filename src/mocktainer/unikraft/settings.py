@@ -1,0 +1,136 @@
+"""runu's runtime-wide settings: the config file and the environment.
+
+The operator (not the container's author) sets these; annotations in the OCI
+config are the per-container knobs and may only choose among what is safe.
+
+Config file: TOML, `/etc/runu/config.toml` unless the environment variable
+`RUNU_CONFIG` of the runu process names another one (an empty `RUNU_CONFIG`
+means no file at all). A missing default file is no error; a file named by
+`RUNU_CONFIG` must exist. Read at `create` of a unikernel and by `features`
+(never by `state`, `kill`, ...; `tomllib` is imported only when the file
+exists). Keys, all optional, unknown keys are an error:
+
+    vmm = "qemu"                     # or "firecracker": the default backend
+    accel = "auto"                   # kvm | tcg | auto: QEMU's default accelerator
+    qemu_binary = "/opt/qemu/bin/qemu-system-{arch}"   # {arch}: x86_64, aarch64, arm
+    firecracker_binary = "/opt/firecracker/firecracker"
+    qemu_cpu = "max"                 # default QEMU -cpu model (see qemu.check_cpu_model)
+    qemu_extra_args = ["-rtc", "base=localtime"]       # validated like the annotation
+
+Environment variables of the runu process (the shim's environment) override the
+file: RUNU_VMM, RUNU_ACCEL, RUNU_QEMU_BINARY, RUNU_FIRECRACKER_BINARY. Binaries
+are never taken from annotations: a container must not choose which host
+program runs as its VMM.
+"""
+
+import os
+
+from mocktainer.error import ConfigError
+
+CONFIG_ENV = "RUNU_CONFIG"
+DEFAULT_CONFIG = "/etc/runu/config.toml"
+
+# key -> (type, description for errors)
+KEYS = {
+    "vmm": (str, "a backend name"),
+    "accel": (str, "kvm, tcg or auto"),
+    "qemu_binary": (str, "a path or a program name"),
+    "firecracker_binary": (str, "a path or a program name"),
+    "qemu_cpu": (str, "a QEMU CPU model"),
+    "qemu_extra_args": (list, "a list of strings"),
+}
+
+# setting -> environment variable that overrides it
+ENV = {
+    "vmm": "RUNU_VMM",
+    "accel": "RUNU_ACCEL",
+    "qemu_binary": "RUNU_QEMU_BINARY",
+    "firecracker_binary": "RUNU_FIRECRACKER_BINARY",
+}
+
+
+class Settings:
+    """The config file's values plus the environment, with where each came from.
+
+    `get(key)` returns (value, source) with source a phrase for error messages
+    ("environment variable RUNU_VMM", "vmm in /etc/runu/config.toml"), or
+    (None, None) when unset. `environ` is the runu process' environment.
+    """
+
+    __slots__ = ("path", "values", "environ")
+
+    def __init__(self, values=None, path=None, environ=None):
+        self.path = path
+        self.values = dict(values or {})
+        self.environ = dict(environ or {})
+
+    def get(self, key, use_env=True):
+        env = ENV.get(key)
+        if use_env and env:
+            value = self.environ.get(env)
+            if value:
+                return value, "environment variable %s" % env
+        if key in self.values:
+            return self.values[key], "%s in %s" % (key, self.path)
+        return None, None
+
+    def __repr__(self):
+        return "Settings(path=%r, values=%r)" % (self.path, self.values)
+
+
+def config_path(environ):
+    """(path, explicit) of the config file to read; path None when there is none."""
+    value = (environ or {}).get(CONFIG_ENV)
+    if value is not None:
+        return (value or None), True
+    return DEFAULT_CONFIG, False
+
+
+def load(environ=None):
+    """Settings from the config file (when there is one) and `environ`."""
+    environ = dict(os.environ) if environ is None else environ
+    path, explicit = config_path(environ)
+    if path is None:
+        return Settings(environ=environ)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError("runu config file %s (environment variable %s) does not exist"
+                              % (path, CONFIG_ENV)) from None
+        return Settings(environ=environ)
+    except OSError as e:
+        raise ConfigError("cannot open runu config file %s: %s" % (path, e.strerror)) from None
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except IsADirectoryError:
+        raise ConfigError("runu config file %s is a directory" % path) from None
+    finally:
+        os.close(fd)
+    return Settings(parse(b"".join(chunks), path), path, environ)
+
+
+def parse(data, path="config.toml"):
+    """Check and return the settings of a config file's bytes."""
+    import tomllib
+
+    try:
+        values = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError("runu config file %s is not valid TOML: %s" % (path, e)) from None
+    for key, value in values.items():
+        if key not in KEYS:
+            raise ConfigError("runu config file %s: unknown key %r (known: %s)"
+                              % (path, key, ", ".join(sorted(KEYS))))
+        kind, what = KEYS[key]
+        ok = isinstance(value, kind)
+        if ok and kind is list:
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            raise ConfigError("runu config file %s: %s must be %s, not %r" % (path, key, what, value))
+    return values

@@ -1,0 +1,152 @@
+"""VMM backends: the interface, the registry and the choice of one.
+
+A backend is one module of this package (`qemu`, `firecracker`) that turns
+"boot this kernel with this command line, this much memory and these vCPUs"
+into the container's process: its argv, and the files it needs in the
+container's state directory. The module provides:
+
+    NAME            the name users select it by
+    OVERHEAD_MIB    memory the VMM process needs beside the guest's RAM: the
+                    headroom taken off linux.resources.memory.limit (see
+                    bundle.memory_mib)
+    linux_params(kernel)
+                    kernel parameters a Linux guest needs under this VMM
+                    (serial console, what ends the VMM on panic/reboot); each is
+                    added unless the user gave one with the same name
+    find(settings, arch)
+                    absolute path of the VMM binary for guests of `arch`, or
+                    None when this machine has none (`runu features`)
+    launch(vm)      -> Launch: ConfigError with a user-facing message when the
+                    backend cannot run `vm` (missing binary, no KVM, a kernel
+                    format it cannot boot, an invalid annotation)
+
+`vm` is a `VM`: the bundle's kernel (and initrd), what the spec asks for
+(guest command line, memory, vCPUs, annotations), the runtime-wide settings
+and the container's state directory. A `Launch` is the VMM's argv
+(argv[0] absolute) and `files`, {file name: bytes}, that the runtime writes
+into the state directory after creating it and before starting the container;
+they go away with the directory at delete.
+
+Choice (`choose`): annotation `org.unikraft.runu.vmm` of the container, else
+the environment variable RUNU_VMM of the runu process, else `vmm` in the
+config file (see `settings`), else `qemu`. An unknown name is an error.
+
+Backends are imported only by `runu create` (and `runu features`).
+"""
+
+from mocktainer.error import ConfigError
+
+VMM_ANNOTATION = "org.unikraft.runu.vmm"
+DEFAULT_VMM = "qemu"
+# name -> module under mocktainer.unikraft
+BACKENDS = {"qemu": "qemu", "firecracker": "firecracker"}
+
+
+class VM:
+    """What a backend is asked to boot (see module doc).
+
+    `kernel` a kernel.Kernel; `cmdline` the guest command line; `memory_mib`
+    and `vcpus` the sizes (after the backend's headroom); `annotations` the
+    OCI annotations; `settings` a settings.Settings; `state_dir` the
+    container's directory (None when the caller has none: then a backend that
+    needs files refuses); `container_id` its id (or None).
+    """
+
+    __slots__ = ("kernel", "cmdline", "memory_mib", "vcpus", "annotations", "settings", "state_dir",
+                 "container_id")
+
+    def __init__(self, kernel, cmdline, memory_mib, vcpus, annotations, settings, state_dir=None,
+                 container_id=None):
+        self.kernel = kernel
+        self.cmdline = cmdline
+        self.memory_mib = memory_mib
+        self.vcpus = vcpus
+        self.annotations = annotations
+        self.settings = settings
+        self.state_dir = state_dir
+        self.container_id = container_id
+
+
+class Launch:
+    """A backend's answer: `args` (argv, args[0] absolute), `files` ({name: bytes} for the
+    state directory), and for the record `accel` ("kvm"/"tcg") and `machine` (or None)."""
+
+    __slots__ = ("args", "files", "accel", "machine")
+
+    def __init__(self, args, files=None, accel=None, machine=None):
+        self.args = args
+        self.files = dict(files or {})
+        self.accel = accel
+        self.machine = machine
+
+    def __repr__(self):
+        return "Launch(args=%r, files=%r, accel=%r, machine=%r)" % (
+            self.args, sorted(self.files), self.accel, self.machine)
+
+
+def choose(annotations, settings):
+    """(backend name, where the choice came from) for a container."""
+    value = (annotations or {}).get(VMM_ANNOTATION)
+    source = "annotation %s" % VMM_ANNOTATION
+    if value is None or value == "":
+        value, source = settings.get("vmm")
+    if value is None or value == "":
+        return DEFAULT_VMM, "default"
+    name = value.strip().lower() if isinstance(value, str) else value
+    if name not in BACKENDS:
+        raise ConfigError("%s=%r is not a VMM runu knows: use %s"
+                          % (source, value, " or ".join(BACKENDS)))
+    return name, source
+
+
+def backend(name):
+    """The backend module called `name`."""
+    import sys
+
+    try:
+        module = "mocktainer.unikraft." + BACKENDS[name]
+    except KeyError:
+        raise ConfigError("no VMM backend called %r (known: %s)" % (name, ", ".join(BACKENDS))) from None
+    __import__(module)  # (importlib itself would cost the import of `warnings`)
+    return sys.modules[module]
+
+
+def available(settings, arch=None):
+    """[(name, binary path)] of the backends whose VMM this machine has, for `arch`
+    (default: the host's)."""
+    from mocktainer.unikraft.qemu import host_arch
+
+    arch = arch or host_arch()
+    found = []
+    for name in BACKENDS:
+        path = backend(name).find(settings, arch)
+        if path:
+            found.append((name, path))
+    return found
+
+
+def feature_annotations(environ):
+    """The annotations `runu features` lists for the VMM knobs, with the backends found here:
+    `org.unikraft.runu.vmm.available` (comma-separated names) and `org.unikraft.runu.vmm.default`
+    (the backend a container without the annotation gets)."""
+    from mocktainer.unikraft import qemu, settings
+
+    try:
+        current = settings.load(environ)
+    except ConfigError:
+        current = settings.Settings(environ=environ)  # a broken config file fails create, not features
+    try:
+        default = choose({}, current)[0]
+    except ConfigError:
+        default = "invalid"
+    return {
+        VMM_ANNOTATION: "%s: the VMM (default %s; runtime-wide: RUNU_VMM or vmm in %s)"
+                        % (" | ".join(BACKENDS), DEFAULT_VMM, settings.DEFAULT_CONFIG),
+        VMM_ANNOTATION + ".available": ",".join(name for name, _path in available(current)),
+        VMM_ANNOTATION + ".default": default,
+        qemu.ACCEL_ANNOTATION: "kvm | tcg | auto: the accelerator (firecracker: kvm only)",
+        qemu.MACHINE_ANNOTATION: "microvm | pc | q35 | virt: the QEMU machine type",
+        qemu.CPU_ANNOTATION: "a QEMU -cpu model, e.g. max or host,-arch-capabilities",
+        qemu.EXTRA_ARGS_ANNOTATION: "extra QEMU options from an allow-list (%s), as a JSON list or words"
+                                    % " ".join(sorted(qemu.EXTRA_OPTIONS)),
+    }

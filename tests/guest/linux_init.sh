@@ -1,0 +1,128 @@
+#!/bin/sh
+# /init of the Linux test guest (packed by tests/guest/linux.py with busybox-static).
+#
+# Every line it prints starts with "runu-linux-guest: ". Words it honours anywhere on
+# the kernel command line (/proc/cmdline, before or after "--"):
+#   netdev.ipv4_addr=A netdev.ipv4_gw_addr=G netdev.ipv4_subnet_mask=M
+#               load virtio_net, give the first ethernet link A/M (M defaults to
+#               255.255.255.0), bring it up, default route via G
+#   ping=IP     ping IP (up to 5 tries, 1 s each): "ping IP: ok" or "ping IP: fail"
+#               (repeatable)
+#   panic       crash the kernel (sysrq c) instead of powering off: with panic=-1 the
+#               guest resets (QEMU -no-reboot exits 0); with QEMU's `-device pvpanic
+#               -action panic=exit-failure` QEMU exits 1 (pvpanic is loaded at boot)
+#   idle        stay up (the host can ping the guest); otherwise power off, so QEMU
+#               (with -no-reboot) exits with status 0
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+
+say() { echo "runu-linux-guest: $*"; }
+
+load_modules() {
+	local m
+	# /lib/modules/GROUP.list: one module file name a line, dependencies first (written by linux.py).
+	while read -r m; do
+		insmod "/lib/modules/$m" 2>/dev/null
+	done < "/lib/modules/$1.list"
+}
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+say "booted"
+load_modules boot
+read -r cmdline < /proc/cmdline
+say "cmdline: $cmdline"
+
+addr= gw= mask=255.255.255.0 idle= pings= panic=
+for word in $cmdline; do
+	case "$word" in
+	netdev.ipv4_addr=*) addr=${word#*=} ;;
+	netdev.ipv4_gw_addr=*) gw=${word#*=} ;;
+	netdev.ipv4_subnet_mask=*) mask=${word#*=} ;;
+	ping=*) pings="$pings ${word#*=}" ;;
+	idle) idle=1 ;;
+	panic) panic=1 ;;
+	esac
+done
+
+# 255.255.255.0 -> 24 (counts the leading one bits; a non-contiguous mask is refused)
+prefix_of() {
+	local n=0 seen_zero= octet bit
+	local IFS=.
+	for octet in $1; do
+		bit=128
+		while [ $bit -gt 0 ]; do
+			if [ $((octet & bit)) -ne 0 ]; then
+				[ -n "$seen_zero" ] && return 1
+				n=$((n + 1))
+			else
+				seen_zero=1
+			fi
+			bit=$((bit / 2))
+		done
+	done
+	echo $n
+}
+
+
+first_ether() {
+	local tries=0 dev
+	while [ $tries -lt 50 ]; do
+		for dev in /sys/class/net/*; do
+			dev=${dev##*/}
+			[ "$dev" = lo ] && continue
+			[ "$(cat "/sys/class/net/$dev/type" 2>/dev/null)" = 1 ] && { echo "$dev"; return 0; }
+		done
+		tries=$((tries + 1))
+		usleep 100000
+	done
+	return 1
+}
+
+ip link set lo up
+if [ -n "$addr" ]; then
+	load_modules net
+	if ! dev=$(first_ether); then
+		say "network: no ethernet device (is there a virtio-net device?)"
+	elif ! prefix=$(prefix_of "$mask"); then
+		say "network: bad netdev.ipv4_subnet_mask=$mask"
+	elif ! ip addr add "$addr/$prefix" dev "$dev" || ! ip link set "$dev" up; then
+		say "network: cannot configure $dev with $addr/$prefix"
+	else
+		say "network: $dev $addr/$prefix mac $(cat "/sys/class/net/$dev/address")"
+		if [ -n "$gw" ]; then
+			if ip route add default via "$gw" dev "$dev"; then
+				say "network: default via $gw"
+			else
+				say "network: cannot add default route via $gw"
+			fi
+		fi
+	fi
+fi
+
+for target in $pings; do
+	result=fail
+	n=0
+	while [ $n -lt 5 ]; do
+		if ping -c 1 -W 1 "$target" >/dev/null 2>&1; then
+			result=ok
+			break
+		fi
+		n=$((n + 1))
+	done
+	say "ping $target: $result"
+done
+
+if [ -n "$panic" ]; then
+	say "panicking"
+	echo c > /proc/sysrq-trigger
+fi
+if [ -n "$idle" ]; then
+	say "idle"
+	while :; do sleep 3600; done
+fi
+say "powering off"
+poweroff -f
+# Not reached unless the machine cannot power off (no ACPI): a reset ends QEMU with -no-reboot.
+reboot -f
+while :; do sleep 3600; done
