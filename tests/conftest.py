@@ -55,22 +55,22 @@ def _subreaper():
     reap_zombies()
 
 
+def _children(pid: int, zombies: bool) -> list[int]:
+    """Children of `pid` that are zombies (or, with zombies=False, that are alive)."""
+    out = []
+    for p in system.all_pids():
+        st = system.proc_stat(p)
+        if st is not None and st[1] == pid and (st[0] == "Z") == zombies and st[0] != "X":
+            out.append(p)
+    return out
+
+
 def reap_zombies() -> None:
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+    for pid in _children(os.getpid(), zombies=True):
         try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(b")") + 2:].split()
-        if fields[0] == b"Z" and int(fields[1]) == me:
-            try:
-                os.waitpid(int(name), os.WNOHANG)
-            except ChildProcessError:
-                pass
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
 
 
 @pytest.fixture(autouse=True)
@@ -80,18 +80,8 @@ def _reap_after_test():
 
 
 def children_of(pid: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            fields = data[data.rindex(b")") + 2:].split()
-            if int(fields[1]) == pid and fields[0] not in (b"Z", b"X"):
-                out.append(int(name))
-    return out
+    """Live (not zombie) children of `pid`."""
+    return _children(pid, zombies=False)
 
 
 @pytest.fixture

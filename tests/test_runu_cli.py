@@ -469,9 +469,15 @@ def test_failing_poststart_and_poststop_hooks_only_warn(rt, mk, shared):
     rt.ok("start", "c1")
     assert rt.status("c1") == "running"
     stop(rt, "c1", pid)
-    rt.ok("delete", "c1")
+    res = rt.ok("delete", "c1")
     assert rt.ids() == []
     assert hook_order(shared) == ["poststart", "poststop"]
+    if rt.is_runu:
+        # The warning reaches the user like an error does: stderr and the --log file.
+        assert "runu: warning: poststop hook #0" in res.err
+        warnings = [json.loads(line) for line in log_lines(rt.log) if '"warning"' in line]
+        assert any(w["level"] == "warning" and w["msg"].startswith("poststart hook #0") for w in warnings)
+        assert any(w["msg"].startswith("poststop hook #0") for w in warnings)
 
 
 @pytest.mark.parametrize("rt", ["runu", crun()], indirect=True)

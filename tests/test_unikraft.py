@@ -1182,6 +1182,7 @@ class TestPlanBackends:
         assert p.kernel.linux and p.machine == "pc"
         assert opt(p.args, "-append") == ["console=ttyS0 panic=-1 PATH=/bin -- hi"]
         assert "-no-reboot" in p.args
+        assert "pvpanic" in opt(p.args, "-device") and opt(p.args, "-action") == ["panic=exit-failure"]
 
     def test_linux_vmlinux_under_firecracker(self, tmp_path, monkeypatch):
         import json

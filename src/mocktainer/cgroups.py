@@ -93,9 +93,9 @@ _V1_CONTROLLERS = frozenset((
 
 
 def _warn(msg: str) -> None:
-    import logging
+    from .error import warn
 
-    logging.getLogger("mocktainer").warning("cgroup: %s", msg)
+    warn(f"cgroup: {msg}")
 
 
 # ---- what is mounted where ---------------------------------------------------------------

@@ -171,9 +171,9 @@ class Hooks(dict):
             try:
                 hook.run(state)
             except Exception as e:
-                import logging
+                from .error import warn
 
-                logging.getLogger("mocktainer").warning("%s hook #%d (%s) failed: %s", name, i, hook.path, e)
+                warn(f"{name} hook #{i} ({hook.path}) failed: {e}")
 
     def to_dict(self) -> dict[str, Any]:
         return {name: [h.to_dict() for h in self.get(name, [])] for name in HOOK_NAMES}

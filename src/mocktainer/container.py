@@ -199,9 +199,9 @@ class Container:
             try:
                 cgroups.remove(paths, self._default_cgroup_parent())
             except Error as e:
-                import logging
+                from .error import warn
 
-                logging.getLogger("mocktainer").warning("%s", e)
+                warn(str(e))
 
     def _ns_paths_to_join(self) -> dict[str, str]:
         return {ns.proc_file(): ns.path for ns in self._config.namespaces if ns.path}

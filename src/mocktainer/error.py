@@ -1,8 +1,12 @@
-"""Errors raised by mocktainer.
+"""Errors raised by mocktainer, and where its warnings go.
 
 One class per condition a caller may want to tell apart; all share `Error` so a
 command line can turn any of them into one line for the user.
 """
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 
 class Error(Exception):
@@ -43,3 +47,19 @@ class HookError(Error):
 
 class CgroupError(Error):
     """The container's cgroup could not be created, or could not be removed (processes still in it)."""
+
+
+# Where warnings go. None: the `mocktainer` logger (logging is imported only then).
+# runu points it at its own output: stderr and the --log file.
+warning_sink: "Callable[[str], None] | None" = None
+
+
+def warn(msg: str) -> None:
+    """Report a problem that does not stop the operation: a failed poststart or poststop
+    hook, a cgroup limit the kernel refused."""
+    if warning_sink is not None:
+        warning_sink(msg)
+        return
+    import logging
+
+    logging.getLogger("mocktainer").warning("%s", msg)

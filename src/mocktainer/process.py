@@ -336,17 +336,10 @@ class _LogForwarder:
 def descendants(pid: int) -> list[int]:
     """`pid` and every live process below it, parents first (from /proc; no cgroup needed)."""
     children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(b")") + 2:].split()
-        if fields[0] not in (b"Z", b"X"):
-            children.setdefault(int(fields[1]), []).append(int(name))
+    for p in system.all_pids():
+        st = system.proc_stat(p)
+        if st is not None and st[0] not in "ZX":
+            children.setdefault(st[1], []).append(p)
     out, todo = [], [pid]
     while todo:
         p = todo.pop(0)

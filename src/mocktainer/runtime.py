@@ -347,7 +347,7 @@ def features() -> dict[str, Any]:
         "linux": {
             "namespaces": known_namespaces(),
             "capabilities": [],
-            "cgroup": {"v1": False, "v2": False, "systemd": False, "systemdUser": False},
+            "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": False, "rdma": False},
             "seccomp": {"enabled": False},
             "apparmor": {"enabled": _apparmor_enabled()},
             "selinux": {"enabled": os.path.isdir("/sys/fs/selinux") and bool(os.listdir("/sys/fs/selinux"))},

@@ -99,8 +99,8 @@ def link_up(name: str) -> None:
         s.close()
 
 
-def proc_start_time(pid: int) -> tuple[str, int] | None:
-    """Return (state letter, start time in clock ticks) of `pid`, or None if it is gone.
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state letter, parent pid, start time in clock ticks) of `pid`, or None if it is gone.
 
     The start time tells a live process from a later one that reused its pid.
     """
@@ -111,4 +111,14 @@ def proc_start_time(pid: int) -> tuple[str, int] | None:
         return None
     # The command name may hold spaces and parentheses: fields start after the last ')'.
     rest = data[data.rindex(b")") + 2 :].split()
-    return rest[0].decode(), int(rest[19])
+    return rest[0].decode(), int(rest[1]), int(rest[19])
+
+
+def proc_start_time(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time) of `pid`, or None if it is gone."""
+    st = proc_stat(pid)
+    return None if st is None else (st[0], st[2])
+
+
+def all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]

@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         g, rest = parse_flags(argv, GLOBAL_FLAGS, True)
         log = Log(g.get("log"), g.get("log-format"), bool(g.get("debug")))
+        _route_warnings(log)
         if g.get("log-format") not in (None, "text", "json"):
             raise UsageError(f"invalid --log-format {g['log-format']!r}: use text or json")
         g.setdefault("root", os.environ.get("RUNU_ROOT") or "/run/runu")
@@ -318,6 +319,20 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 1
+
+
+def _route_warnings(log: Log) -> None:
+    """Library warnings (failed poststop hooks, refused cgroup limits) reach the user like errors do."""
+    from mocktainer import error
+
+    def sink(msg: str) -> None:
+        log.write("warning", msg)
+        try:
+            sys.stderr.write(f"runu: warning: {msg}\n")
+        except OSError:
+            pass
+
+    error.warning_sink = sink
 
 
 def _message(e: BaseException) -> str:

@@ -316,6 +316,10 @@ def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, machine=None
     if kernel.arch == "x86_64":
         args += ["-device", "isa-debug-exit,iobase=%#x,iosize=%d"
                  % (DEBUG_EXIT_IOBASE, DEBUG_EXIT_IOSIZE)]
+        if kernel.linux:
+            # panic=-1 makes a panicking kernel reset, which -no-reboot turns into exit status 0;
+            # through pvpanic the container ends with a failure instead.
+            args += ["-device", "pvpanic", "-action", "panic=exit-failure"]
     args += extra_args
     args += ["-kernel", kernel.path]
     if kernel.initrd:
