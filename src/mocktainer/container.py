@@ -91,9 +91,12 @@ class Container:
         self._cgroup_paths = {}
         try:
             init.spawn()
-            # Into the cgroup before the init runs anything of the container's: the VMM it becomes inherits it.
+            init.bootstrap(self._config.namespaces.clone_flags(), self._ns_paths_to_join())
+            # While the init sets up its namespaces (the slow part of its start), put it into its cgroup
+            # (the kernel's slow part of ours). It runs nothing of the container's before it has its
+            # configuration, so hooks and the VMM it becomes are all inside.
             self._cgroup_paths = self._create_cgroup(init.pid)
-            init.bootstrap(self._config.namespaces.clone_flags(), self._ns_paths_to_join(), self._init_config(process))
+            init.send_config(self._init_config(process))
             init.converse(on_hooks=self._run_parent_hooks, on_ready=self._record_created)
         except BaseException:
             init.close()

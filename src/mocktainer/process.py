@@ -219,12 +219,17 @@ class InitProcess:
         self.log_fd = log_r
         proc._pid = self.pid
 
-    def bootstrap(self, clone_flags: int, ns_paths: dict[str, str], init_config: dict[str, Any]) -> None:
-        from . import fastjson
+    def bootstrap(self, clone_flags: int, ns_paths: dict[str, str]) -> None:
+        """The bootstrap message: the init joins and creates namespaces, then waits for its configuration."""
         from .message import bootstrap_data
 
         assert self.sync is not None
         self.sync.write_raw(bootstrap_data(clone_flags, ns_paths))
+
+    def send_config(self, init_config: dict[str, Any]) -> None:
+        from . import fastjson
+
+        assert self.sync is not None
         self.sync.write_raw(fastjson.dumps(init_config).encode() + b"\n")
 
     def converse(self, on_hooks: Callable[[], None], on_ready: Callable[[], None]) -> None:
