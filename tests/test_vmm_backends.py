@@ -195,14 +195,14 @@ def test_create_start_sizes_the_vm(tmp_path, root, kernel, backend, cpu):
             "drives": [],
         }
     else:
-        assert sorted(os.listdir(state_dir)) == ["exec.fifo", "state.json"]
+        assert sorted(os.listdir(state_dir)) == ["control", "exec.fifo", "state.json"]  # control: graceful stop
     assert runu(root, "start", cid).returncode == 0
     wait_for(lambda: "idling" in log.read_text(), "the guest to idle")
     argv = argv_of(pid)
     assert os.path.basename(argv[0]) == ("firecracker" if backend == "firecracker" else "qemu-system-x86_64")
     if backend == "firecracker":
-        assert argv[1:] == ["--no-api", "--config-file", str(state_dir / "firecracker.json"), "--level", "Error",
-                            "--id", cid]
+        assert argv[1:] == ["--api-sock", "/proc/self/fd/3/firecracker.sock", "--config-file",
+                            str(state_dir / "firecracker.json"), "--level", "Error", "--id", cid]
     else:
         assert option(argv, "-m") == f"{memory}M" and option(argv, "-smp") == str(vcpus)
         assert option(argv, "-monitor") == "none" and option(argv, "-append") == "idle"
@@ -412,7 +412,8 @@ def test_ctr_run_sizes_the_vm(containerd, ctr_ids, backend):
     argv = argv_of(pid)
     state_dir = containerd.runtime_root / containerd.namespace / cid
     if backend == "firecracker":
-        assert argv[:4] == [FIRECRACKER, "--no-api", "--config-file", str(state_dir / "firecracker.json")]
+        assert argv[:5] == [FIRECRACKER, "--api-sock", "/proc/self/fd/3/firecracker.sock", "--config-file",
+                            str(state_dir / "firecracker.json")]
         config = json.loads((state_dir / "firecracker.json").read_text())
         assert config["machine-config"] == {"vcpu_count": vcpus, "mem_size_mib": memory}
         assert config["boot-source"]["kernel_image_path"].endswith("/rootfs/unikraft/bin/kernel")

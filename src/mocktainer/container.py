@@ -227,6 +227,7 @@ class Container:
             "log_level": process.log_level,
             "terminal": process.terminal,
             "parent_pid": os.getpid(),
+            "guest_network": process.guest_network,
         }
 
     def _hook_state(self, status: str) -> dict[str, Any]:

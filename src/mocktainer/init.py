@@ -78,8 +78,10 @@ def _describe(e: BaseException) -> str:
 class _Launch:
     """What the init still needs once setup is over: the program and its startContainer hooks."""
 
-    def __init__(self, path: str, args: list[str], env: dict[str, str], hooks: dict, state: dict) -> None:
+    def __init__(self, path: str, args: list[str], env: dict[str, str], hooks: dict, state: dict,
+                 guest_network: dict | None = None) -> None:
         self.path, self.args, self.env, self.hooks, self.state = path, args, env, hooks, state
+        self.guest_network = guest_network
 
 
 def _setup(sync: SyncPipe, log: _Log, fifo_fd: int) -> _Launch:
@@ -148,7 +150,7 @@ def _setup(sync: SyncPipe, log: _Log, fifo_fd: int) -> _Launch:
         raise RuntimeError("parent process died during container setup")
     path = _look_path(args[0], env)
     state["status"] = "created"
-    return _Launch(path, args, env, hooks, state)
+    return _Launch(path, args, env, hooks, state, init.get("guest_network"))
 
 
 def _join_namespaces(ns_paths: dict[str, str], clone_flags: int, log: _Log) -> None:
@@ -256,6 +258,11 @@ def _wait_and_exec(sync_fd: int, log: _Log, fifo_fd: int, launch: _Launch) -> No
         # anything written after the "0" is an error for `start` to report.
         wfd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         os.write(wfd, b"0")
+        if launch.guest_network:
+            # Unikernels: the netns' network goes to the guest, now that CNI has configured it.
+            from .unikraft import net
+
+            launch.args = net.setup(launch.guest_network, launch.args)
         os.close(fifo_fd)
         _run_hooks(launch.hooks, "startContainer", launch.state)
         # Python ignores these at start-up; ignored signals survive exec.

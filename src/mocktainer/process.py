@@ -67,6 +67,8 @@ class Process:
         self.log_level = log_level
         self.init = init
         self.terminal = terminal  # stdin is a pty slave that becomes the controlling terminal
+        # runu: what the init sets up for the guest after `start` (mocktainer.unikraft.net.instruction)
+        self.guest_network: dict[str, Any] | None = None
         self._pid: int | None = None
         self._returncode: int | None = None
 

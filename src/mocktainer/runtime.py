@@ -154,15 +154,28 @@ def create(
     config.no_new_keyring = no_new_keyring
     config.systemd_cgroup = systemd_cgroup  # linux.cgroupsPath is slice:prefix:name (see mocktainer.cgroups)
     state_dir = os.path.join(os.path.abspath(root), id)
-    what = plan(spec, config.rootfs, dict(os.environ) if environ is None else environ, state_dir)
+    # The VMM gets an fd of the state directory right after the preserved fds, and binds its control
+    # socket through it (a unix socket path must fit in 108 bytes; see unikraft/control.py).
+    control_fd = 3 + preserve_fds
+    what = plan(spec, config.rootfs, dict(os.environ) if environ is None else environ, state_dir,
+                control_dir=f"/proc/self/fd/{control_fd}")
     terminal = bool((spec.get("process") or {}).get("terminal"))
     if terminal and not console_socket:
         raise ConfigError("process.terminal is true but no --console-socket was given to send the terminal to")
 
     container = factory.create(root, id, config)
-    master = slave = -1
+    master = slave = dirfd = -1
     try:
-        write_files(container.dir, what.files)
+        files = dict(what.files)
+        if what.control:
+            from .unikraft import control
+
+            files[control.CONTROL_FILE] = control.record(*what.control)
+        write_files(container.dir, files)
+        extra_files = list(range(3, 3 + preserve_fds))
+        if what.control:
+            dirfd = os.open(container.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            extra_files.append(dirfd)  # becomes control_fd in the VMM
         stdio: list[Any] = [0, 1, 2]
         if terminal:
             from .console import open_pty, send_console
@@ -170,7 +183,9 @@ def create(
             master, slave = open_pty()
             stdio = [slave, slave, slave]
         process = Process(args=what.args, env=what.env, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
-                          extra_files=list(range(3, 3 + preserve_fds)), terminal=terminal, log_level=log_level)
+                          extra_files=extra_files, terminal=terminal, log_level=log_level)
+        if what.kind == "unikernel":
+            process.guest_network = _guest_network(config, what, container.dir)
         container.start(process)
         if terminal:
             send_console(console_socket, master)  # type: ignore[arg-type]
@@ -180,10 +195,40 @@ def create(
         container.destroy()  # poststop hooks ran already if start itself failed
         raise
     finally:
-        for fd in (master, slave):
+        for fd in (master, slave, dirfd):
             if fd >= 0:
                 os.close(fd)
     return container
+
+
+def _guest_network(config: Any, what: Any, state_dir: str) -> dict[str, Any] | None:
+    """The init's guest network instruction (mocktainer.unikraft.net): only in a network namespace of the
+    container's own or joined by path, never in runu's (the host's) one, whose address it would take."""
+    from .configs import NamespaceType
+    from .unikraft.net import instruction
+
+    if not config.namespaces.contains(NamespaceType.NEWNET):
+        return None
+    netns = config.namespaces.path_of(NamespaceType.NEWNET)
+    if netns:
+        try:
+            a, b = os.stat(netns), os.stat("/proc/self/ns/net")
+        except OSError:
+            return None  # the init fails to join it anyway
+        if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+            return None
+    return instruction(what.vmm, bool(what.kernel.linux), state_dir, netns)
+
+
+def _cleanup_guest_network(c: Container) -> None:
+    """What the guest network left in a netns that outlives the container (see unikraft/net.py)."""
+    if not os.path.exists(os.path.join(c.dir, "guestnet.json")):  # unikraft.net.RECORD
+        return
+    from .error import warn
+    from .unikraft import net
+
+    for problem in net.cleanup(c.dir):
+        warn(problem)
 
 
 def start(root: str, id: str) -> None:
@@ -210,10 +255,20 @@ def describe(c: Container) -> dict[str, Any]:
     return st
 
 
+GRACEFUL_SIGNALS = (15,)  # SIGTERM
+
+
 def kill(root: str, id: str, sig: int, all: bool = False) -> None:
-    """Signal the container's init (with `all`, every process in it; a stopped container is then fine)."""
+    """Signal the container's init (with `all`, every process in it; a stopped container is then fine).
+
+    SIGTERM to a running unikernel whose VMM has a control socket asks the guest to power off
+    instead (graceful stop, see unikraft/control.py); when the VMM cannot be asked, the signal is
+    sent as usual.
+    """
     c = factory.load(root, id)
     if not all:
+        if sig in GRACEFUL_SIGNALS and _request_poweroff(c):
+            return
         c.signal(sig)
         return
     # A stopped container's init is gone, but its cgroup may still hold processes (runc signals them too).
@@ -222,6 +277,17 @@ def kill(root: str, id: str, sig: int, all: bool = False) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+def _request_poweroff(c: Container) -> bool:
+    """True when the guest was asked to power off through its VMM's control socket."""
+    if not os.path.exists(os.path.join(c.dir, "control")):  # unikraft.control.CONTROL_FILE
+        return False  # a sandbox, or a VMM without a control socket: no need to import anything
+    if c.status() != Status.RUNNING:
+        return False  # created: the init is not the VMM yet; stopped: signal() says so
+    from .unikraft.control import request_poweroff
+
+    return bool(request_poweroff(c))
 
 
 def delete(root: str, id: str, force: bool = False) -> None:
@@ -258,6 +324,7 @@ def delete(root: str, id: str, force: bool = False) -> None:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
+    _cleanup_guest_network(c)
     c.destroy()
 
 

@@ -1,6 +1,6 @@
 """Typed wrappers around the raw Linux calls the standard library lacks.
 
-Everything that needs `setns`, `unshare`, `prctl`, `keyctl` or an interface
+Everything that needs `setns`, `unshare`, `mount`, `prctl`, `keyctl` or an interface
 ioctl goes through here, so the rest of the package never touches ctypes.
 ctypes itself is loaded on first use only: `runu state` never pays for it.
 """
@@ -48,6 +48,19 @@ def setns(fd: int, nstype: int = 0) -> None:
 
 def unshare(flags: int) -> None:
     _check(_c().unshare(flags), "unshare")
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    import ctypes
+
+    def enc(v: str | None) -> object:
+        return ctypes.c_char_p(v.encode()) if v is not None else None
+
+    _check(_c().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(_c().umount2(target.encode(), flags), f"umount {target}")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

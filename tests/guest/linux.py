@@ -61,6 +61,8 @@ MARKER = "runu-linux-guest: "
 MODULE_GROUPS = {
     "boot": ("pvpanic_mmio", "pvpanic_pci"),
     "net": ("virtio_pci", "virtio_mmio", "virtio_net"),
+    # the ACPI power button (QEMU's system_powerdown) as an input device, for busybox acpid
+    "acpi": ("button", "evdev"),
 }
 
 

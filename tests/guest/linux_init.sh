@@ -11,8 +11,10 @@
 #   panic       crash the kernel (sysrq c) instead of powering off: with panic=-1 the
 #               guest resets (QEMU -no-reboot exits 0); with QEMU's `-device pvpanic
 #               -action panic=exit-failure` QEMU exits 1 (pvpanic is loaded at boot)
-#   idle        stay up (the host can ping the guest); otherwise power off, so QEMU
-#               (with -no-reboot) exits with status 0
+#   idle        stay up (the host can ping the guest) until the ACPI power button is
+#               pressed (QEMU's system_powerdown, runu kill TERM): then print "power
+#               button: powering off" and power off; otherwise power off at once, so
+#               QEMU (with -no-reboot) exits with status 0
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 
 say() { echo "runu-linux-guest: $*"; }
@@ -117,9 +119,24 @@ if [ -n "$panic" ]; then
 	say "panicking"
 	echo c > /proc/sysrq-trigger
 fi
+# The power button: the kernel's ACPI `button` driver reports it as KEY_POWER on an input device
+# (evdev); busybox acpid runs /etc/acpi/PWRF/00000080 for it, which tells this shell (PID 1).
+watch_power_button() {
+	load_modules acpi
+	mkdir -p /etc/acpi/PWRF
+	printf '#!/bin/sh\nkill -USR1 1\n' > /etc/acpi/PWRF/00000080
+	chmod 755 /etc/acpi/PWRF/00000080
+	acpid -c /etc/acpi -l /dev/null
+}
+
 if [ -n "$idle" ]; then
+	trap 'say "power button: powering off"; poweroff -f' USR1
+	watch_power_button
 	say "idle"
-	while :; do sleep 3600; done
+	while :; do
+		sleep 3600 &
+		wait $!
+	done
 fi
 say "powering off"
 poweroff -f

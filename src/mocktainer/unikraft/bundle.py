@@ -91,16 +91,17 @@ class Plan:
     `kind` is "unikernel" or "sandbox"; `args` the argv to exec (args[0] an
     absolute path); `env` the process environment as "K=V" strings; `files`
     {name: bytes} to write into the container's state directory before it
-    starts (empty for most). For a unikernel also `vmm` (the backend's name),
+    starts (empty for most); `control` (protocol, socket name) of the VMM's
+    control socket in the state directory, or None. For a unikernel also `vmm` (the backend's name),
     `kernel`, `cmdline`, `memory_mib`, `vcpus`, `accel` and `machine` (None
     for a sandbox; `machine` None under Firecracker).
     """
 
     __slots__ = ("kind", "args", "env", "kernel", "cmdline", "memory_mib", "vcpus", "accel",
-                 "machine", "vmm", "files")
+                 "machine", "vmm", "files", "control")
 
     def __init__(self, kind, args, env, kernel=None, cmdline=None, memory_mib=None,
-                 vcpus=None, accel=None, machine=None, vmm=None, files=None):
+                 vcpus=None, accel=None, machine=None, vmm=None, files=None, control=None):
         self.kind = kind
         self.args = args
         self.env = env
@@ -112,17 +113,20 @@ class Plan:
         self.machine = machine
         self.vmm = vmm
         self.files = dict(files or {})
+        self.control = control
 
     def __repr__(self):
         return "Plan(%s)" % ", ".join("%s=%r" % (a, getattr(self, a)) for a in self.__slots__)
 
 
-def plan(spec, rootfs, environ, state_dir=None):
+def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
     """Decide what the container runs. Raises ConfigError with a user-facing message.
 
     `environ` is the runu process' environment (knobs, PATH for the VMM lookup,
     RUNU_CONFIG); `state_dir` the container's directory under the runtime root,
-    where `Plan.files` will be written (its base name is the container id).
+    where `Plan.files` will be written (its base name is the container id);
+    `control_dir` the short path by which the VMM will reach that directory
+    (see vmm.VM), or None for a VMM without a control socket.
     """
     if not isinstance(spec, dict):
         raise ConfigError("the OCI config must be a JSON object")
@@ -156,11 +160,11 @@ def plan(spec, rootfs, environ, state_dir=None):
     memory = memory_mib(resources, backend.OVERHEAD_MIB, name)
     vcpus = vcpu_count(resources)
     vm = _vmm.VM(kern, cmdline, memory, vcpus, annotations, settings, state_dir,
-                 os.path.basename(state_dir) if state_dir else None)
+                 os.path.basename(state_dir) if state_dir else None, control_dir)
     launch = backend.launch(vm)
     return Plan("unikernel", launch.args, list(VMM_ENV), kernel=kern, cmdline=cmdline,
                 memory_mib=memory, vcpus=vcpus, accel=launch.accel, machine=launch.machine,
-                vmm=name, files=launch.files)
+                vmm=name, files=launch.files, control=launch.control)
 
 
 def _dict(value, what):

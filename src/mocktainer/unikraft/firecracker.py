@@ -10,9 +10,13 @@ directory as `firecracker.json`:
 
 and the container's process is
 
-    firecracker --no-api --config-file <state dir>/firecracker.json --level Error [--id ID]
+    firecracker --api-sock /proc/self/fd/N/firecracker.sock --config-file <state dir>/firecracker.json
+                --level Error [--id ID]
 
-so there is no API socket, the guest's serial console is Firecracker's stdio
+(N: an fd of the state directory the runtime hands it, so the API socket lands
+in the state directory under a path short enough for a unix socket; runu's
+graceful stop sends Ctrl+Alt+Del through it, see `control`; `--no-api` when the
+caller gives no such fd), the guest's serial console is Firecracker's stdio
 (only Firecracker's own errors are logged there, also on stdio) and the VM
 starts at once. `--id` is the container id when Firecracker accepts it
 (letters, digits and `-`, at most 64). The file goes away with the state
@@ -147,9 +151,26 @@ def launch(vm, kvm_check=_qemu.kvm_usable, hwvirt_check=_qemu._hardware_virtuali
     if not vm.state_dir:
         raise ConfigError("the firecracker VMM needs the container's state directory for its configuration")
     config_path = os.path.join(vm.state_dir, CONFIG_FILE)
-    args = [exe, "--no-api", "--config-file", config_path, "--level", LOG_LEVEL]
+    args = [exe] + api_args(vm.control_dir) + ["--config-file", config_path, "--level", LOG_LEVEL]
     cid = vm.container_id
     if cid and len(cid) <= 64 and _ID_CHARS.issuperset(cid):
         args += ["--id", cid]
     data = fastjson.dumps(vm_config(vm)).encode() + b"\n"
-    return Launch(args, {CONFIG_FILE: data}, accel="kvm", machine=None)
+    control = (CONTROL_PROTOCOL, API_SOCKET) if vm.control_dir else None
+    return Launch(args, {CONFIG_FILE: data}, accel="kvm", machine=None, control=control)
+
+
+# -- graceful stop (see mocktainer.unikraft.control) ---------------------------------
+
+CONTROL_PROTOCOL = "firecracker"
+API_SOCKET = "firecracker.sock"
+
+
+def api_args(control_dir):
+    """Firecracker's API socket on `<control_dir>/firecracker.sock` (runu's graceful stop sends
+    `PUT /actions {"action_type": "SendCtrlAltDel"}` through it), or `--no-api` without a
+    `control_dir`. `control_dir` is a short path to the state directory (`/proc/self/fd/N`), so
+    the socket path fits a unix socket address; with `--config-file` the VM still starts at once."""
+    if not control_dir:
+        return ["--no-api"]
+    return ["--api-sock", "%s/%s" % (control_dir, API_SOCKET)]

@@ -21,8 +21,9 @@ Machine knob: annotation `org.unikraft.runu.machine` (`microvm`, `pc` or
 `machine_for()`: `microvm` for PVH kernels, `pc` for multiboot and bzImage.
 
 The command line (see `qemu_args`) keeps the guest's serial console on the
-VMM's stdio and nothing else there: no monitor, no QMP, no graphics, no default
-devices; a guest reset ends QEMU (`-no-reboot`) and on x86 the guest can pick
+VMM's stdio and nothing else there: no monitor, no graphics, no default
+devices (runu's own QMP socket, `qmp_args`, lives in the state directory);
+a guest reset ends QEMU (`-no-reboot`) and on x86 the guest can pick
 QEMU's exit status through `isa-debug-exit` (status = (value << 1) | 1). Under
 TCG the translation cache is bounded (`tb-size`, TCG_TB_SIZE_MIB) so that
 QEMU's own memory stays within OVERHEAD_MIB.
@@ -484,7 +485,8 @@ def linux_params(kernel):
 
 
 def launch(vm):
-    """The QEMU backend: argv for `vm` (see vmm.VM); QEMU needs no files."""
+    """The QEMU backend: argv for `vm` (see vmm.VM); QEMU needs no files. With
+    `vm.control_dir`, a QMP socket for graceful stop (`qmp_args`)."""
     kernel, ann, settings = vm.kernel, vm.annotations, vm.settings
     accel = choose_accel(ann, settings.environ, kernel, config=settings.get("accel", use_env=False))
     machine = machine_for(kernel, ann.get(MACHINE_ANNOTATION) or None)
@@ -502,4 +504,23 @@ def launch(vm):
             extra += check_extra_args(parse_extra_args(value, where), where)
     args = qemu_args(binary, kernel, memory_mib=vm.memory_mib, cmdline=vm.cmdline, accel=accel,
                      smp=vm.vcpus, machine=machine, cpu=cpu, extra_args=extra)
-    return Launch(args, accel=accel, machine=machine)
+    control = None
+    if vm.control_dir:
+        args += qmp_args(vm.control_dir)
+        control = (CONTROL_PROTOCOL, QMP_SOCKET)
+    return Launch(args, accel=accel, machine=machine, control=control)
+
+
+# -- graceful stop (see mocktainer.unikraft.control) ---------------------------------
+
+CONTROL_PROTOCOL = "qmp"
+QMP_SOCKET = "qmp.sock"
+
+
+def qmp_args(control_dir):
+    """A private QMP server on `<control_dir>/qmp.sock`: runu's graceful stop sends
+    `system_powerdown` (the ACPI power button) through it. `control_dir` is a short path to
+    the container's state directory (`/proc/self/fd/N`, N an fd QEMU inherits), so the
+    socket path stays within the 108 bytes of a unix socket address whatever the state
+    directory's own path is."""
+    return ["-qmp", "unix:%s/%s,server=on,wait=off" % (control_dir, QMP_SOCKET)]

@@ -49,14 +49,17 @@ class VM:
     and `vcpus` the sizes (after the backend's headroom); `annotations` the
     OCI annotations; `settings` a settings.Settings; `state_dir` the
     container's directory (None when the caller has none: then a backend that
-    needs files refuses); `container_id` its id (or None).
+    needs files refuses); `container_id` its id (or None); `control_dir` a
+    short path by which the VMM process reaches the state directory (the
+    runtime passes it an fd of the directory: `/proc/self/fd/N`), where the
+    backend puts its control socket (see `control`), or None for no socket.
     """
 
     __slots__ = ("kernel", "cmdline", "memory_mib", "vcpus", "annotations", "settings", "state_dir",
-                 "container_id")
+                 "container_id", "control_dir")
 
     def __init__(self, kernel, cmdline, memory_mib, vcpus, annotations, settings, state_dir=None,
-                 container_id=None):
+                 container_id=None, control_dir=None):
         self.kernel = kernel
         self.cmdline = cmdline
         self.memory_mib = memory_mib
@@ -65,23 +68,27 @@ class VM:
         self.settings = settings
         self.state_dir = state_dir
         self.container_id = container_id
+        self.control_dir = control_dir
 
 
 class Launch:
     """A backend's answer: `args` (argv, args[0] absolute), `files` ({name: bytes} for the
-    state directory), and for the record `accel` ("kvm"/"tcg") and `machine` (or None)."""
+    state directory), for the record `accel` ("kvm"/"tcg") and `machine` (or None), and
+    `control`: (protocol, socket name in the state directory) of the VMM's control socket
+    (see `control`), or None."""
 
-    __slots__ = ("args", "files", "accel", "machine")
+    __slots__ = ("args", "files", "accel", "machine", "control")
 
-    def __init__(self, args, files=None, accel=None, machine=None):
+    def __init__(self, args, files=None, accel=None, machine=None, control=None):
         self.args = args
         self.files = dict(files or {})
         self.accel = accel
         self.machine = machine
+        self.control = control
 
     def __repr__(self):
-        return "Launch(args=%r, files=%r, accel=%r, machine=%r)" % (
-            self.args, sorted(self.files), self.accel, self.machine)
+        return "Launch(args=%r, files=%r, accel=%r, machine=%r, control=%r)" % (
+            self.args, sorted(self.files), self.accel, self.machine, self.control)
 
 
 def choose(annotations, settings):

@@ -1,0 +1,197 @@
+"""Graceful stop: ask a unikernel container's guest to power off through its VMM.
+
+At create, a VMM backend that supports it gets a control socket in the
+container's state directory (`vmm.Launch.control`), and the runtime records it
+in the file `control` there: one line `<protocol> <socket name>`, e.g.
+`qmp qmp.sock` (QEMU, see `qemu.qmp_args`) or `firecracker firecracker.sock`
+(Firecracker's API socket, see `firecracker.api_args`).
+
+`request_poweroff(container)` (what `runtime.kill` does for SIGTERM on a
+running container with that file) connects and asks:
+
+- qmp: read the greeting, `{"execute": "qmp_capabilities"}`, then
+  `{"execute": "system_powerdown"}`: the ACPI power button (a Linux guest with
+  ACPI powers off; QEMU then exits, -no-reboot);
+- firecracker: `PUT /actions {"action_type": "SendCtrlAltDel"}` over HTTP/1.1:
+  a Ctrl+Alt+Del on the i8042 keyboard (Linux reboots, which ends Firecracker).
+
+It returns True once the VMM has accepted the request (QMP's `return`, HTTP
+204; or Firecracker's "i8042 internal buffer full", which means an earlier
+Ctrl+Alt+Del is still waiting for the guest to read it). The guest may still
+ignore it: the client kills the container after its grace period as usual.
+False (the caller then sends the signal) when there is no socket, the VMM does
+not answer within TIMEOUT seconds, or refuses.
+
+Unix socket addresses hold at most 108 bytes, and containerd's state
+directories (`/run/containerd/runc/<namespace>/<64-character id>`) plus a
+socket name come close to it or beyond; the socket is therefore always reached
+through `/proc/self/fd/<fd of the state directory>/<name>`, and the VMM binds it
+the same way (the runtime passes it an fd of the directory).
+"""
+
+import os
+
+CONTROL_FILE = "control"
+TIMEOUT = 3.0
+# A VMM that was just exec'd may not listen yet: retry a refused or missing socket this long.
+CONNECT_GRACE = 1.0
+
+
+def record(protocol, socket_name):
+    """The `control` file's content for a backend's Launch.control."""
+    return ("%s %s\n" % (protocol, socket_name)).encode()
+
+
+def read_record(state_dir):
+    """(protocol, socket name) from `state_dir/control`, or None."""
+    try:
+        with open(os.path.join(state_dir, CONTROL_FILE), "rb") as f:
+            words = f.read(256).split()
+    except OSError:
+        return None
+    if len(words) != 2:
+        return None
+    protocol, name = (w.decode("ascii", "replace") for w in words)
+    if "/" in name or name in (".", ".."):
+        return None
+    return protocol, name
+
+
+def request_poweroff(container):
+    """Ask the guest of `container` (a running mocktainer Container) to power off; True when the
+    VMM accepted the request, False when the caller should send the signal instead."""
+    rec = read_record(container.dir)
+    if rec is None or rec[0] not in _PROTOCOLS:
+        return False
+    protocol, name = rec
+    try:
+        dirfd = os.open(container.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return _PROTOCOLS[protocol]("/proc/self/fd/%d/%s" % (dirfd, name))
+    except (OSError, ValueError) as e:
+        _warn("graceful stop of container %r through %s failed (%s); sending the signal instead"
+              % (container.id, name, e))
+        return False
+    finally:
+        os.close(dirfd)
+
+
+def _warn(msg):
+    from mocktainer.error import warn
+
+    warn(msg)
+
+
+def _connect(path):
+    import socket
+    import time
+
+    deadline = time.monotonic() + CONNECT_GRACE
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        s.settimeout(TIMEOUT)
+        try:
+            s.connect(path)
+            return s
+        except (FileNotFoundError, ConnectionRefusedError):
+            s.close()
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+        except BaseException:
+            s.close()
+            raise
+
+
+class _Lines:
+    """Line reader over a socket (QMP speaks one JSON object a line)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def line(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ValueError("the VMM closed the connection")
+            self.buf += chunk
+            if len(self.buf) > 1 << 20:
+                raise ValueError("the VMM's answer is too long")
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line
+
+
+def _qmp(path):
+    from mocktainer import fastjson
+
+    sock = _connect(path)
+    try:
+        lines = _Lines(sock)
+        greeting = fastjson.loads(lines.line())
+        if not isinstance(greeting, dict) or "QMP" not in greeting:
+            raise ValueError("no QMP greeting")
+        for command in ("qmp_capabilities", "system_powerdown"):
+            sock.sendall(b'{"execute": "%s"}\n' % command.encode())
+            while True:
+                reply = fastjson.loads(lines.line())
+                if not isinstance(reply, dict) or "event" in reply:
+                    continue  # asynchronous events (POWERDOWN) come before or after the answer
+                if "return" in reply:
+                    break
+                raise ValueError("QMP %s: %s" % (command, (reply.get("error") or {}).get("desc", reply)))
+        return True
+    finally:
+        sock.close()
+
+
+_CTRL_ALT_DEL = b'{"action_type": "SendCtrlAltDel"}'
+
+
+def _firecracker(path):
+    sock = _connect(path)
+    try:
+        sock.sendall(b"PUT /actions HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(_CTRL_ALT_DEL), _CTRL_ALT_DEL))
+        status, body = _http_response(sock)
+    finally:
+        sock.close()
+    if status == 204:
+        return True
+    if status == 400 and b"buffer full" in body:
+        # The guest has not read the keys of an earlier request yet (Firecracker's i8042 buffer holds a
+        # few): the power-off request is pending already.
+        return True
+    raise ValueError("firecracker answered %d %s" % (status, body.decode("utf-8", "replace").strip()))
+
+
+def _http_response(sock):
+    """(status code, body) of one HTTP/1.1 response (body by Content-Length, at most 64 KiB)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk or len(data) > 1 << 16:
+            raise ValueError("no HTTP response from firecracker")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = lines[0].split()
+    if len(status) < 2 or not status[0].startswith(b"HTTP/1.") or not status[1].isdigit():
+        raise ValueError("firecracker answered %r" % lines[0][:200])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            length = min(int(value), 1 << 16)
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return int(status[1]), body
+
+
+_PROTOCOLS = {"qmp": _qmp, "firecracker": _firecracker}

@@ -1,0 +1,446 @@
+"""Guest networking: the container's network (what CNI configured) handed to the guest.
+
+Runs in the container init, inside the container's network namespace, after
+`start` released exec.fifo and before the VMM is exec'd (the netns is
+configured between create and start). `runu create` puts an instruction into
+the init configuration (`instruction()`); the init calls `setup()`, which
+returns the VMM's argv to exec. pyroute2 is imported only here (~230 ms).
+
+What it does:
+
+- Find the IPv4 default route (main table, lowest metric; /proc/self/net/route is
+  read first, so a netns without one never imports pyroute2). None, or no IPv4
+  address on its link: the guest boots without a network (argv unchanged).
+- QEMU: a macvtap (`runu0`, bridge mode) on that link, up; its character device
+  is opened through a private node made from the netns' own sysfs
+  (`/sys/class/net/runu0/macvtap/tap<ifindex>/dev`, read from a sysfs mounted in
+  a private mount namespace, since the host's /sys shows the host's netns and
+  `/dev/tapN` can belong to another netns), made on a private tmpfs mounted on
+  a directory of the state directory (which may be on a nodev file system),
+  opened, unmounted. The fd is inherited by QEMU: `-netdev tap,fd=N` and a
+  virtio-net device whose MAC is the macvtap's (`qemu.nic_args`).
+- Firecracker: a persistent tap (`runu0`), up, joined to the link by tc: an
+  ingress qdisc on both with a match-all u32 filter whose action is mirred
+  egress redirect to the other (urunc's and Kata's "tc redirect"). The guest
+  MAC is the link's MAC. `network-interfaces` goes into firecracker.json in the
+  state directory, rewritten atomically.
+- Both: `netdev.ipv4_addr=`, `netdev.ipv4_gw_addr=` (when the route has a
+  gateway), `netdev.ipv4_subnet_mask=` merged into the guest command line
+  (Unikraft library parameters go before `--`; a Linux kernel takes them as
+  kernel parameters, also before `--`), then the address is removed from the
+  link: the guest owns it.
+
+What was (about to be) created is recorded in `guestnet.json` in the state
+directory before anything is changed. A failure half-way removes what was
+created and puts the address (and default route) back, and raises
+`GuestNetError` with a message for `runu start`. `cleanup()` (runu delete)
+does the same from the record when the netns outlives the container (joined
+by path, as in a CRI pod); a netns of the container's own dies with it.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+RECORD = "guestnet.json"
+NIC = "runu0"          # the macvtap / tap in the container's netns
+NETDEV_ID = "runu0"
+FC_IFACE_ID = "eth0"
+AF_INET = 2
+RT_TABLE_MAIN = 254
+ETH_P_ALL = 3
+CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_RDONLY = 0x2, 0x4, 0x8, 0x1
+MS_REC, MS_SLAVE = 0x4000, 0x80000
+MNT_DETACH = 2
+TUNSETIFF, TUNSETPERSIST = 0x400454CA, 0x400454CB
+IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
+TC_INGRESS = 0xFFFF0000
+
+
+class GuestNetError(RuntimeError):
+    """Guest network setup failed (the message says what, for `runu start`)."""
+
+
+class Uplink:
+    """The default route's link: `index`, `name`, `mac`, `addr` (dotted), `prefixlen`, `gateway` (or None),
+    `route` (the default route's attributes, to put it back)."""
+
+    def __init__(self, index: int, name: str, mac: str, addr: str, prefixlen: int, gateway: str | None,
+                 route: dict[str, Any]) -> None:
+        self.index, self.name, self.mac, self.addr = index, name, mac, addr
+        self.prefixlen, self.gateway, self.route = prefixlen, gateway, route
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "mac": self.mac, "addr": self.addr,
+                "prefixlen": self.prefixlen, "gateway": self.gateway, "route": self.route}
+
+
+# ---- pure parts ----------------------------------------------------------------------------
+
+def instruction(vmm: str, linux: bool, state_dir: str, netns: str = "") -> dict[str, Any]:
+    """What `runu create` tells the init: the backend, the guest's kind, where the state directory is and the
+    netns path the container joins ("" for a netns of its own)."""
+    return {"vmm": vmm, "linux": bool(linux), "state_dir": state_dir, "netns": netns or ""}
+
+
+def subnet_mask(prefixlen: int) -> str:
+    if not 0 <= prefixlen <= 32:
+        raise ValueError(f"invalid IPv4 prefix length {prefixlen}")
+    m = (0xFFFFFFFF << (32 - prefixlen)) & 0xFFFFFFFF
+    return ".".join(str((m >> s) & 0xFF) for s in (24, 16, 8, 0))
+
+
+def boot_params(up: Uplink) -> list[str]:
+    out = [f"netdev.ipv4_addr={up.addr}"]
+    if up.gateway:
+        out.append(f"netdev.ipv4_gw_addr={up.gateway}")
+    out.append(f"netdev.ipv4_subnet_mask={subnet_mask(up.prefixlen)}")
+    return out
+
+
+def _separator_at(cmdline: str) -> int:
+    """Offset of the first unquoted `--` word of a guest command line, or -1 (quotes: '…' and "…")."""
+    i, n, quote = 0, len(cmdline), ""
+    start = -1
+    word = []
+    while i <= n:
+        c = cmdline[i] if i < n else " "
+        if quote:
+            if c == quote:
+                quote = ""
+            word.append("q")
+        elif c in "'\"":
+            quote = c
+            if start < 0:
+                start = i
+            word.append("q")
+        elif c.isspace():
+            if word == ["-", "-"]:
+                return start
+            word, start = [], -1
+        else:
+            if start < 0:
+                start = i
+            word.append(c)
+        i += 1
+    return -1
+
+
+def merge_cmdline(cmdline: str, params: list[str], linux: bool) -> str:
+    """`cmdline` with `params` added as library (Unikraft) or kernel (Linux) parameters: before the first
+    `--`. A Unikraft command line without `--` holds only application arguments, so `params --` goes first;
+    a Linux one without `--` holds only kernel parameters, so they go last."""
+    add = " ".join(params)
+    cmdline = cmdline or ""
+    at = _separator_at(cmdline)
+    if at >= 0:
+        head = cmdline[:at].rstrip()
+        return (head + " " + add if head else add) + " " + cmdline[at:]
+    if linux:
+        return (cmdline + " " + add) if cmdline.strip() else add
+    return add + " --" + (" " + cmdline if cmdline.strip() else "")
+
+
+def qemu_args(args: list[str], params: list[str], linux: bool, fd: int, mac: str) -> list[str]:
+    """The QEMU argv with the parameters merged into its one `-append` and the NIC on `fd`."""
+    from mocktainer.unikraft.qemu import nic_args
+
+    args = list(args)
+    if "-append" in args[:-1]:
+        i = args.index("-append")
+        args[i + 1] = merge_cmdline(args[i + 1], params, linux)
+    else:
+        args += ["-append", merge_cmdline("", params, linux)]
+    return args + nic_args(args, [(fd, mac)])
+
+
+def firecracker_config(config: dict[str, Any], params: list[str], linux: bool, tap: str, mac: str) -> dict:
+    """firecracker.json's content with the parameters in boot_args and the tap as the guest's interface."""
+    config = dict(config)
+    boot = dict(config.get("boot-source") or {})
+    boot["boot_args"] = merge_cmdline(boot.get("boot_args") or "", params, linux)
+    config["boot-source"] = boot
+    config["network-interfaces"] = [{"iface_id": FC_IFACE_ID, "host_dev_name": tap, "guest_mac": mac}]
+    return config
+
+
+# ---- netlink -------------------------------------------------------------------------------
+
+def _ipr() -> Any:
+    from mocktainer.network import _pyroute2
+
+    return _pyroute2().IPRoute()
+
+
+def find_uplink(ipr: Any) -> Uplink | None:
+    """The IPv4 default route's link with its first IPv4 address, or None (no route, or no address)."""
+    best = None
+    for r in ipr.route("dump", family=AF_INET):
+        table = r.get_attr("RTA_TABLE") or r["table"]
+        if r["dst_len"] != 0 or table != RT_TABLE_MAIN or not r.get_attr("RTA_OIF"):
+            continue
+        prio = r.get_attr("RTA_PRIORITY") or 0
+        if best is None or prio < best[0]:
+            best = (prio, r)
+    if best is None:
+        return None
+    r = best[1]
+    oif = r.get_attr("RTA_OIF")
+    addrs = [a for a in ipr.get_addr(family=AF_INET, index=oif)]
+    if not addrs:
+        return None
+    a = addrs[0]
+    links = ipr.get_links(oif)
+    if not links:
+        return None
+    link = links[0]
+    route = {"gateway": r.get_attr("RTA_GATEWAY"), "oif": oif, "priority": r.get_attr("RTA_PRIORITY")}
+    return Uplink(oif, link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_ADDRESS"),
+                  a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS"), a["prefixlen"],
+                  r.get_attr("RTA_GATEWAY"), route)
+
+
+def _lookup(ipr: Any, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def _restore(ipr: Any, up: dict[str, Any], nic: str, tc: bool) -> list[str]:
+    """Remove `nic` (and the link's ingress qdisc when `tc`), put the address and default route back. Best
+    effort: returns what could not be done."""
+    problems = []
+    idx = _lookup(ipr, nic)
+    if idx is not None:
+        try:
+            ipr.link("del", index=idx)
+        except Exception as e:
+            problems.append(f"cannot remove {nic}: {e}")
+    link = _lookup(ipr, up["name"])
+    if link is None:
+        return problems + [f"link {up['name']} is gone: its address {up['addr']}/{up['prefixlen']} cannot go back"]
+    if tc:
+        try:
+            ipr.tc("del", "ingress", link)
+        except Exception:
+            pass  # none
+    have = {a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=AF_INET, index=link)}
+    if up["addr"] not in have:
+        try:
+            ipr.addr("add", index=link, address=up["addr"], prefixlen=up["prefixlen"])
+        except Exception as e:
+            problems.append(f"cannot put {up['addr']}/{up['prefixlen']} back on {up['name']}: {e}")
+    route = up.get("route") or {}
+    if route.get("gateway") and not any(
+            r["dst_len"] == 0 for r in ipr.route("dump", family=AF_INET, table=RT_TABLE_MAIN)):
+        kw = {"dst": "0.0.0.0/0", "gateway": route["gateway"], "oif": link}
+        if route.get("priority"):
+            kw["priority"] = route["priority"]
+        try:
+            ipr.route("add", **kw)
+        except Exception as e:
+            problems.append(f"cannot put the default route via {route['gateway']} back: {e}")
+    return problems
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    from mocktainer import fastjson
+
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, fastjson.dumps(data).encode() + b"\n")
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    from mocktainer import fastjson
+
+    with open(path, "rb") as f:
+        data = fastjson.loads(f.read())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return data
+
+
+def _open_macvtap(nic: str, ifindex: int, state_dir: str) -> int:
+    """An fd of the macvtap's character device, inheritable (for the VMM).
+
+    In a private mount namespace (a slave of the host's, which the VMM then runs in): a sysfs of this netns
+    (the host's /sys shows the host's netns) gives major:minor from /sys/class/net/<nic>/macvtap/tap<N>/dev;
+    a tmpfs (the state directory may be on a nodev file system, like /run) holds the node for as long as it
+    takes to open it. Both are mounted on a directory in the state directory, and unmounted at once.
+    """
+    from mocktainer import system
+
+    system.unshare(CLONE_NEWNS)
+    system.mount("none", "/", None, MS_REC | MS_SLAVE)
+    mnt = os.path.join(state_dir, ".netdev")
+    os.mkdir(mnt, 0o700)
+    try:
+        system.mount("sysfs", mnt, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+        try:
+            with open(os.path.join(mnt, "class/net", nic, "macvtap", f"tap{ifindex}", "dev")) as f:
+                major, minor = (int(n) for n in f.read().strip().split(":"))
+        finally:
+            system.umount2(mnt, MNT_DETACH)
+        system.mount("tmpfs", mnt, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0700,size=4k")
+        try:
+            node = os.path.join(mnt, "tap")
+            os.mknod(node, 0o600 | 0o020000, os.makedev(major, minor))
+            fd = os.open(node, os.O_RDWR | os.O_CLOEXEC)
+        finally:
+            system.umount2(mnt, MNT_DETACH)
+    finally:
+        os.rmdir(mnt)
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def _make_tap(name: str) -> None:
+    import fcntl
+    import struct
+
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+        fcntl.ioctl(fd, TUNSETPERSIST, 1)
+    finally:
+        os.close(fd)
+
+
+def _redirect(ipr: Any, src: int, dst: int) -> None:
+    """Everything arriving on `src` leaves through `dst`."""
+    ipr.tc("add-filter", "u32", src, parent=TC_INGRESS, protocol=ETH_P_ALL, prio=1, target=0x10001,
+           keys=["0x0/0x0+0"],
+           action=[{"kind": "mirred", "direction": "egress", "action": "redirect", "ifindex": dst}])
+
+
+def has_default_route(path: str = "/proc/self/net/route") -> bool:
+    """Whether this netns has an IPv4 default route, without pyroute2 (a fresh netns has none: no need to pay
+    for importing it)."""
+    try:
+        with open(path) as f:
+            next(f, None)
+            for line in f:
+                fields = line.split()
+                if len(fields) > 7 and fields[1] == "00000000" and fields[7] == "00000000":
+                    return True
+    except OSError:
+        return True  # let netlink decide
+    return False
+
+
+def setup(instr: dict[str, Any], args: list[str]) -> list[str]:
+    """Give the guest the netns' network (see module doc); the VMM's argv to exec. GuestNetError on failure,
+    after undoing what was done."""
+    vmm, linux, state_dir = instr["vmm"], bool(instr.get("linux")), instr["state_dir"]
+    if not has_default_route():
+        return args
+    try:
+        ipr = _ipr()
+    except Exception as e:
+        raise GuestNetError(f"guest network: cannot open a netlink socket: {e}") from None
+    try:
+        try:
+            up = find_uplink(ipr)
+        except Exception as e:
+            raise GuestNetError(f"guest network: cannot read routes and addresses: {e}") from None
+        if up is None:
+            return args
+        params = boot_params(up)
+        record = {"netns": instr.get("netns") or "", "vmm": vmm, "nic": NIC, "uplink": up.as_dict()}
+        _write_json(os.path.join(state_dir, RECORD), record)
+        fd = -1
+        try:
+            if vmm == "qemu":
+                try:
+                    ipr.link("add", ifname=NIC, kind="macvtap", link=up.index, macvtap_mode="bridge")
+                except Exception as e:
+                    raise GuestNetError(f"cannot create a macvtap on {up.name}: {e}") from None
+                idx = _lookup(ipr, NIC)
+                if idx is None:
+                    raise GuestNetError(f"the macvtap {NIC} vanished after its creation")
+                mac = ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
+                ipr.link("set", index=idx, state="up")
+                fd = _open_macvtap(NIC, idx, state_dir)
+                new_args = qemu_args(args, params, linux, fd, mac)
+            elif vmm == "firecracker":
+                try:
+                    _make_tap(NIC)
+                except OSError as e:
+                    raise GuestNetError(f"cannot create the tap device {NIC}: {e.strerror}") from None
+                idx = _lookup(ipr, NIC)
+                if idx is None:
+                    raise GuestNetError(f"the tap {NIC} vanished after its creation")
+                ipr.link("set", index=idx, state="up")
+                for dev in (up.index, idx):
+                    ipr.tc("add", "ingress", dev)
+                _redirect(ipr, up.index, idx)
+                _redirect(ipr, idx, up.index)
+                path = os.path.join(state_dir, "firecracker.json")
+                _write_json(path, firecracker_config(_read_json(path), params, linux, NIC, up.mac))
+                new_args = args
+            else:
+                raise GuestNetError(f"no guest networking for the VMM {vmm!r}")
+            try:
+                ipr.addr("del", index=up.index, address=up.addr, prefixlen=up.prefixlen)
+            except Exception as e:
+                raise GuestNetError(f"cannot take {up.addr}/{up.prefixlen} off {up.name}: {e}") from None
+            return new_args
+        except BaseException as e:
+            if fd >= 0:
+                os.close(fd)
+            problems = _restore(ipr, up.as_dict(), NIC, vmm == "firecracker")
+            msg = str(e) if isinstance(e, GuestNetError) else f"{type(e).__name__}: {e}"
+            if not msg.startswith("guest network"):
+                msg = f"guest network on {up.name}: {msg}"
+            if problems:
+                msg += " (undoing it: " + "; ".join(problems) + ")"
+            raise GuestNetError(msg) from None
+    finally:
+        ipr.close()
+
+
+def cleanup(state_dir: str) -> list[str]:
+    """At delete: undo the guest network recorded in `state_dir` when its netns (joined by path) outlives the
+    container. Returns problems (for warnings)."""
+    path = os.path.join(state_dir, RECORD)
+    try:
+        record = _read_json(path)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as e:
+        return [f"cannot read {path}: {e}"]
+    netns = record.get("netns")
+    if not netns:
+        return []  # the container's own netns died with it
+    from mocktainer import system
+
+    try:
+        target = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return []  # gone with its devices
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        system.setns(target, CLONE_NEWNET)
+        try:
+            ipr = _ipr()
+            try:
+                return _restore(ipr, record["uplink"], record.get("nic") or NIC, record.get("vmm") == "firecracker")
+            finally:
+                ipr.close()
+        finally:
+            system.setns(own, CLONE_NEWNET)
+    except Exception as e:
+        return [f"cannot clean up the guest network in {netns}: {e}"]
+    finally:
+        os.close(target)
+        os.close(own)

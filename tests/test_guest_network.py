@@ -1,0 +1,416 @@
+"""Guest networking (mocktainer/unikraft/net.py): the netns' network handed to the guest at start.
+
+Integration tests build what CNI builds (a netns with a veth whose container end has an address and a default
+route), run the Linux test guest (TCG) with runu in that netns (joined by path) and check real traffic both
+ways. Unit tests cover the argument building, the error paths (no route, no address, a link that refuses a
+macvtap, a vanished link) and cleanup, in throw-away network namespaces.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import RUNU, needs_root
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from guest import linux  # noqa: E402
+from guest.build import build_tiny  # noqa: E402
+from mocktainer.unikraft import net, qemu  # noqa: E402
+
+QEMU = shutil.which("qemu-system-x86_64")
+FIRECRACKER = shutil.which("firecracker")
+BUSYBOX = "/bin/busybox"
+M = linux.MARKER
+GUEST_MIB = 128
+VMM = "org.unikraft.runu.vmm"
+
+
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
+
+
+def links(ns: str) -> list[str]:
+    return [json_link["ifname"] for json_link in json.loads(ip("-j", "-n", ns, "link", "show"))]
+
+
+def addrs(ns: str, dev: str) -> list[str]:
+    out = json.loads(ip("-j", "-n", ns, "-4", "addr", "show", "dev", dev))
+    return [f"{a['local']}/{a['prefixlen']}" for i in out for a in i.get("addr_info", [])]
+
+
+def veth_pod(netns, subnet: str) -> tuple[str, str]:
+    """(peer netns, pod netns): a veth between them; the pod end has .2/24 and a default route via .1."""
+    peer, pod = netns(), netns()
+    ip("link", "add", "vpeer", "netns", peer, "type", "veth", "peer", "name", "eth0", "netns", pod)
+    ip("-n", peer, "addr", "add", f"{subnet}.1/24", "dev", "vpeer")
+    ip("-n", peer, "link", "set", "vpeer", "up")
+    ip("-n", pod, "addr", "add", f"{subnet}.2/24", "dev", "eth0")
+    ip("-n", pod, "link", "set", "eth0", "up")
+    ip("-n", pod, "route", "add", "default", "via", f"{subnet}.1")
+    return peer, pod
+
+
+def in_ns(ns: str, code: str) -> subprocess.CompletedProcess:
+    """Python `code` (with `net` imported) run inside netns `ns`."""
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    prog = "import sys, json\nsys.path.insert(0, %r)\nfrom mocktainer.unikraft import net\n%s" % (src, code)
+    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", prog], capture_output=True, text=True,
+                          timeout=60)
+
+
+# -- pure argument building ------------------------------------------------------------------------------------
+
+def uplink(gateway="10.0.0.1") -> net.Uplink:
+    return net.Uplink(2, "eth0", "aa:bb:cc:dd:ee:ff", "10.0.0.2", 24, gateway, {})
+
+
+def test_boot_params_and_mask():
+    assert net.boot_params(uplink()) == ["netdev.ipv4_addr=10.0.0.2", "netdev.ipv4_gw_addr=10.0.0.1",
+                                         "netdev.ipv4_subnet_mask=255.255.255.0"]
+    assert net.boot_params(uplink(None)) == ["netdev.ipv4_addr=10.0.0.2", "netdev.ipv4_subnet_mask=255.255.255.0"]
+    assert [net.subnet_mask(n) for n in (0, 8, 20, 30, 32)] == [
+        "0.0.0.0", "255.0.0.0", "255.255.240.0", "255.255.255.252", "255.255.255.255"]
+    with pytest.raises(ValueError):
+        net.subnet_mask(33)
+
+
+@pytest.mark.parametrize("cmdline, linux, expected", [
+    ("", False, "P Q --"),
+    ("app arg", False, "P Q -- app arg"),
+    ("env.vars=A=B -- app", False, "env.vars=A=B P Q -- app"),
+    ("-- app -- x", False, "P Q -- app -- x"),
+    ("'a -- b' -- c", False, "'a -- b' P Q -- c"),
+    ("console=ttyS0 panic=-1", True, "console=ttyS0 panic=-1 P Q"),
+    ("console=ttyS0 -- init args", True, "console=ttyS0 P Q -- init args"),
+    ('"x -- y" k=v', True, '"x -- y" k=v P Q'),
+    ("", True, "P Q"),
+])
+def test_merge_cmdline(cmdline, linux, expected):
+    assert net.merge_cmdline(cmdline, ["P", "Q"], linux) == expected
+
+
+def test_qemu_args_merge_into_the_one_append_and_add_the_nic():
+    base = ["/usr/bin/qemu-system-x86_64", "-M", "microvm", "-kernel", "/k", "-append", "-- hello"]
+    out = net.qemu_args(base, ["netdev.ipv4_addr=1.2.3.4"], False, 7, "02:00:00:00:00:01")
+    assert out.count("-append") == 1
+    assert out[out.index("-append") + 1] == "netdev.ipv4_addr=1.2.3.4 -- hello"
+    assert out[len(base):] == qemu.nic_args(base, [(7, "02:00:00:00:00:01")])
+    assert "virtio-net-device,netdev=net0,mac=02:00:00:00:00:01" in out  # microvm: virtio-mmio
+    no_append = net.qemu_args(["/q", "-M", "pc", "-kernel", "/k"], ["a=b"], True, 3, "02:00:00:00:00:02")
+    assert no_append[no_append.index("-append") + 1] == "a=b"
+    assert any(a.startswith("virtio-net-pci,") for a in no_append)
+
+
+def test_firecracker_config():
+    cfg = {"boot-source": {"kernel_image_path": "/k", "boot_args": "console=ttyS0 reboot=k"},
+           "machine-config": {"vcpu_count": 1, "mem_size_mib": 64}, "drives": []}
+    out = net.firecracker_config(cfg, ["netdev.ipv4_addr=1.2.3.4"], True, "runu0", "aa:bb:cc:dd:ee:ff")
+    assert out["boot-source"]["boot_args"] == "console=ttyS0 reboot=k netdev.ipv4_addr=1.2.3.4"
+    assert out["network-interfaces"] == [{"iface_id": "eth0", "host_dev_name": "runu0",
+                                          "guest_mac": "aa:bb:cc:dd:ee:ff"}]
+    assert "network-interfaces" not in cfg and cfg["boot-source"]["boot_args"] == "console=ttyS0 reboot=k"
+
+
+def test_has_default_route(tmp_path):
+    head = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+    f = tmp_path / "route"
+    f.write_text(head + "eth0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n")
+    assert not net.has_default_route(str(f))
+    f.write_text(head + "eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n")
+    assert net.has_default_route(str(f))
+    f.write_text(head)
+    assert not net.has_default_route(str(f))
+
+
+# -- netlink paths in throw-away namespaces ------------------------------------------------------------------------
+
+def run_setup(ns: str, state_dir: Path, vmm: str = "qemu", args=("/q", "-M", "pc", "-append", "x")) -> dict:
+    """net.setup() inside `ns`; its result or error as a dict (fds are closed)."""
+    code = """
+instr = net.instruction(%r, True, %r, "")
+try:
+    out = net.setup(instr, %r)
+    print(json.dumps({"args": out}))
+except net.GuestNetError as e:
+    print(json.dumps({"error": str(e)}))
+""" % (vmm, str(state_dir), list(args))
+    r = in_ns(ns, code)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@needs_root
+def test_no_default_route_no_network(netns, tmp_path):
+    ns = netns()
+    ip("link", "add", "v0", "netns", ns, "type", "veth", "peer", "name", "v1", "netns", ns)
+    ip("-n", ns, "addr", "add", "10.1.0.2/24", "dev", "v0")
+    ip("-n", ns, "link", "set", "v0", "up")
+    args = ["/q", "-append", "x"]
+    assert run_setup(ns, tmp_path, args=args) == {"args": args}
+    assert addrs(ns, "v0") == ["10.1.0.2/24"]
+    assert not os.path.exists(tmp_path / net.RECORD)
+
+
+@needs_root
+def test_default_route_link_without_address_no_network(netns, tmp_path):
+    ns = netns()
+    ip("link", "add", "v0", "netns", ns, "type", "veth", "peer", "name", "v1", "netns", ns)
+    ip("-n", ns, "link", "set", "v0", "up")
+    ip("-n", ns, "link", "set", "v1", "up")
+    ip("-n", ns, "route", "add", "default", "dev", "v0")
+    args = ["/q", "-append", "x"]
+    assert run_setup(ns, tmp_path, args=args) == {"args": args}
+    assert sorted(links(ns)) == ["lo", "v0", "v1"]
+
+
+@needs_root
+def test_macvtap_refused_restores_the_link(netns, tmp_path):
+    # A macvtap cannot sit on a loopback device: the kernel refuses it; nothing may be left changed.
+    ns = netns()
+    ip("-n", ns, "link", "set", "lo", "up")
+    ip("-n", ns, "route", "add", "default", "dev", "lo")
+    before = addrs(ns, "lo")
+    r = run_setup(ns, tmp_path)
+    assert "error" in r and "cannot create a macvtap on lo" in r["error"], r
+    assert links(ns) == ["lo"] and addrs(ns, "lo") == before
+    assert [e for e in os.listdir(tmp_path) if e != net.RECORD] == []
+
+
+@needs_root
+def test_link_vanished_is_reported_and_cleaned(netns, tmp_path):
+    """The uplink disappears while the macvtap is being made (simulated by deleting it from inside the
+    macvtap step): the error names the link, and the macvtap went with it."""
+    ns = netns()
+    ip("link", "add", "v0", "netns", ns, "type", "veth", "peer", "name", "v1", "netns", ns)
+    ip("-n", ns, "addr", "add", "10.2.0.2/24", "dev", "v0")
+    ip("-n", ns, "link", "set", "v0", "up")
+    ip("-n", ns, "link", "set", "v1", "up")
+    ip("-n", ns, "route", "add", "default", "via", "10.2.0.1")
+    code = """
+real = net._open_macvtap
+def vanish(nic, idx, state_dir):
+    import subprocess
+    subprocess.run(["ip", "link", "del", "v0"], check=True)
+    return real(nic, idx, state_dir)
+net._open_macvtap = vanish
+try:
+    net.setup(net.instruction("qemu", True, %r, ""), ["/q"])
+    print("no error")
+except net.GuestNetError as e:
+    print(e)
+""" % str(tmp_path)
+    r = in_ns(ns, code)
+    assert r.returncode == 0, r.stderr
+    assert "guest network on v0" in r.stdout and "link v0 is gone" in r.stdout, r.stdout
+    assert links(ns) == ["lo"]
+
+
+@needs_root
+@pytest.mark.parametrize("vmm", ["qemu", "firecracker"])
+def test_setup_then_cleanup_from_the_record(netns, tmp_path, vmm, request):
+    """setup() creates the device, takes the address; cleanup() (runu delete, in a netns joined by path)
+    removes the device and tc, and puts the address and default route back. The state directory is on a
+    nodev file system, like /run on most hosts (the macvtap node lives on a private tmpfs)."""
+    peer, pod = veth_pod(netns, "10.3.0")
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "nodev,size=1m", "tmpfs", str(state)], check=True)
+    request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(state)], check=False))
+    if vmm == "firecracker":
+        (state / "firecracker.json").write_text(json.dumps({"boot-source": {"boot_args": "console=ttyS0"}}))
+    path = f"/run/netns/{pod}"
+    code = """
+out = net.setup(net.instruction(%r, True, %r, %r), ["/q", "-M", "pc", "-append", "console=ttyS0"])
+print(json.dumps(out))
+""" % (vmm, str(state), path)
+    r = in_ns(pod, code)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert "runu0" in links(pod)
+    assert addrs(pod, "eth0") == []
+    params = "netdev.ipv4_addr=10.3.0.2 netdev.ipv4_gw_addr=10.3.0.1 netdev.ipv4_subnet_mask=255.255.255.0"
+    record = json.loads((state / net.RECORD).read_text())
+    assert record["netns"] == path and record["uplink"]["addr"] == "10.3.0.2"
+    if vmm == "qemu":
+        assert out[out.index("-append") + 1] == "console=ttyS0 " + params
+        mac = json.loads(ip("-j", "-n", pod, "link", "show", "runu0"))[0]["address"]
+        assert out[-1] == f"virtio-net-pci,netdev=net0,mac={mac}"
+        assert json.loads(ip("-j", "-n", pod, "-d", "link", "show", "runu0"))[0]["linkinfo"]["info_kind"] == "macvtap"
+    else:
+        cfg = json.loads((state / "firecracker.json").read_text())
+        assert cfg["boot-source"]["boot_args"] == "console=ttyS0 " + params
+        eth_mac = json.loads(ip("-j", "-n", pod, "link", "show", "eth0"))[0]["address"]
+        assert cfg["network-interfaces"] == [{"iface_id": "eth0", "host_dev_name": "runu0", "guest_mac": eth_mac}]
+        for dev, to in (("eth0", "runu0"), ("runu0", "eth0")):
+            f = subprocess.run(["tc", "-n", pod, "filter", "show", "dev", dev, "ingress"], capture_output=True,
+                               text=True).stdout
+            assert f"Egress Redirect to device {to}" in f, f
+    assert [e for e in os.listdir(state) if e not in (net.RECORD, "firecracker.json")] == []  # no device node
+    assert net.cleanup(str(state)) == []
+    assert sorted(links(pod)) == ["eth0", "lo"]
+    assert addrs(pod, "eth0") == ["10.3.0.2/24"]
+    assert "default via 10.3.0.1" in ip("-n", pod, "route")
+    assert "ingress" not in subprocess.run(["tc", "-n", pod, "qdisc", "show", "dev", "eth0"], capture_output=True,
+                                           text=True).stdout
+    # the traffic path works again for the next container
+    subprocess.run(["ip", "netns", "exec", peer, BUSYBOX, "ping", "-c", "1", "-W", "2", "10.3.0.2"], check=True,
+                   capture_output=True)
+
+
+# -- runu end to end ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory):
+    if QEMU is None:
+        pytest.skip("qemu-system-x86_64 not installed")
+    try:
+        return linux.build_linux_guest(str(tmp_path_factory.mktemp("linux-guest")))
+    except linux.GuestMissing as e:
+        pytest.skip("Linux test guest unavailable: %s" % e)
+
+
+def linux_bundle(tmp_path: Path, guest, netns_path: str, args, name="bundle") -> str:
+    kernel, initrd = guest
+    b = tmp_path / name
+    kdir = b / "rootfs" / "unikraft" / "bin"
+    kdir.mkdir(parents=True)
+    shutil.copy(kernel, kdir / "kernel")
+    shutil.copy(initrd, kdir / "initrd")
+    subprocess.run([RUNU, "spec", "--bundle", str(b)], check=True)
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["process"]["args"] = ["/unikraft/bin/kernel", "quiet", *args]
+    cfg["process"]["env"] = []
+    cfg["annotations"] = {"org.unikraft.runu.accel": "tcg"}
+    cfg["linux"]["resources"] = {"memory": {"limit": (GUEST_MIB + 64) << 20}}
+    cfg["linux"]["namespaces"] = [{"type": "network", "path": netns_path}] if netns_path else [{"type": "network"}]
+    (b / "config.json").write_text(json.dumps(cfg))
+    return str(b)
+
+
+class Runu:
+    def __init__(self, root: str):
+        self.root = root
+
+    def __call__(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run([RUNU, "--root", self.root, *args], capture_output=True, text=True, timeout=60, **kw)
+
+    def create(self, bundle: str, cid: str, log: Path) -> None:
+        with open(log, "w") as out:
+            r = subprocess.run([RUNU, "--root", self.root, "create", "--bundle", bundle, cid],
+                               stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=30)
+        assert r.returncode == 0, log.read_text()
+
+
+@pytest.fixture
+def runu(tmp_path):
+    r = Runu(str(tmp_path / "root"))
+    yield r
+    if os.path.isdir(r.root):
+        for cid in os.listdir(r.root):
+            r("delete", "--force", cid)
+
+
+def wait_console(log: Path, text: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = log.read_text(errors="replace")
+        if text in out:
+            return out
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {text!r} on the console:\n{out}")
+        time.sleep(0.1)
+
+
+needs_net_tools = pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="busybox-static (ping) is not installed")
+
+
+@needs_root
+@needs_net_tools
+def test_two_guests_in_two_pods_ping_both_ways(guest, tmp_path, netns, runu):
+    pods = [veth_pod(netns, "10.20.0"), veth_pod(netns, "10.21.0")]
+    logs = []
+    for n, (_peer, pod) in enumerate(pods):
+        subnet = "10.2%d.0" % n
+        b = linux_bundle(tmp_path, guest, f"/run/netns/{pod}", [f"ping={subnet}.1", "idle"], name=f"b{n}")
+        log = tmp_path / f"console{n}.log"
+        runu.create(b, f"net{n}", log)
+        logs.append(log)
+    for n in range(2):
+        r = runu("start", f"net{n}")
+        assert r.returncode == 0, r.stderr
+    for n, (peer, pod) in enumerate(pods):
+        subnet = "10.2%d.0" % n
+        out = wait_console(logs[n], M + "idle")
+        assert f"{M}network: eth0 {subnet}.2/24" in out, out
+        assert f"{M}ping {subnet}.1: ok" in out, out
+        r = subprocess.run(["ip", "netns", "exec", peer, BUSYBOX, "ping", "-c", "2", "-W", "5", f"{subnet}.2"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "runu0" in links(pod) and addrs(pod, "eth0") == []
+    for n, (_peer, pod) in enumerate(pods):
+        assert runu("delete", "--force", f"net{n}").returncode == 0
+        assert sorted(links(pod)) == ["eth0", "lo"]  # the macvtap is gone, the address back
+        assert addrs(pod, "eth0") == ["10.2%d.0.2/24" % n]
+    assert os.listdir(runu.root) == []
+
+
+@needs_root
+def test_no_route_boots_without_network(guest, tmp_path, netns, runu):
+    ns = netns()
+    b = linux_bundle(tmp_path, guest, f"/run/netns/{ns}", [])
+    log = tmp_path / "console.log"
+    runu.create(b, "nonet", log)
+    assert runu("start", "nonet").returncode == 0
+    out = wait_console(log, M + "powering off")
+    assert "netdev.ipv4_addr" not in out
+    assert links(ns) == ["lo"]
+
+
+@needs_root
+def test_macvtap_refused_fails_start_with_a_message(guest, tmp_path, netns, runu):
+    ns = netns()
+    ip("-n", ns, "link", "set", "lo", "up")
+    ip("-n", ns, "route", "add", "default", "dev", "lo")
+    b = linux_bundle(tmp_path, guest, f"/run/netns/{ns}", [])
+    runu.create(b, "refused", tmp_path / "console.log")
+    r = runu("start", "refused")
+    assert r.returncode == 1
+    assert "failed to start" in r.stderr and "cannot create a macvtap on lo" in r.stderr, r.stderr
+    assert runu("delete", "--force", "refused").returncode == 0
+    assert links(ns) == ["lo"]
+
+
+@needs_root
+@pytest.mark.skipif(FIRECRACKER is None or not qemu.kvm_usable(), reason="needs firecracker and a usable /dev/kvm")
+def test_firecracker_boots_with_the_tap(tmp_path, netns, runu):
+    """The tiny kernel has no network driver: the tap, the tc redirects and the JSON are set up and the VM
+    boots with its network interface."""
+    peer, pod = veth_pod(netns, "10.30.0")
+    kernel = build_tiny(str(tmp_path / "k"), "pvh")
+    b = linux_bundle(tmp_path, (kernel, kernel), f"/run/netns/{pod}", [])
+    cfg = json.loads(Path(b, "config.json").read_text())
+    os.unlink(Path(b, "rootfs/unikraft/bin/initrd"))
+    cfg["process"]["args"] = ["/unikraft/bin/kernel", "idle", "--"]
+    cfg["annotations"] = {VMM: "firecracker"}
+    cfg["linux"]["resources"] = {}
+    Path(b, "config.json").write_text(json.dumps(cfg))
+    log = tmp_path / "console.log"
+    runu.create(b, "fc", log)
+    assert runu("start", "fc").returncode == 0
+    wait_console(log, "Hello from the runu test kernel", timeout=20)
+    fc = json.loads(Path(runu.root, "fc", "firecracker.json").read_text())
+    eth_mac = json.loads(ip("-j", "-n", pod, "link", "show", "eth0"))[0]["address"]
+    assert fc["network-interfaces"] == [{"iface_id": "eth0", "host_dev_name": "runu0", "guest_mac": eth_mac}]
+    assert fc["boot-source"]["boot_args"] == (
+        "idle netdev.ipv4_addr=10.30.0.2 netdev.ipv4_gw_addr=10.30.0.1 netdev.ipv4_subnet_mask=255.255.255.0 --")
+    assert "runu0" in links(pod) and addrs(pod, "eth0") == []
+    assert runu("state", "fc").returncode == 0 and '"running"' in runu("state", "fc").stdout
+    assert runu("delete", "--force", "fc").returncode == 0
+    assert sorted(links(pod)) == ["eth0", "lo"]
+    assert addrs(pod, "eth0") == ["10.30.0.2/24"]
