@@ -116,6 +116,26 @@ def kill_containers_in(root: str) -> None:
         c.destroy()
 
 
+def base_env(**extra: str) -> dict[str, str]:
+    """This environment without the runu knobs a developer may have set, plus `extra`."""
+    env = dict(os.environ, RUNU_CONFIG="")
+    for k in ("RUNU_VMM", "RUNU_ACCEL", "RUNU_FIRECRACKER_BINARY", "RUNU_QEMU_BINARY"):
+        env.pop(k, None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A runu --root; whatever is left in it is deleted with --force afterwards."""
+    r = str(tmp_path / "root")
+    yield r
+    if os.path.isdir(r):
+        for cid in os.listdir(r):
+            subprocess.run([RUNU, "--root", r, "delete", "--force", cid], capture_output=True, timeout=30,
+                           env=base_env())
+
+
 @pytest.fixture
 def bundle(tmp_path):
     """A bundle directory with an empty rootfs."""

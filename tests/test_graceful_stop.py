@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUNU, needs_root
+from conftest import RUNU, base_env, needs_root
 from runu_helpers import alive, kill_and_reap, wait_exit
 
 HERE = Path(__file__).resolve().parent
@@ -65,24 +65,6 @@ def linux_guest(tmp_path_factory):
         return linux.build_linux_guest(str(tmp_path_factory.mktemp("linux")))
     except linux.GuestMissing as e:
         pytest.skip(str(e))
-
-
-def base_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, RUNU_CONFIG="")
-    for k in ("RUNU_VMM", "RUNU_ACCEL", "RUNU_FIRECRACKER_BINARY", "RUNU_QEMU_BINARY"):
-        env.pop(k, None)
-    env.update(extra)
-    return env
-
-
-@pytest.fixture
-def root(tmp_path):
-    r = str(tmp_path / "root")
-    yield r
-    if os.path.isdir(r):
-        for cid in os.listdir(r):
-            subprocess.run([RUNU, "--root", r, "delete", "--force", cid], capture_output=True, timeout=30,
-                           env=base_env())
 
 
 def make_bundle(tmp_path: Path, kernel: str, args=(), annotations=None, initrd=None, memory_mib=None) -> str:

@@ -29,15 +29,6 @@ def kernels(tmp_path_factory):
     return {fmt: build_tiny(str(out), fmt) for fmt in ("pvh", "multiboot")}
 
 
-@pytest.fixture
-def root(tmp_path):
-    r = str(tmp_path / "root")
-    yield r
-    if os.path.isdir(r):
-        for cid in os.listdir(r):
-            subprocess.run([RUNU, "--root", r, "delete", "--force", cid], capture_output=True, timeout=30)
-
-
 def make_bundle(tmp_path, kernel, args=(), env=(), annotations=None, memory=None, name="bundle"):
     b = tmp_path / name
     kdir = b / "rootfs" / "unikraft" / "bin"

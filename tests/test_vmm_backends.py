@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUNU, needs_root
+from conftest import RUNU, base_env, needs_root
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -52,24 +52,6 @@ OVERHEAD = {"qemu": 64, "firecracker": 16}
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory):
     return build_tiny(str(tmp_path_factory.mktemp("kernels")), "pvh")
-
-
-def base_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, RUNU_CONFIG="")
-    for k in ("RUNU_VMM", "RUNU_ACCEL", "RUNU_FIRECRACKER_BINARY", "RUNU_QEMU_BINARY"):
-        env.pop(k, None)
-    env.update(extra)
-    return env
-
-
-@pytest.fixture
-def root(tmp_path):
-    r = str(tmp_path / "root")
-    yield r
-    if os.path.isdir(r):
-        for cid in os.listdir(r):
-            subprocess.run([RUNU, "--root", r, "delete", "--force", cid], capture_output=True, timeout=30,
-                           env=base_env())
 
 
 def make_bundle(tmp_path: Path, kernel: str, args=(), annotations=None, resources=None, initrd=None,
