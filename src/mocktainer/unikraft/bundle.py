@@ -193,16 +193,21 @@ def is_entrypoint(arg):
     return os.path.normpath("/" + arg.lstrip("/")) == ENTRYPOINT
 
 
-def guest_cmdline(args, env=()):
-    """The Unikraft command line for `process.args` and `process.env` (see module doc)."""
+def split_args(args):
+    """`process.args` without the image entrypoint, split at the first `--` into
+    (kernel or library parameters, application arguments)."""
     words = list(args)
     if words and is_entrypoint(words[0]):
         words = words[1:]
     if SEPARATOR in words:
         i = words.index(SEPARATOR)
-        params, app = words[:i], words[i + 1:]
-    else:
-        params, app = [], words
+        return words[:i], words[i + 1:]
+    return [], words
+
+
+def guest_cmdline(args, env=()):
+    """The Unikraft command line for `process.args` and `process.env` (see module doc)."""
+    params, app = split_args(args)
     env_params = []
     for entry in env:
         if "=" not in entry or entry.startswith("=") or entry.startswith("["):
@@ -223,14 +228,7 @@ def linux_cmdline(args, env=(), defaults=()):
     `defaults` are "name=value" parameters added first unless a kernel parameter
     (a word before `--`, or an env entry) of that name is given.
     """
-    words = list(args)
-    if words and is_entrypoint(words[0]):
-        words = words[1:]
-    if SEPARATOR in words:
-        i = words.index(SEPARATOR)
-        params, app = words[:i], words[i + 1:]
-    else:
-        params, app = [], words
+    params, app = split_args(args)
     for entry in env:
         if "=" not in entry or entry.startswith("="):
             raise ConfigError("process.env entry %r is not of the form NAME=value" % (entry,))
