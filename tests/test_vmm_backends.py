@@ -189,6 +189,9 @@ def test_create_start_sizes_the_vm(tmp_path, root, kernel, backend, cpu):
         assert option(argv, "-m") == f"{memory}M" and option(argv, "-smp") == str(vcpus)
         assert option(argv, "-monitor") == "none" and option(argv, "-append") == "idle"
     assert json.loads(runu(root, "state", cid).stdout)["status"] == "running"
+    # Whatever the backend, the VMM can never gain privileges through exec.
+    status = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
+    assert status["NoNewPrivs"].strip() == "1"
     assert runu(root, "kill", cid, "KILL").returncode == 0
     wait_for(lambda: json.loads(runu(root, "state", cid).stdout)["status"] == "stopped", "the VM to stop")
     assert runu(root, "delete", cid).returncode == 0

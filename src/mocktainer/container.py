@@ -135,10 +135,29 @@ class Container:
         if status == Status.STOPPED:
             raise NotRunningError(f"container {self._id!r} is not running")
         assert self._state is not None
+        pid, start = self._state.init_process_pid, self._state.init_process_start
+        # Through a pidfd taken before the start time is checked again, so that a pid reused since the
+        # status check is never signalled.
         try:
-            os.kill(self._state.init_process_pid, sig)
+            pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             raise NotRunningError(f"container {self._id!r} is not running") from None
+        except OSError:
+            pidfd = -1  # a kernel without pidfds (< 5.3)
+        try:
+            if not alive(pid, start):
+                raise NotRunningError(f"container {self._id!r} is not running")
+            if pidfd >= 0:
+                import signal
+
+                signal.pidfd_send_signal(pidfd, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            raise NotRunningError(f"container {self._id!r} is not running") from None
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
 
     def destroy(self) -> None:
         """Remove a CREATED (killing its init) or STOPPED container; refuse a RUNNING one."""
@@ -226,6 +245,7 @@ class Container:
             "extra_files": len(process.extra_files),
             "log_level": process.log_level,
             "terminal": process.terminal,
+            "no_new_privs": process.no_new_privs,
             "parent_pid": os.getpid(),
             "guest_network": process.guest_network,
         }

@@ -116,6 +116,9 @@ def load(root: str, id: str) -> Container:
     validate_id(id)
     root = os.path.abspath(root)
     path = os.path.join(root, id)
+    if os.path.islink(path):
+        # Something planted in the root: never read (or later signal) what it points at.
+        raise NotExistError(f"container {id!r} does not exist ({path} is a symlink, not a container directory)")
     try:
         st = statefile.read(path)
     except FileNotFoundError:
@@ -134,3 +137,70 @@ def list_ids(root: str) -> list[str]:
     with entries:
         return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False)
                       and os.path.exists(os.path.join(e.path, statefile.STATE_FILE)))
+
+
+class Lock:
+    """An exclusive flock(2) on a container's directory: operations on one container serialise.
+
+    The directory itself is locked (flock works on directories), so nothing is left behind when the
+    container is deleted. A waiter that gets the lock after the directory was removed (or replaced by
+    a new container of the same id) sees a different inode and retries or reports the container gone.
+    The lock is released explicitly (LOCK_UN) so that a process forked while it was held (the init)
+    never keeps it.
+    """
+
+    def __init__(self, root: str, id: str) -> None:
+        validate_id(id)
+        self.path = os.path.join(os.path.abspath(root), id)
+        self.id = id
+        self.fd = -1
+
+    def acquire(self) -> "Lock":
+        import fcntl
+
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
+                raise NotExistError(f"container {self.id!r} does not exist") from None
+            except OSError as e:
+                if e.errno == 40:  # ELOOP: a symlink planted in the root is no container
+                    raise NotExistError(f"container {self.id!r} does not exist") from None
+                raise
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                a = os.fstat(fd)
+                try:
+                    b = os.lstat(self.path)
+                except FileNotFoundError:
+                    b = None
+            except BaseException:
+                os.close(fd)
+                raise
+            if b is not None and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+                self.fd = fd
+                return self
+            os.close(fd)  # removed (or replaced) while we waited
+            if b is None:
+                raise NotExistError(f"container {self.id!r} does not exist")
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            import fcntl
+
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    def __enter__(self) -> "Lock":
+        return self if self.fd >= 0 else self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock(root: str, id: str) -> Lock:
+    """`with factory.lock(root, id):` holds the container's lock (NotExistError when it has no directory)."""
+    return Lock(root, id).acquire()

@@ -79,9 +79,10 @@ class _Launch:
     """What the init still needs once setup is over: the program and its startContainer hooks."""
 
     def __init__(self, path: str, args: list[str], env: dict[str, str], hooks: dict, state: dict,
-                 guest_network: dict | None = None) -> None:
+                 guest_network: dict | None = None, no_new_privs: bool = False) -> None:
         self.path, self.args, self.env, self.hooks, self.state = path, args, env, hooks, state
         self.guest_network = guest_network
+        self.no_new_privs = no_new_privs
 
 
 def _setup(sync: SyncPipe, log: _Log, fifo_fd: int) -> _Launch:
@@ -150,7 +151,7 @@ def _setup(sync: SyncPipe, log: _Log, fifo_fd: int) -> _Launch:
         raise RuntimeError("parent process died during container setup")
     path = _look_path(args[0], env)
     state["status"] = "created"
-    return _Launch(path, args, env, hooks, state, init.get("guest_network"))
+    return _Launch(path, args, env, hooks, state, init.get("guest_network"), bool(init.get("no_new_privs")))
 
 
 def _join_namespaces(ns_paths: dict[str, str], clone_flags: int, log: _Log) -> None:
@@ -268,6 +269,8 @@ def _wait_and_exec(sync_fd: int, log: _Log, fifo_fd: int, launch: _Launch) -> No
         # Python ignores these at start-up; ignored signals survive exec.
         _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
         _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
+        if launch.no_new_privs:
+            system.set_no_new_privs()
         os.execve(launch.path, launch.args, launch.env)
     except BaseException as e:
         text = _describe(e).encode(errors="replace")[:4000]

@@ -124,7 +124,11 @@ def parse_bootstrap(data: bytes) -> tuple[int, dict[str, str]]:
     paths: dict[str, str] = {}
     raw_paths = attrs.get(NS_PATHS_ATTR, b"").rstrip(b"\0")
     if raw_paths:
-        for entry in raw_paths.decode().split(","):
+        try:
+            text = raw_paths.decode()
+        except UnicodeDecodeError as e:
+            raise MessageError(f"namespace paths in the bootstrap message are not UTF-8: {e}") from None
+        for entry in text.split(","):
             kind, sep, path = entry.partition(":")
             if not sep or not path:
                 raise MessageError(f"malformed namespace path entry {entry!r}")

@@ -67,6 +67,7 @@ class Process:
         self.log_level = log_level
         self.init = init
         self.terminal = terminal  # stdin is a pty slave that becomes the controlling terminal
+        self.no_new_privs = False  # set PR_SET_NO_NEW_PRIVS right before the exec
         # runu: what the init sets up for the guest after `start` (mocktainer.unikraft.net.instruction)
         self.guest_network: dict[str, Any] | None = None
         self._pid: int | None = None

@@ -64,7 +64,9 @@ def supported_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(linux, dict) or not isinstance(linux.get("namespaces"), list):
         return spec
     known = set(known_namespaces())
-    kept = [ns for ns in linux["namespaces"] if isinstance(ns, dict) and ns.get("type") in known]
+    # Entries that are not well-formed stay, so that specconv names what is wrong with them.
+    kept = [ns for ns in linux["namespaces"]
+            if not isinstance(ns, dict) or not isinstance(ns.get("type"), str) or ns["type"] in known]
     return {**spec, "linux": {**linux, "namespaces": kept}}
 
 
@@ -165,7 +167,12 @@ def create(
 
     container = factory.create(root, id, config)
     master = slave = dirfd = -1
+    lock: factory.Lock | None = None
     try:
+        # The directory phase holds the container's lock; it is let go before the init is forked (a forked
+        # init would otherwise share it, and keep it if this process died), and the init is not startable,
+        # killable or deletable as such before state.json exists anyway.
+        lock = factory.lock(root, id)
         files = dict(what.files)
         if what.control:
             from .unikraft import control
@@ -186,6 +193,8 @@ def create(
                           extra_files=extra_files, terminal=terminal, log_level=log_level)
         if what.kind == "unikernel":
             process.guest_network = _guest_network(config, what, container.dir)
+            process.no_new_privs = True  # a VMM never needs to gain privileges by exec
+        lock.release()
         container.start(process)
         if terminal:
             send_console(console_socket, master)  # type: ignore[arg-type]
@@ -195,6 +204,8 @@ def create(
         container.destroy()  # poststop hooks ran already if start itself failed
         raise
     finally:
+        if lock is not None:
+            lock.release()
         for fd in (master, slave, dirfd):
             if fd >= 0:
                 os.close(fd)
@@ -232,6 +243,11 @@ def _cleanup_guest_network(c: Container) -> None:
 
 
 def start(root: str, id: str) -> None:
+    with factory.lock(root, id):
+        _start(root, id)
+
+
+def _start(root: str, id: str) -> None:
     c = factory.load(root, id)
     status = c.status()
     if status == Status.RUNNING:
@@ -265,7 +281,12 @@ def kill(root: str, id: str, sig: int, all: bool = False) -> None:
     instead (graceful stop, see unikraft/control.py); when the VMM cannot be asked, the signal is
     sent as usual.
     """
-    c = factory.load(root, id)
+    with factory.lock(root, id):
+        _kill(root, id, sig, all)
+
+
+def _kill(root: str, id: str, sig: int, all: bool) -> None:
+    c = factory.load(root, id)  # under the lock: the pid and its start time are current
     if not all:
         if sig in GRACEFUL_SIGNALS and _request_poweroff(c):
             return
@@ -292,6 +313,17 @@ def _request_poweroff(c: Container) -> bool:
 
 def delete(root: str, id: str, force: bool = False) -> None:
     """Remove a stopped container; with `force`, kill a created or running one first."""
+    try:
+        lock = factory.lock(root, id)
+    except NotExistError:
+        if force:
+            return
+        raise
+    with lock:
+        _delete(root, id, force)
+
+
+def _delete(root: str, id: str, force: bool) -> None:
     try:
         c = factory.load(root, id)
     except NotExistError:

@@ -38,26 +38,64 @@ def create_config(spec: dict[str, Any], bundle: str) -> Config:
         raise ConfigError("config.json has no root.path: the spec must name the container's root filesystem")
     bundle = os.path.abspath(bundle)
     rootfs = root["path"]
+    if not isinstance(rootfs, str) or "\0" in rootfs:
+        raise ConfigError(f"root.path must be a path (a string), got {rootfs!r}")
     if not os.path.isabs(rootfs):
         rootfs = os.path.join(bundle, rootfs)
     rootfs = os.path.normpath(rootfs)
 
-    labels = [f"{k}={v}" for k, v in (spec.get("annotations") or {}).items()]
+    annotations = _object(spec.get("annotations"), "annotations")
+    for k, v in annotations.items():
+        if not isinstance(v, str):
+            raise ConfigError(f"annotation {k!r} must have a string value, got {v!r}")
+    labels = [f"{k}={v}" for k, v in annotations.items()]
     labels.append(f"bundle={bundle}")
 
-    process = spec.get("process") or {}
+    process = _object(spec.get("process"), "process")
     config = Config(
         rootfs=rootfs,
         labels=labels,
         version=spec["ociVersion"],
-        apparmor_profile=process.get("apparmorProfile") or "",
-        process_label=process.get("selinuxLabel") or "",
+        apparmor_profile=_string(process.get("apparmorProfile"), "process.apparmorProfile"),
+        process_label=_string(process.get("selinuxLabel"), "process.selinuxLabel"),
         hooks=_hooks(spec.get("hooks")),
     )
-    linux = spec.get("linux") or {}
-    _namespaces(config, linux.get("namespaces") or [])
+    linux = _object(spec.get("linux"), "linux")
+    _namespaces(config, _list(linux.get("namespaces"), "linux.namespaces"))
     _cgroups(config, linux)
     return config
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """An optional JSON object: absent or null is empty; anything else but an object is refused."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must be an object, got {value!r}")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{what} must be a list, got {value!r}")
+    return value
+
+
+def _string(value: Any, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be a string, got {value!r}")
+    return value
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    items = _list(value, what)
+    if not all(isinstance(v, str) for v in items):
+        raise ConfigError(f"{what} must be a list of strings, got {value!r}")
+    return items
 
 
 def _cgroups(config: Config, linux: dict[str, Any]) -> None:
@@ -82,6 +120,8 @@ def _namespaces(config: Config, items: list[dict[str, Any]]) -> None:
     seen = set()
     namespaces = Namespaces()
     for ns in items:
+        if not isinstance(ns, dict):
+            raise ConfigError(f"linux.namespaces entries must be objects, got {ns!r}")
         oci_type = str(ns.get("type"))
         t = NamespaceType.from_oci(oci_type)
         if t is None:
@@ -89,7 +129,7 @@ def _namespaces(config: Config, items: list[dict[str, Any]]) -> None:
         if t in seen:
             raise ConfigError(f"malformed spec file: duplicated namespace {oci_type!r}")
         seen.add(t)
-        path = ns.get("path") or ""
+        path = _string(ns.get("path"), f"path of the {oci_type} namespace")
         if path and not os.path.isabs(path):
             raise ConfigError(f"namespace path {path!r} must be absolute")
         namespaces.append(Namespace(type=t, path=path))
@@ -99,21 +139,25 @@ def _namespaces(config: Config, items: list[dict[str, Any]]) -> None:
         config.networks = [Network(type="loopback")]
 
 
-def _hooks(spec_hooks: dict[str, Any] | None) -> Hooks:
+def _hooks(spec_hooks: Any) -> Hooks:
     hooks = Hooks()
+    spec_hooks = _object(spec_hooks, "hooks")
     for name in HOOK_NAMES:
-        items = (spec_hooks or {}).get(name) or []
+        items = _list(spec_hooks.get(name), f"hooks.{name}")
         if items:
             hooks[name] = [_hook(name, h) for h in items]
     return hooks
 
 
-def _hook(name: str, h: dict[str, Any]) -> CommandHook:
+def _hook(name: str, h: Any) -> CommandHook:
+    if not isinstance(h, dict):
+        raise ConfigError(f"a {name} hook must be an object, got {h!r}")
     path = h.get("path")
     if not path or not isinstance(path, str):
         raise ConfigError(f"a {name} hook has no path")
     timeout = h.get("timeout")
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0):
         raise ConfigError(f"{name} hook {path}: timeout must be a positive number of seconds, got {timeout!r}")
-    cmd = Command(path=path, args=list(h.get("args") or []), env=list(h.get("env") or []), timeout=timeout)
+    cmd = Command(path=path, args=_strings(h.get("args"), f"{name} hook {path}: args"),
+                  env=_strings(h.get("env"), f"{name} hook {path}: env"), timeout=timeout)
     return CommandHook(**cmd.to_dict())

@@ -106,7 +106,9 @@ class Log:
         else:
             line = f"time={fastjson.dumps(t)} level={level} msg={fastjson.dumps(msg)}"
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # O_NOFOLLOW: a symlink planted at the log's path is not followed (the line is dropped), so it
+            # cannot make runu append to a file elsewhere.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         except OSError:
             return
         try:

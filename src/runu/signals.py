@@ -19,7 +19,7 @@ class SignalError(ValueError):
 
 
 def parse_signal(raw: str) -> int:
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():  # str.isdigit alone also takes "²", which int() refuses
         n = int(raw)
         if 1 <= n <= MAX_SIGNAL:
             return n
@@ -32,7 +32,7 @@ def parse_signal(raw: str) -> int:
     # Real-time signals relative to the ends of their range: RTMIN+3, RTMAX-1.
     for base, sign in (("RTMIN+", 1), ("RTMAX-", -1)):
         offset = name[len(base):]
-        if name.startswith(base) and offset.isdigit():
+        if name.startswith(base) and offset.isascii() and offset.isdigit():
             n = _NAMES[base[:-1]] + sign * int(offset)
             if _NAMES["RTMIN"] <= n <= _NAMES["RTMAX"]:
                 return n

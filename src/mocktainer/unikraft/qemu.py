@@ -44,6 +44,7 @@ This is the `qemu` VMM backend (see `vmm`): `launch(vm)` also honours
 """
 
 import os
+import struct
 
 from mocktainer.error import ConfigError
 from mocktainer.unikraft.vmm import Launch
@@ -281,8 +282,71 @@ def cpu_for(arch, accel):
     raise ConfigError("no QEMU CPU model known for architecture %r" % (arch,))
 
 
+# QEMU's seccomp filter: no obsolete system calls, no setuid/setgid and friends, no fork or
+# exec, no changes of scheduling, affinity or resource limits. On from the first instruction
+# the guest runs; runu hands QEMU every fd it needs (tap/macvtap, the QMP directory) before.
+SANDBOX_ARGS = ["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+
+
+def has_seccomp(binary):
+    """Whether the QEMU `binary` was built with its seccomp sandbox (`-sandbox`).
+
+    QEMU has the sandbox exactly when it is linked with libseccomp, so this reads the ELF
+    dynamic section's DT_NEEDED entries (a few KiB of reads, no process started; asking
+    `qemu -sandbox help` would cost a QEMU start-up on every create). A statically linked
+    or unreadable binary, or one that is not a 64-bit little-endian ELF, counts as "no":
+    QEMU then runs without the sandbox, as it did before.
+    """
+    try:
+        with open(binary, "rb") as f:
+            return any(name.startswith(b"libseccomp.so") for name in _needed(f))
+    except (OSError, ValueError, struct.error):
+        return False
+
+
+def _needed(f):
+    head = f.read(64)
+    if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+        return []
+    phoff, = struct.unpack_from("<Q", head, 32)
+    phentsize, phnum = struct.unpack_from("<HH", head, 54)
+    if phnum > 256 or phentsize < 56:
+        return []
+    f.seek(phoff)
+    table = f.read(phentsize * phnum)
+    loads, dynamic = [], None
+    for i in range(phnum):
+        p_type, _flags, offset, vaddr, _paddr, filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
+        if p_type == 1:  # PT_LOAD
+            loads.append((vaddr, offset, filesz))
+        elif p_type == 2:  # PT_DYNAMIC
+            dynamic = (offset, min(filesz, 64 * 1024))
+    if dynamic is None:
+        return []
+    f.seek(dynamic[0])
+    raw = f.read(dynamic[1])
+    needed, strtab, strsz = [], None, 0
+    for off in range(0, len(raw) - 15, 16):
+        tag, val = struct.unpack_from("<qQ", raw, off)
+        if tag == 0:  # DT_NULL
+            break
+        if tag == 1:  # DT_NEEDED
+            needed.append(val)
+        elif tag == 5:  # DT_STRTAB (an address)
+            strtab = val
+        elif tag == 10:  # DT_STRSZ
+            strsz = val
+    where = next((offset + strtab - vaddr for vaddr, offset, size in loads
+                  if strtab is not None and vaddr <= strtab < vaddr + size), None)
+    if where is None or not 0 < strsz <= 1024 * 1024:
+        return []
+    f.seek(where)
+    strings = f.read(strsz)
+    return [strings[i:strings.index(b"\0", i)] for i in needed if i < len(strings) and b"\0" in strings[i:]]
+
+
 def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, machine=None,
-              nic_fds=None, cpu=None, extra_args=()):
+              nic_fds=None, cpu=None, extra_args=(), sandbox=False):
     """The VMM's argv (argv[0] = `binary`) to boot `kernel`.
 
     `cmdline` is the guest command line (no -append when empty), `accel` "kvm"
@@ -290,7 +354,8 @@ def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, machine=None
     `cpu` an override of `cpu_for` (checked), `extra_args` more options
     (checked against EXTRA_OPTIONS), placed before the kernel's.
     `nic_fds` is the network hook: a sequence of (fd, mac) for tap/macvtap fds
-    the VMM inherits (see `nic_args`).
+    the VMM inherits (see `nic_args`). `sandbox` adds QEMU's seccomp sandbox
+    (SANDBOX_ARGS; see `has_seccomp`).
     """
     if accel not in ("kvm", "tcg"):
         raise ConfigError("accelerator %r is not kvm or tcg" % (accel,))
@@ -314,6 +379,8 @@ def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, machine=None
         "-serial", "chardev:%s" % CONSOLE_ID,
         "-no-reboot",
     ]
+    if sandbox:
+        args += SANDBOX_ARGS
     if kernel.arch == "x86_64":
         args += ["-device", "isa-debug-exit,iobase=%#x,iosize=%d"
                  % (DEBUG_EXIT_IOBASE, DEBUG_EXIT_IOSIZE)]
@@ -503,7 +570,7 @@ def launch(vm):
         if value:
             extra += check_extra_args(parse_extra_args(value, where), where)
     args = qemu_args(binary, kernel, memory_mib=vm.memory_mib, cmdline=vm.cmdline, accel=accel,
-                     smp=vm.vcpus, machine=machine, cpu=cpu, extra_args=extra)
+                     smp=vm.vcpus, machine=machine, cpu=cpu, extra_args=extra, sandbox=has_seccomp(binary))
     control = None
     if vm.control_dir:
         args += qmp_args(vm.control_dir)
