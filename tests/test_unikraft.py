@@ -1180,6 +1180,7 @@ class TestPlanBackends:
         p = bundle.plan({"process": {"args": ["/unikraft/bin/kernel", "--", "hi"], "env": ["PATH=/bin"]}},
                         str(root), dict(environ, RUNU_ACCEL="tcg"))
         assert p.kernel.linux and p.machine == "pc"
+        assert p.memory_mib == bundle.DEFAULT_LINUX_MEMORY_MIB  # no limit: enough for a distribution kernel
         assert opt(p.args, "-append") == ["console=ttyS0 panic=-1 PATH=/bin -- hi"]
         assert "-no-reboot" in p.args
         assert "pvpanic" in opt(p.args, "-device") and opt(p.args, "-action") == ["panic=exit-failure"]

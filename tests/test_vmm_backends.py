@@ -468,6 +468,16 @@ def test_linux_guest_panic_fails_the_container(tmp_path, root, linux_guest):
     assert os.listdir(root) == []
 
 
+def test_linux_guest_without_a_memory_limit_boots(tmp_path, root, linux_guest):
+    """No limit: a Linux kernel gets DEFAULT_LINUX_MEMORY_MIB, not the 64 MiB in which it silently resets."""
+    kernel, initrd = linux_guest
+    b = make_bundle(tmp_path, kernel, initrd=initrd, annotations={VMM: "qemu", "org.unikraft.runu.accel": "tcg"})
+    r = runu(root, "run", "--bundle", b, "linux-nolimit", timeout=120)
+    out = r.stdout.replace("\r", "")
+    assert "runu-linux-guest: powering off" in out, out[-3000:] + r.stderr
+    assert r.returncode == 0
+
+
 def test_linux_bzimage_is_refused_by_firecracker(tmp_path, root, linux_guest):
     kernel, initrd = linux_guest
     b = make_bundle(tmp_path, kernel, initrd=initrd, annotations={VMM: "firecracker"})

@@ -56,7 +56,8 @@
      64 MiB for QEMU, 16 MiB for Firecracker), so that guest and VMM together
      stay within the limit (the container's cgroup); less than MIN_MEMORY_MIB
      (8) left for the guest is an error naming the smallest limit that works.
-     Absent, zero or negative (-1 = unlimited) means DEFAULT_MEMORY_MIB (64)
+     Absent, zero or negative (-1 = unlimited) means DEFAULT_MEMORY_MIB (64;
+     DEFAULT_LINUX_MEMORY_MIB, 256, for a Linux kernel)
      for the guest.
    - vCPUs: `linux.resources.cpu` quota/period rounded up, else the size of
      its `cpus` set, else 1; at most the host's CPU count.
@@ -73,6 +74,9 @@ from mocktainer.unikraft import vmm as _vmm
 
 SANDBOX_ANNOTATION = "io.kubernetes.cri.container-type"
 DEFAULT_MEMORY_MIB = 64
+# A distribution kernel resets while decompressing itself in 64 MiB (and a reset
+# looks like a clean exit): Linux guests without a limit get more.
+DEFAULT_LINUX_MEMORY_MIB = 256
 MIN_MEMORY_MIB = 8
 MIB = 1 << 20
 
@@ -157,7 +161,8 @@ def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
     else:
         cmdline = guest_cmdline(args, env)
     resources = _dict(_dict(spec.get("linux"), "linux").get("resources"), "linux.resources")
-    memory = memory_mib(resources, backend.OVERHEAD_MIB, name)
+    memory = memory_mib(resources, backend.OVERHEAD_MIB, name,
+                        DEFAULT_LINUX_MEMORY_MIB if kern.linux else DEFAULT_MEMORY_MIB)
     vcpus = vcpu_count(resources)
     vm = _vmm.VM(kern, cmdline, memory, vcpus, annotations, settings, state_dir,
                  os.path.basename(state_dir) if state_dir else None, control_dir)
@@ -268,17 +273,17 @@ def quote(word, what="argument"):
 
 # -- resources -------------------------------------------------------------------
 
-def memory_mib(resources, overhead_mib=0, vmm="the VMM"):
+def memory_mib(resources, overhead_mib=0, vmm="the VMM", default=DEFAULT_MEMORY_MIB):
     """Guest memory in MiB from `linux.resources`, leaving `overhead_mib` of the limit to
-    `vmm` itself (see module doc)."""
+    `vmm` itself; `default` without a limit (see module doc)."""
     limit = _dict(resources.get("memory"), "linux.resources.memory").get("limit")
     if limit is None:
-        return DEFAULT_MEMORY_MIB
+        return default
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise ConfigError("linux.resources.memory.limit must be a whole number of bytes, not %r"
                           % (limit,))
     if limit <= 0:
-        return DEFAULT_MEMORY_MIB
+        return default
     mib = limit // MIB - overhead_mib
     if mib < MIN_MEMORY_MIB:
         need = MIN_MEMORY_MIB + overhead_mib
