@@ -148,9 +148,9 @@ class Container:
             if not alive(pid, start):
                 raise NotRunningError(f"container {self._id!r} is not running")
             if pidfd >= 0:
-                import signal
+                import _signal  # `signal` itself would load enum on every `runu kill`
 
-                signal.pidfd_send_signal(pidfd, sig)
+                _signal.pidfd_send_signal(pidfd, sig)
             else:
                 os.kill(pid, sig)
         except ProcessLookupError:

@@ -350,9 +350,11 @@ def resolve_executable(rootfs, name, env=()):
             if entry.startswith("PATH="):
                 path = entry[5:]
         candidates = [d + "/" + name for d in path.split(":") if d]
+    from mocktainer.unikraft.qemu import is_executable
+
     for c in candidates:
         host = secure_join(root, c)
-        if _executable_file(host):
+        if is_executable(host):
             return host
     if "/" in name:
         host = secure_join(root, name)
@@ -363,14 +365,6 @@ def resolve_executable(rootfs, name, env=()):
                           % (name, root))
     raise ConfigError("sandbox process.args[0] %r not found in the bundle rootfs %s (PATH %s)"
                       % (name, root, path))
-
-
-def _executable_file(path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return (st.st_mode & 0o170000) == 0o100000 and os.access(path, os.X_OK)
 
 
 def secure_join(root, unsafe, max_links=255):

@@ -93,7 +93,7 @@ def find_binary(name, path_env):
     nothing executable is found.
     """
     if "/" in name:
-        if _is_executable(name):
+        if is_executable(name):
             return os.path.abspath(name)
         raise ConfigError("%s is not an executable file" % name)
     dirs = []
@@ -102,13 +102,14 @@ def find_binary(name, path_env):
             dirs.append(d)
     for d in dirs:
         candidate = os.path.join(d, name)
-        if _is_executable(candidate):
+        if is_executable(candidate):
             return os.path.abspath(candidate)
     raise ConfigError("%s not found in PATH (%s) nor in %s"
                       % (name, path_env or "unset", " ".join(SYSTEM_DIRS)))
 
 
-def _is_executable(path):
+def is_executable(path):
+    """A regular file we may execute (a directory or a device named like a binary is not)."""
     try:
         st = os.stat(path)
     except OSError:
