@@ -17,6 +17,7 @@ from .error import (
     NotExistError,
     NotRunningError,
     RunningError,
+    StateError,
 )
 
 TYPE_CHECKING = False
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 __all__ = [
     "create", "load", "init", "Container", "Process", "Status", "State", "BaseState",
     "Error", "ExistsError", "InvalidIDError", "NotExistError", "RunningError", "NotRunningError",
-    "CgroupError", "ConfigError", "HookError", "InitError", "INIT_MSG", "CLONE_FLAGS_ATTR", "NS_PATHS_ATTR",
+    "CgroupError", "ConfigError", "HookError", "InitError", "StateError",
+    "INIT_MSG", "CLONE_FLAGS_ATTR", "NS_PATHS_ATTR",
 ]
 
 _LAZY = {

@@ -568,6 +568,23 @@ def _add_pid(path: str, pid: int) -> None:
 
 # ---- create, remove, list ----------------------------------------------------------------
 
+def plan(id: str, cgroups_path: str, systemd: bool, host: Host | None = None) -> dict[str, str]:
+    """{key: directory} create() would make in every mounted hierarchy (recorded before it makes any,
+    so that a create killed half-way leaves nothing `delete` cannot find)."""
+    inner = inner_path(cgroups_path, id, systemd)
+    host = host or Host.current()
+    paths = {key: host.path(key, inner) for key in host.hierarchies()}
+    for path in dict.fromkeys(paths.values()):
+        try:
+            busy = read_pids(path)
+        except OSError:
+            continue
+        if busy:  # checked here too, so that a cgroup of someone else's is never recorded as the container's
+            raise CgroupError(f"cgroup {path} already exists and holds processes "
+                              f"{' '.join(map(str, busy[:10]))}: it belongs to something else")
+    return paths
+
+
 def create(id: str, cgroups_path: str, systemd: bool, resources: dict[str, Any] | None, pid: int,
            host: Host | None = None) -> dict[str, str]:
     """Create the container's cgroup in every hierarchy, apply its limits, move `pid` in; {key: directory}.

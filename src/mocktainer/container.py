@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import select
 
+from . import failpoint, system
 from . import state as statefile
 from .configs import Config
 from .error import Error, NotRunningError, RunningError
@@ -55,7 +56,9 @@ class Container:
             return Status.STOPPED
         if not alive(st.init_process_pid, st.init_process_start):
             return Status.STOPPED
-        if os.path.exists(self.fifo_path):
+        if not st.created:
+            return Status.CREATING  # the create flow is still running (or its caller died mid-way)
+        if os.path.exists(self.fifo_path) and system.proc_comm(st.init_process_pid) == system.INIT_COMM:
             return Status.CREATED
         return Status.RUNNING
 
@@ -91,11 +94,22 @@ class Container:
         self._cgroup_paths = {}
         try:
             init.spawn()
+            failpoint.hit("create:init")
             init.bootstrap(self._config.namespaces.clone_flags(), self._ns_paths_to_join())
+            failpoint.hit("create:bootstrap")
             # While the init sets up its namespaces (the slow part of its start), put it into its cgroup
             # (the kernel's slow part of ours). It runs nothing of the container's before it has its
-            # configuration, so hooks and the VMM it becomes are all inside.
-            self._cgroup_paths = self._create_cgroup(init.pid)
+            # configuration, so hooks and the VMM it becomes are all inside. The init and the cgroup are
+            # recorded first ("creating"): if this process is killed from here on, `delete` finds both.
+            from . import cgroups
+
+            c = self._config
+            host = cgroups.Host.current()
+            self._save_creating(init, cgroups.plan(self._id, c.cgroups_path, c.systemd_cgroup, host))
+            failpoint.hit("create:creating")
+            self._cgroup_paths = cgroups.create(self._id, c.cgroups_path, c.systemd_cgroup, c.resources, init.pid,
+                                                host)
+            failpoint.hit("create:cgroup")
             init.send_config(self._init_config(process))
             init.converse(on_hooks=self._run_parent_hooks, on_ready=self._record_created)
         except BaseException:
@@ -116,6 +130,7 @@ class Container:
             fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise Error(f"container {self._id!r} is not in created state: it cannot be started") from None
+        failpoint.hit("start:fifo")
         try:
             self._await_fifo(fd)
         finally:
@@ -188,8 +203,13 @@ class Container:
 
     def _make_fifo(self) -> None:
         self._remove_run_files()
-        os.mkfifo(self.fifo_path, 0o622)
-        os.chmod(self.fifo_path, 0o622)  # mkfifo's mode is filtered through the umask
+        try:
+            os.mkfifo(self.fifo_path, 0o622)
+            os.chmod(self.fifo_path, 0o622)  # mkfifo's mode is filtered through the umask
+        except OSError as e:
+            from .error import StateError
+
+            raise StateError(f"cannot make {self.fifo_path}: {e.strerror}") from None
 
     def _remove_run_files(self) -> None:
         for name in (EXEC_FIFO, statefile.STATE_FILE):
@@ -197,12 +217,6 @@ class Container:
                 os.unlink(os.path.join(self.dir, name))
             except FileNotFoundError:
                 pass
-
-    def _create_cgroup(self, pid: int) -> dict[str, str]:
-        from . import cgroups
-
-        c = self._config
-        return cgroups.create(self._id, c.cgroups_path, c.systemd_cgroup, c.resources, pid)
 
     def _default_cgroup_parent(self) -> str | None:
         """The parent directory name of the default cgroup path (pruned when left empty), or None."""
@@ -213,7 +227,7 @@ class Container:
         return DEFAULT_PARENT
 
     def _remove_cgroup_quietly(self) -> None:
-        """Undo _create_cgroup after a failed start (the init is dead and reaped)."""
+        """Undo cgroups.create after a failed start (the init is dead and reaped)."""
         paths, self._cgroup_paths = self._cgroup_paths, {}
         if paths:
             from . import cgroups
@@ -264,6 +278,11 @@ class Container:
         self._config.hooks.run("prestart", st)
         self._config.hooks.run("createRuntime", st)
 
+    def _save_creating(self, init: InitProcess, cgroup_paths: dict[str, str]) -> None:
+        """state.json without `created`: status "creating", and what `delete` must undo if we die now."""
+        statefile.save(self.dir, State(id=self._id, init_process_pid=init.pid, init_process_start=init.start_time,
+                                       config=self._config, cgroup_paths=cgroup_paths))
+
     def _record_created(self) -> None:
         from .state import now_rfc3339
 
@@ -282,6 +301,7 @@ class Container:
             cgroup_paths=self._cgroup_paths,
         )
         statefile.save(self.dir, self._state)
+        failpoint.hit("create:state")
 
     def _await_fifo(self, fd: int) -> None:
         assert self._state is not None
@@ -294,6 +314,7 @@ class Container:
                 data = os.read(fd, 4096)
                 if data:
                     got += data  # "0": the init runs startContainer hooks, then execs
+                    failpoint.hit("start:exec")
                     continue
                 break  # end-of-file: the init's close-on-exec write end is gone
             if not alive(pid, start):

@@ -45,6 +45,10 @@ class HookError(Error):
     """A lifecycle hook failed or ran past its timeout."""
 
 
+class StateError(Error):
+    """state.json could not be written (a full disk, a read-only root); the old file, if any, is intact."""
+
+
 class CgroupError(Error):
     """The container's cgroup could not be created, or could not be removed (processes still in it)."""
 

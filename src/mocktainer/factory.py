@@ -5,7 +5,7 @@ import os
 from . import state as statefile
 from .configs import Config, NamespaceType
 from .container import Container
-from .error import ConfigError, ExistsError, InvalidIDError, NotExistError
+from .error import ConfigError, ExistsError, InvalidIDError, NotExistError, StateError
 
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+-.")
 MAX_ID_LEN = 255  # the id names a directory; NAME_MAX is 255 bytes
@@ -92,8 +92,13 @@ def _ensure_root(root: str) -> None:
     except FileExistsError:
         pass
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
+        except OSError as e:
+            raise StateError(f"cannot create the state root {root}: {e.strerror}") from None
         _ensure_root(root)
+    except OSError as e:
+        raise StateError(f"cannot create the state root {root}: {e.strerror}") from None
 
 
 def create(root: str, id: str, config: Config) -> Container:
@@ -107,6 +112,8 @@ def create(root: str, id: str, config: Config) -> Container:
         os.mkdir(path, 0o711)
     except FileExistsError:
         raise ExistsError(f"container {id!r} already exists") from None
+    except OSError as e:
+        raise StateError(f"cannot create the directory of container {id!r} in {root}: {e.strerror}") from None
     os.chmod(path, 0o711)
     return Container(root, id, config)
 

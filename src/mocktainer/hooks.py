@@ -2,6 +2,9 @@
 
 Output goes to temporary files rather than pipes, so a hook that leaves a
 daemon holding its stdout cannot keep us waiting past the hook's own exit.
+A hook dies with its caller: a `runu create` killed during a hook leaves no
+hook running with nobody left to enforce its timeout (daemons it forked are
+its own business, as with runc).
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ def run_command(cmd: Any, state: dict[str, Any]) -> None:
     import subprocess
     import tempfile
 
+    from . import system
+
     data = fastjson.dumps(state).encode()
+    # A pre-exec function is unsafe in a threaded caller: there the hook may outlive us.
+    preexec = _dies_with_us() if system.single_threaded() else None
     with tempfile.TemporaryFile() as out:
         try:
             proc = subprocess.Popen(
@@ -33,6 +40,7 @@ def run_command(cmd: Any, state: dict[str, Any]) -> None:
                 stderr=out,
                 close_fds=True,
                 start_new_session=True,
+                preexec_fn=preexec,
             )
         except OSError as e:
             raise HookError(f"cannot run {cmd.path}: {e.strerror}") from None
@@ -57,6 +65,14 @@ def run_command(cmd: Any, state: dict[str, Any]) -> None:
             text = out.read(4096).decode(errors="replace").strip()
             how = f"exit status {code}" if code > 0 else f"signal {-code}"
             raise HookError(f"{how}" + (f": {text}" if text else ""))
+
+
+def _dies_with_us() -> Any:
+    from . import system
+
+    system.load_libc()  # here, not between fork and exec
+    parent = os.getpid()
+    return lambda: system.die_with_parent(parent)
 
 
 def _env(env: list[str]) -> dict[str, str]:

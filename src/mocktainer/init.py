@@ -52,6 +52,7 @@ def run(init_fd: int, log_fd: int, fifo_fd: int) -> None:
     """The init proper, in a fresh interpreter or a fork of a single-threaded caller; never returns."""
     import _signal
 
+    system.set_comm(system.INIT_COMM)
     # A signal to a created container ends it, as it would end the process it will become:
     # no Python handler inherited from a forking caller, no KeyboardInterrupt.
     for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"):

@@ -128,11 +128,7 @@ def _fd_of(stream: Any, mode: int) -> tuple[int, bool]:
 def _use_fork() -> bool:
     if INIT_MODE != "auto":
         return INIT_MODE == "fork"
-    with open("/proc/self/status", "rb") as f:
-        for line in f:
-            if line.startswith(b"Threads:"):
-                return line.split()[1] == b"1"
-    return False
+    return system.single_threaded()
 
 
 def _fork_init(highs: list[int], init_fd: int, log_fd: int, fifo_fd: int) -> int:

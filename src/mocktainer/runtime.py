@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from . import factory
+from . import factory, failpoint
 from .container import Container
 from .error import ConfigError, Error, NotExistError, RunningError
 from .process import Process, descendants, wait_gone
@@ -195,7 +195,9 @@ def create(
             process.guest_network = _guest_network(config, what, container.dir)
             process.no_new_privs = True  # a VMM never needs to gain privileges by exec
         lock.release()
+        failpoint.hit("create:dir")
         container.start(process)
+        failpoint.hit("create:ready")
         if terminal:
             send_console(console_socket, master)  # type: ignore[arg-type]
         if pid_file:
@@ -254,6 +256,8 @@ def _start(root: str, id: str) -> None:
         raise Error(f"container {id!r} is already running")
     if status == Status.STOPPED:
         raise Error(f"container {id!r} has stopped; it cannot be started again (delete it and create it anew)")
+    if status == Status.CREATING:
+        raise Error(f"container {id!r} is still being created; start it once 'create' has returned")
     c.exec()
 
 

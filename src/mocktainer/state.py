@@ -1,7 +1,8 @@
 """What state.json holds, and the status a container is in.
 
 Status is never stored: it is derived each time from the init's pid, its start
-time in /proc and whether exec.fifo still exists, so a crash can't leave it stale.
+time in /proc, whether `created` is set yet and whether exec.fifo still exists,
+so a crash can't leave it stale.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ EXEC_FIFO = "exec.fifo"
 
 
 class Status(str):
-    """created, running or stopped; compares and prints as its name."""
+    """creating, created, running or stopped; compares and prints as its name."""
 
+    CREATING: "Status"
     CREATED: "Status"
     RUNNING: "Status"
     STOPPED: "Status"
@@ -31,6 +33,7 @@ class Status(str):
         return f"Status.{self.upper()}"
 
 
+Status.CREATING = Status("creating")
 Status.CREATED = Status("created")
 Status.RUNNING = Status("running")
 Status.STOPPED = Status("stopped")
@@ -101,25 +104,37 @@ class State(BaseState):
 
 
 def save(container_dir: str, state: State) -> None:
-    """Write state.json atomically: readers see the old file or the new one, never a torn one."""
+    """Write state.json atomically: readers see the old file or the new one, never a torn one.
+
+    A full disk or a read-only root leaves the old file (or none) and raises StateError.
+    """
     data = fastjson.dumps(state.to_dict()).encode()
     tmp = os.path.join(container_dir, f".{STATE_FILE}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        _unlink(tmp)
-        raise
-    os.close(fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as e:
+        raise _save_error(state, container_dir, e) from None
     try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.rename(tmp, os.path.join(container_dir, STATE_FILE))
-    except BaseException:
+    except BaseException as e:
         _unlink(tmp)
+        if isinstance(e, OSError):
+            raise _save_error(state, container_dir, e) from None
         raise
+
+
+def _save_error(state: State, container_dir: str, e: OSError) -> Exception:
+    from .error import StateError
+
+    return StateError(f"cannot save the state of container {state.id!r} in {container_dir}: "
+                      f"{e.strerror or e}")
 
 
 def read(container_dir: str) -> State:

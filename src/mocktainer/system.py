@@ -32,6 +32,11 @@ def _c():
     return _libc
 
 
+def load_libc() -> None:
+    """Load ctypes and libc now, before a fork whose child will call these wrappers."""
+    _c()
+
+
 def _check(ret: int, what: str) -> int:
     if ret == -1:
         import ctypes
@@ -72,6 +77,22 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 
 def set_pdeathsig(sig: int) -> None:
     prctl(PR_SET_PDEATHSIG, sig)
+
+
+def die_with_parent(parent: int) -> None:
+    """In a child between fork and exec: SIGKILL when `parent` dies (already dead: exit now)."""
+    set_pdeathsig(9)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def single_threaded() -> bool:
+    """Forking is only safe (no lock held by another thread in the child) with one thread."""
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"Threads:"):
+                return line.split()[1] == b"1"
+    return False
 
 
 def set_child_subreaper() -> None:
@@ -131,6 +152,28 @@ def proc_start_time(pid: int) -> tuple[str, int] | None:
     """(state letter, start time) of `pid`, or None if it is gone."""
     st = proc_stat(pid)
     return None if st is None else (st[0], st[2])
+
+
+# The command name the init gives itself (at most 15 bytes): until its exec, /proc/<pid>/comm says it
+# is still the init, whatever exec.fifo says (a `start` killed mid-way cannot unlink the fifo).
+INIT_COMM = b"mocktainer-init"
+
+
+def set_comm(name: bytes) -> None:
+    """prctl(PR_SET_NAME) without ctypes: the same through /proc."""
+    fd = os.open("/proc/thread-self/comm", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, name)
+    finally:
+        os.close(fd)
+
+
+def proc_comm(pid: int) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().rstrip(b"\n")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
 
 
 def all_pids() -> list[int]:

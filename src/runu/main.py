@@ -113,6 +113,8 @@ class Log:
             return
         try:
             os.write(fd, line.encode() + b"\n")
+        except OSError:
+            pass  # a full disk must not turn the error being reported into a traceback
         finally:
             os.close(fd)
 

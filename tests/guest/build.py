@@ -122,6 +122,22 @@ def build_tiny(outdir: str, fmt: str = "pvh") -> str:
     return target
 
 
+def broken_pvh(outdir: str) -> str:
+    """The PVH kernel with a loadable segment that claims 64 MiB of file: runu accepts it (a PVH ELF64),
+    QEMU fails to load it and exits 1 at boot ("Error while loading elf kernel")."""
+    import struct
+
+    with open(build_tiny(outdir, "pvh"), "rb") as f:
+        data = bytearray(f.read())
+    phoff = struct.unpack_from("<Q", data, 0x20)[0]
+    struct.pack_into("<QQ", data, phoff + 32, 64 << 20, 64 << 20)  # p_filesz, p_memsz of the first header
+    target = os.path.join(os.path.abspath(outdir), "broken-pvh.elf")
+    with open(target + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(target + ".tmp", target)
+    return target
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0].startswith("-"):
