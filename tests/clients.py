@@ -44,7 +44,7 @@ import tempfile
 import termios
 import time
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 DEFAULT_TIMEOUT = 60.0
 """Seconds any single client command may take before it is killed."""
@@ -191,6 +191,20 @@ def _wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
         if not alive or time.monotonic() >= deadline:
             return alive
         time.sleep(0.05)
+
+
+def eventually(what: str, probe: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Poll ``probe()`` (reaping zombies) until it returns something falsy; AssertionError with ``what``
+    and its last value after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reap_zombies()
+        value = probe()
+        if not value:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: {value!r}")
+        time.sleep(interval)
 
 
 def kill_tree(pid: int, sig: int = signal.SIGKILL, timeout: float = 5.0) -> None:
@@ -612,12 +626,17 @@ def build_image(rootfs_dir: str | os.PathLike, ref: str, *,
 
 
 def import_image(containerd: "Containerd", tar: str | os.PathLike, ref: str, *,
-                 timeout: float = DEFAULT_TIMEOUT) -> str:
-    """``ctr image import`` an archive made by :func:`build_image`; return the image name in containerd."""
+                 timeout: float = DEFAULT_TIMEOUT, namespace: str | None = None) -> str:
+    """``ctr image import`` an archive made by :func:`build_image`; return the image name in containerd.
+
+    ``namespace`` is the containerd namespace to import into (default: the instance's own); the CRI
+    plugin only sees images in :data:`CRI_NAMESPACE`.
+    """
     ref = normalize_ref(ref)
     repo, _tag = _split_ref(ref)
-    containerd.ctr("image", "import", "--base-name", repo, os.fspath(tar), timeout=timeout, check=True)
-    names = containerd.ctr("image", "ls", "-q", timeout=timeout, check=True).stdout.split()
+    containerd.ctr("image", "import", "--base-name", repo, os.fspath(tar), namespace=namespace,
+                   timeout=timeout, check=True)
+    names = containerd.ctr("image", "ls", "-q", namespace=namespace, timeout=timeout, check=True).stdout.split()
     if ref not in names:
         raise HarnessError(f"import of {tar} did not create {ref}; images: {names}")
     return ref
@@ -625,6 +644,9 @@ def import_image(containerd: "Containerd", tar: str | os.PathLike, ref: str, *,
 
 # ---------------------------------------------------------------------------------------------
 # containerd
+
+CRI_NAMESPACE = "k8s.io"
+"""The containerd namespace the CRI plugin keeps its images, sandboxes and containers in."""
 
 
 class Containerd:
@@ -639,12 +661,23 @@ class Containerd:
     dir private and empty); ``runtimes={"name": "/path/to/binary"}`` registers CRI runtime handlers
     (``io.containerd.runc.v2`` with ``BinaryName``) for later CRI tests.  ``extra_config`` is TOML
     appended verbatim.
+
+    CRI extras: ``sandbox_image`` is the CRI ``sandbox_image`` (import it into :data:`CRI_NAMESPACE`
+    so nothing is pulled); ``runtime_annotations`` (patterns such as ``"org.unikraft.runu.*"``) become
+    ``pod_annotations`` and ``container_annotations`` of every runtime in ``runtimes``, so those pod and
+    container annotations reach the OCI spec; CNI configurations go into :attr:`cni_conf_dir`
+    (:meth:`write_cni_conflist`).  ``netns`` (a name under ``/run/netns`` or a path) starts containerd
+    in that network namespace (``nsenter --net``; mounts stay shared with the caller), so the host side
+    of what CNI plugins create (bridges, veth ends) lives there; its ``lo`` must be up for the CRI
+    stream server to listen on 127.0.0.1.
     """
 
     def __init__(self, base_dir: str | os.PathLike | None = None, *, namespace: str | None = None,
                  cri: bool = True, runtimes: Mapping[str, str] | None = None,
                  snapshotter: str = "overlayfs", log_level: str = "info",
-                 extra_config: str = "", start_timeout: float = CONTAINERD_START_TIMEOUT):
+                 extra_config: str = "", start_timeout: float = CONTAINERD_START_TIMEOUT,
+                 sandbox_image: str | None = None, runtime_annotations: Sequence[str] = (),
+                 netns: str | None = None):
         self._own_base = base_dir is None
         self.base = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="mocktainer-ctrd-"))
         self.base = self.base.resolve()
@@ -655,6 +688,10 @@ class Containerd:
         self.log_level = log_level
         self.extra_config = extra_config
         self.start_timeout = start_timeout
+        self.sandbox_image = sandbox_image
+        self.runtime_annotations = list(runtime_annotations)
+        self.netns = netns
+        self.cni_conf_dir = self.base / "cni" / "net.d"
         self.root = self.base / "root"
         self.state = self.base / "state"
         self.address = str(self.base / "containerd.sock")
@@ -708,9 +745,13 @@ class Containerd:
                 '    stream_server_address = "127.0.0.1"',
                 '    stream_server_port = "0"',
                 "    enable_selinux = false",
+            ]
+            if self.sandbox_image:
+                lines.append(f"    sandbox_image = {q(self.sandbox_image)}")
+            lines += [
                 f"  [{cri}.cni]",
                 '    bin_dir = "/usr/lib/cni"',
-                f"    conf_dir = {q(str(self.base / 'cni' / 'net.d'))}",
+                f"    conf_dir = {q(str(self.cni_conf_dir))}",
                 f"  [{cri}.containerd]",
                 f"    snapshotter = {q(self.snapshotter)}",
                 '    default_runtime_name = "runc"',
@@ -723,6 +764,11 @@ class Containerd:
                 lines += [
                     f"    [{cri}.containerd.runtimes.{q(name)}]",
                     '      runtime_type = "io.containerd.runc.v2"',
+                ]
+                if self.runtime_annotations:
+                    lines += [f"      pod_annotations = {json.dumps(self.runtime_annotations)}",
+                              f"      container_annotations = {json.dumps(self.runtime_annotations)}"]
+                lines += [
                     f"      [{cri}.containerd.runtimes.{q(name)}.options]",
                     f"        BinaryName = {q(os.fspath(binary))}",
                     f"        Root = {q(str(self.runtime_root))}",
@@ -737,13 +783,19 @@ class Containerd:
             raise HarnessError(f"missing binaries: {missing}")
         try:
             for d in (self.root, self.state, self.runtime_root, self.fifo_dir, self.task_log_dir,
-                      self.base / "cni" / "net.d", self.base / "opt"):
+                      self.cni_conf_dir, self.base / "opt"):
                 d.mkdir(parents=True, exist_ok=True)
             os.chmod(self.base, 0o711)
             self.config_path.write_text(self.config_toml())
             self._log_file = open(self.log_path, "ab")
+            argv = ["containerd", "--config", str(self.config_path)]
+            if self.netns is not None:
+                path = self.netns if os.path.isabs(self.netns) else os.path.join("/run/netns", self.netns)
+                if not os.path.exists(path):
+                    raise HarnessError(f"no network namespace {path}")
+                argv = ["nsenter", f"--net={path}", "--", *argv]  # nsenter execs containerd: same pid
             self.proc = subprocess.Popen(
-                ["containerd", "--config", str(self.config_path)], stdin=subprocess.DEVNULL,
+                argv, stdin=subprocess.DEVNULL,
                 stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True)
             self._wait_ready()
         except BaseException:
@@ -773,6 +825,18 @@ class Containerd:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def write_cni_conflist(self, conflist: Mapping, name: str | None = None) -> Path:
+        """Write a CNI network configuration list (``{"cniVersion", "name", "plugins": [...]}``) into
+        :attr:`cni_conf_dir` as ``10-<name>.conflist``; the CRI plugin loads it at start and reloads
+        the directory when it changes.  Returns the file's path."""
+        name = name or str(conflist["name"])
+        self.cni_conf_dir.mkdir(parents=True, exist_ok=True)
+        path = self.cni_conf_dir / f"10-{name}.conflist"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(conflist, indent=2) + "\n")
+        os.replace(tmp, path)
+        return path
 
     def log_tail(self, n: int = 40) -> str:
         try:

@@ -112,6 +112,12 @@ def images(tmp_path_factory) -> dict[str, tuple[str, Path]]:
         ref = f"localhost/runu-tests/tiny-{fmt}:latest"
         out[fmt] = (ref, clients.build_image(rootfs, ref, entrypoint=["/unikraft/bin/kernel"],
                                              cmd=IMAGE_CMD, dest=tmp / f"tiny-{fmt}.oci.tar"))
+    # a PVH kernel whose loadable segment claims more file than there is: runu accepts it, QEMU dies at boot
+    kernel = build.broken_pvh(str(tmp / "kernels"))
+    rootfs = clients.unikraft_rootfs(tmp / "rootfs-broken", kernel)
+    ref = "localhost/runu-tests/broken:latest"
+    out["broken"] = (ref, clients.build_image(rootfs, ref, entrypoint=["/unikraft/bin/kernel"],
+                                              dest=tmp / "broken.oci.tar"))
     rootfs = tmp / "rootfs-nokernel"
     (rootfs / "etc").mkdir(parents=True)
     (rootfs / "etc" / "hostname").write_text("no kernel here\n")
@@ -157,37 +163,24 @@ def our_qemus(base: Path) -> list[int]:
     return pids
 
 
-def _eventually(what, probe, timeout: float = 10.0):
-    """Poll ``probe()`` until it returns something falsy; fail with ``what`` and its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        clients.reap_zombies()
-        value = probe()
-        if not value:
-            return
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what}: {value!r}")
-        time.sleep(0.05)
-
-
 def runu_root(cd: clients.Containerd) -> Path:
     """runu's --root under containerd: the shim appends the namespace to --runc-root."""
     return cd.runtime_root / cd.namespace
 
 
 def assert_no_leaks_containerd(cd: clients.Containerd) -> None:
-    _eventually("containerd tasks left", lambda: clients.task_ls(cd))
-    _eventually("shims left", cd.shim_pids)
-    _eventually("QEMU processes left", lambda: our_qemus(cd.base))
+    clients.eventually("containerd tasks left", lambda: clients.task_ls(cd))
+    clients.eventually("shims left", cd.shim_pids)
+    clients.eventually("QEMU processes left", lambda: our_qemus(cd.base))
     root = runu_root(cd)
-    _eventually(f"runu state left in {root}", lambda: root.is_dir() and os.listdir(root))
+    clients.eventually(f"runu state left in {root}", lambda: root.is_dir() and os.listdir(root))
 
 
 def assert_no_leaks_podman(pm: clients.Podman, cids: list[str]) -> None:
-    _eventually("podman containers left", lambda: pm.podman("ps", "-aq", check=True).stdout.split())
-    _eventually("conmon processes left", pm.conmon_pids)
-    _eventually("QEMU processes left", lambda: our_qemus(pm.base))
-    _eventually(f"runu state left in {PODMAN_RUNU_ROOT}",
+    clients.eventually("podman containers left", lambda: pm.podman("ps", "-aq", check=True).stdout.split())
+    clients.eventually("conmon processes left", pm.conmon_pids)
+    clients.eventually("QEMU processes left", lambda: our_qemus(pm.base))
+    clients.eventually(f"runu state left in {PODMAN_RUNU_ROOT}",
                 lambda: [c for c in cids if (PODMAN_RUNU_ROOT / c).exists()])
 
 
@@ -301,6 +294,19 @@ def test_ctr_run_rm_shows_guest_and_exit_status(containerd, runu, ctr_ids, fmt):
     assert lines[2:] == ["arg: one", "arg: two", "arg: three", "bye 5"]
     assert res.returncode == exit_status(5), res
     assert cid not in clients.task_ls(containerd) and cid2 not in clients.task_ls(containerd)
+
+
+def test_ctr_run_vmm_dying_at_boot_gives_its_exit_status(containerd, runu, ctr_ids):
+    """The VMM fails to load the kernel and exits 1: the task stops, ctr gets 1 and QEMU's message, and
+    nothing of the container is left."""
+    cid = ctr_ids("vmm-dies")
+    res = clients.ctr_run(containerd, containerd.images["broken"], cid, runu, annotations=ANNOTATIONS["pvh"],
+                          timeout=TIMEOUT)
+    assert res.returncode == 1, res
+    assert "Error while loading elf kernel" in res.stdout + res.stderr, res
+    assert cid not in clients.task_ls(containerd)
+    assert not (runu_root(containerd) / cid).exists()
+    assert our_qemus(containerd.base) == []
 
 
 def test_ctr_run_detached_ps_kill_delete(containerd, runu, ctr_ids):

@@ -1,0 +1,440 @@
+"""runu under Kubernetes' CRI: a pod through containerd's CRI plugin, with a CNI network, and a Linux guest in it.
+
+What a kubelet does, through a CRI client generated from ``tests/cri/api.proto`` (crictl is not in Debian):
+
+- a private containerd (``tests/clients.py``) with the CRI plugin, runu as the runtime handler ``runu``, a
+  pause image built here from busybox-static as its ``sandbox_image`` (nothing is pulled), and
+  ``pod_annotations``/``container_annotations`` letting ``org.unikraft.runu.*`` through: the pod carries
+  ``org.unikraft.runu.accel=tcg`` (Linux guests crash under this host's paravirtual KVM);
+- containerd runs in a network namespace of the test's own, and the CNI configuration (Debian's
+  containernetworking-plugins: ``bridge`` with ``host-local`` IPAM on a private /24) puts the bridge and the
+  host ends of the pods' veths there: no traffic leaves that namespace, and the host's network is untouched;
+- RunPodSandbox (runu runs the pause process, in the pod netns CNI configured), CreateContainer and
+  StartContainer of an image whose rootfs is the Linux test guest as a unikernel bundle
+  (``unikraft/bin/kernel`` + ``unikraft/bin/initrd``): runu hands the pod's address to the guest (macvtap
+  on the pod's eth0), the guest's console is the CRI container log, it pings the pod's gateway, and the
+  gateway's namespace pings the pod IP, which the guest answers;
+- StopContainer (SIGTERM: the guest powers off through the ACPI power button), RemoveContainer (the pod's
+  eth0 gets its address back), StopPodSandbox, RemovePodSandbox; then nothing is left: no CRI object, runu
+  state, QEMU, shim, macvtap, tap node, CNI netns, CNI cache or IPAM entry, mount, cgroup or namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import RUNU, needs_root
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import clients  # noqa: E402
+from guest import linux  # noqa: E402
+
+pytestmark = [pytest.mark.integration, pytest.mark.clients]
+
+BUSYBOX = "/bin/busybox"
+CNI_BIN = Path("/usr/lib/cni")
+CNI_STATE = Path("/var/lib/cni")
+NETNS_DIR = Path("/run/netns")
+M = linux.MARKER
+HANDLER = "runu"
+ANNOTATIONS = {"org.unikraft.runu.accel": "tcg"}  # Linux guests crash under this host's paravirtual KVM
+GUEST_MIB = 128
+QEMU_OVERHEAD_MIB = 64  # runu keeps this much of the memory limit for QEMU itself (docs/bundles.md)
+PAUSE_REF = "localhost/runu-tests/pause:latest"
+APP_REF = "localhost/runu-tests/linux-guest:latest"
+BOOT_TIMEOUT = 90.0
+
+REQUIRED = ("containerd", "ctr", "containerd-shim-runc-v2", "umoci", "qemu-system-x86_64", "nsenter", "ip",
+            BUSYBOX, *(str(CNI_BIN / p) for p in ("bridge", "host-local", "loopback")))
+APT = {"containerd": "containerd", "ctr": "containerd", "containerd-shim-runc-v2": "containerd",
+       "umoci": "umoci", "qemu-system-x86_64": "qemu-system-x86", "nsenter": "util-linux", "ip": "iproute2",
+       BUSYBOX: "busybox-static"}
+
+
+def need_binaries() -> None:
+    missing = clients.missing_binaries(*REQUIRED)
+    if missing:
+        pkgs = sorted({APT.get(m, "containernetworking-plugins") for m in missing})
+        pytest.skip(f"missing {', '.join(missing)} (apt-get install {' '.join(pkgs)})")
+
+
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30).stdout
+
+
+def links(netns_path: str) -> list[str]:
+    """Interface names in the network namespace at ``netns_path``."""
+    out = subprocess.run(["nsenter", f"--net={netns_path}", "ip", "-j", "link", "show"], check=True,
+                         capture_output=True, text=True, timeout=30).stdout
+    return sorted(link["ifname"] for link in json.loads(out))
+
+
+def ipv4_addrs(netns_path: str, dev: str) -> list[str]:
+    out = subprocess.run(["nsenter", f"--net={netns_path}", "ip", "-j", "-4", "addr", "show", "dev", dev],
+                         check=True, capture_output=True, text=True, timeout=30).stdout
+    return [f"{a['local']}/{a['prefixlen']}" for i in json.loads(out) for a in i.get("addr_info", [])]
+
+
+def processes_mentioning(marker: str, name_prefix: str = "") -> list[int]:
+    """Live processes whose command line mentions ``marker`` (and whose argv[0] starts so)."""
+    found = []
+    for pid in clients._all_pids():
+        argv = clients._cmdline(pid)
+        if not argv or not os.path.basename(argv[0]).startswith(name_prefix):
+            continue
+        if any(marker in a for a in argv) and (st := clients._read_stat(pid)) and st[0] not in "ZX":
+            found.append(pid)
+    return found
+
+
+def cri_log_text(path: Path) -> str:
+    """The text of a CRI container log (``<RFC 3339 time> <stream> <P|F> <text>`` lines), partial lines joined."""
+    try:
+        raw = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    out = []
+    for line in raw.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) < 3:
+            continue
+        text = parts[3] if len(parts) == 4 else ""
+        out.append(text if parts[2] == "P" else text + "\n")
+    return "".join(out)
+
+
+# -- images ------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, Path]:
+    """{ref: OCI archive}: the pause image (busybox sleeping) and the Linux test guest as a unikernel bundle."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (containerd, network namespaces)")
+    need_binaries()
+    try:
+        from cri.client import StubsUnavailable, load
+        load()
+    except (ImportError, StubsUnavailable) as e:
+        pytest.skip(f"no CRI client: {e} (pip install -e '.[test]' installs grpcio and grpcio-tools)")
+    tmp = tmp_path_factory.mktemp("cri-images")
+    try:
+        kernel, initrd = linux.build_linux_guest(str(tmp / "guest"))
+    except linux.GuestMissing as e:
+        pytest.skip(f"Linux test guest unavailable: {e}")
+    pause = clients.busybox_rootfs(tmp / "pause-rootfs", applets=("sh", "sleep"))
+    app = clients.unikraft_rootfs(tmp / "app-rootfs", kernel, initrd)
+    return {
+        PAUSE_REF: clients.build_image(pause, PAUSE_REF, entrypoint=["/bin/busybox", "sleep"],
+                                       cmd=["2147483647"], dest=tmp / "pause.oci.tar"),
+        # kraftkit's layout: the entrypoint names the kernel, Cmd holds the guest's arguments (the pod's
+        # container config replaces them with its own `args`)
+        APP_REF: clients.build_image(app, APP_REF, entrypoint=["/unikraft/bin/kernel"], cmd=["quiet", "idle"],
+                                     env=(), dest=tmp / "app.oci.tar"),
+    }
+
+
+# -- the node: containerd with CRI in a network namespace of its own ----------------------------------------------
+
+class Node:
+    """Everything one test run creates, and its removal: a network namespace, a CNI network (bridge +
+    host-local) in it, a private containerd with CRI started inside it, the CRI client, and the CRI pods."""
+
+    def __init__(self, tmp: Path):
+        tag = secrets.token_hex(3)
+        self.netns = f"mt-cri-{tag}"
+        self.network = f"mt-cri-{tag}"  # the CNI network: names the IPAM directory and the result cache files
+        self.bridge = f"mtbr{tag}"
+        self.subnet = f"10.{100 + secrets.randbelow(100)}.{secrets.randbelow(256)}"  # only inside our netns
+        self.gateway = f"{self.subnet}.1"
+        self.cgroup_parent = f"/mt-cri-{tag}"
+        self.ipam_dir = tmp / "ipam"
+        self.log_dir = tmp / "pods"
+        self.netns_before = self.cni_netns()
+        self.cni_state_existed = CNI_STATE.exists()
+        self.pods: list[str] = []
+        self.containerd: clients.Containerd | None = None
+        self.cri: Any = None
+
+    @staticmethod
+    def cni_netns() -> set[str]:
+        """The pod network namespaces containerd's CRI pins in /run/netns (``cni-<uuid>``)."""
+        return {p.name for p in NETNS_DIR.glob("cni-*")} if NETNS_DIR.is_dir() else set()
+
+    def conflist(self) -> dict:
+        return {
+            "cniVersion": "0.4.0",
+            "name": self.network,
+            "plugins": [{
+                "type": "bridge",
+                "bridge": self.bridge,
+                "isGateway": True,
+                "ipMasq": False,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": f"{self.subnet}.0/24", "gateway": self.gateway}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(self.ipam_dir),
+                },
+            }],
+        }
+
+    def start(self) -> None:
+        from cri.client import CriClient
+
+        ip("netns", "add", self.netns)
+        ip("-n", self.netns, "link", "set", "lo", "up")  # the CRI stream server listens on 127.0.0.1
+        self.containerd = clients.Containerd(runtimes={HANDLER: RUNU}, cri=True, sandbox_image=PAUSE_REF,
+                                             runtime_annotations=["org.unikraft.runu.*"], netns=self.netns)
+        self.containerd.write_cni_conflist(self.conflist())
+        self.containerd.start()
+        self.cri = CriClient(self.containerd.address)
+
+    @property
+    def runu_root(self) -> Path:
+        """runu's --root under the CRI: the shim appends the containerd namespace to the runtime's Root."""
+        assert self.containerd is not None
+        return self.containerd.runtime_root / clients.CRI_NAMESPACE
+
+    def import_images(self, images: dict[str, Path]) -> None:
+        assert self.containerd is not None
+        for ref, tar in images.items():
+            clients.import_image(self.containerd, tar, ref, namespace=clients.CRI_NAMESPACE)
+        # the CRI plugin learns about images from containerd's events: wait until it knows both
+        clients.eventually("images the CRI does not know",
+                           lambda: [r for r in images if self.cri.image_status(r) is None], timeout=15)
+
+    def pod_config(self, name: str, annotations: dict[str, str]) -> Any:
+        pb = self.cri.pb
+        uid = secrets.token_hex(8)
+        return pb.PodSandboxConfig(
+            metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace="default", attempt=0),
+            hostname=name,
+            log_directory=str(self.log_dir / f"default_{name}_{uid}"),
+            annotations=annotations,
+            linux=pb.LinuxPodSandboxConfig(
+                cgroup_parent=self.cgroup_parent,
+                security_context=pb.LinuxSandboxSecurityContext(
+                    namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER, ipc=pb.POD))),
+        )
+
+    def run_pod(self, config: Any) -> str:
+        pod = self.cri.run_pod_sandbox(config, runtime_handler=HANDLER)
+        self.pods.append(pod)
+        return pod
+
+    def teardown(self) -> list[str]:
+        """Remove everything, whatever state the test left; return what could not be removed."""
+        problems: list[str] = []
+        if self.cri is not None:
+            for pod in self.pods:
+                for step in (self.cri.stop_pod_sandbox, self.cri.remove_pod_sandbox):
+                    try:
+                        step(pod, timeout=60)
+                    except Exception as e:  # noqa: BLE001 - report, carry on removing
+                        problems.append(f"{step.__name__}({pod[:12]}): {e}")
+            self.cri.close()
+            self.cri = None
+        if self.containerd is not None:
+            try:
+                self.containerd.stop()
+            except clients.HarnessError as e:
+                problems.append(str(e))
+        left = clients.remove_cgroups(self.cgroup_parent)
+        if left:
+            problems.append(f"cgroups in use: {left}")
+        if (NETNS_DIR / self.netns).exists():
+            subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True, timeout=30)
+        # containerd pins pod namespaces in /run/netns; a failed run may leave ours behind
+        for name in self.cni_netns() - self.netns_before:
+            subprocess.run(["umount", "-l", str(NETNS_DIR / name)], capture_output=True, timeout=30)
+            with contextlib.suppress(OSError):
+                os.unlink(NETNS_DIR / name)
+            problems.append(f"pod netns {name} left behind")
+        problems += [f"CNI state left: {p}" for p in self.remove_cni_state()]
+        clients.reap_zombies()
+        return problems
+
+    def cni_leftovers(self, pods: Iterable[str] = ()) -> list[Path]:
+        """libcni's cached results of our network (and of the loopback network of ``pods``), and host-local's
+        address allocations in it (one file per address; its lock and ``last_reserved_ip.0`` stay)."""
+        found = []
+        results = CNI_STATE / "results"
+        if results.is_dir():
+            found += [p for p in results.iterdir()
+                      if p.name.startswith(f"{self.network}-") or any(pod in p.name for pod in pods)]
+        if (CNI_STATE / "networks" / self.network).exists():  # the default dataDir: ours is private
+            found.append(CNI_STATE / "networks" / self.network)
+        allocations = self.ipam_dir / self.network
+        if allocations.is_dir():
+            found += [p for p in allocations.iterdir() if p.name.startswith(self.subnet + ".")]
+        return found
+
+    def remove_cni_state(self) -> list[Path]:
+        left = self.cni_leftovers(self.pods)
+        for p in left:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        shutil.rmtree(self.ipam_dir, ignore_errors=True)
+        if not self.cni_state_existed:  # made for this run: remove the (now empty) directories again
+            for d in (CNI_STATE / "results", CNI_STATE / "networks", CNI_STATE):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        return left
+
+
+@pytest.fixture
+def node(tmp_path) -> Iterator[Node]:
+    n = Node(tmp_path)
+    try:
+        yield n
+    finally:
+        problems = n.teardown()
+    assert problems == [], problems
+
+
+# -- the test -----------------------------------------------------------------------------------------------------
+
+@needs_root
+def test_unikernel_pod_through_cri_answers_ping(images, node: Node):
+    node.start()
+    cd, cri, pb = node.containerd, node.cri, node.cri.pb
+    assert cd is not None
+    version = cri.version()
+    assert version.runtime_name == "containerd" and version.runtime_api_version == "v1", version
+    node.import_images(images)
+
+    # -- the pod: runu runs the pause process in the network namespace CNI set up
+    # what a Kubernetes user can set: pod annotations (metadata.annotations), which the kubelet passes on
+    pod_config = node.pod_config("unikernel-pod", ANNOTATIONS)
+    pod = node.run_pod(pod_config)
+    status = cri.pod_sandbox_status(pod, verbose=True)
+    assert status.status.state == pb.SANDBOX_READY, status
+    assert status.status.runtime_handler == HANDLER
+    pod_ip = status.status.network.ip
+    assert pod_ip.startswith(node.subnet + ".") and pod_ip != node.gateway, pod_ip
+    info = json.loads(status.info["info"])
+    spec = info["runtimeSpec"]
+    assert spec["annotations"]["io.kubernetes.cri.container-type"] == "sandbox"
+    assert spec["annotations"]["org.unikraft.runu.accel"] == "tcg"  # a sandbox is no VM: runu ignores it
+    assert spec["process"]["args"] == ["/bin/busybox", "sleep", "2147483647"]
+    pod_netns = next(ns["path"] for ns in spec["linux"]["namespaces"] if ns["type"] == "network")
+    assert pod_netns.startswith(str(NETNS_DIR / "cni-")) or pod_netns.startswith("/var/run/netns/cni-"), pod_netns
+    assert Path(pod_netns).name in node.cni_netns() - node.netns_before
+    sandbox_pid = info["pid"]
+    assert clients._cmdline(sandbox_pid)[1:] == ["sleep", "2147483647"]
+    assert f"{node.cgroup_parent}/{pod}" in Path(f"/proc/{sandbox_pid}/cgroup").read_text()  # cgroupsPath
+    assert os.readlink(f"/proc/{sandbox_pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    assert (node.runu_root / pod).is_dir()  # runu's own state for the sandbox, under the handler's Root
+    assert links(pod_netns) == ["eth0", "lo"]
+    assert ipv4_addrs(pod_netns, "eth0") == [f"{pod_ip}/24"]
+
+    # -- the unikernel joins the pod
+    container_config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="guest", attempt=0),
+        image=pb.ImageSpec(image=APP_REF),
+        args=["quiet", f"ping={node.gateway}", "idle"],
+        log_path="guest/0.log",
+        linux=pb.LinuxContainerConfig(resources=pb.LinuxContainerResources(
+            memory_limit_in_bytes=(GUEST_MIB + QEMU_OVERHEAD_MIB) << 20)),
+    )
+    cid = cri.create_container(pod, container_config, pod_config)
+    created = cri.container_status(cid, verbose=True)
+    assert created.status.state == pb.CONTAINER_CREATED
+    app_spec = json.loads(created.info["info"])["runtimeSpec"]
+    assert app_spec["annotations"]["io.kubernetes.cri.container-type"] == "container"
+    # the runtime handler's pod_annotations let runu's annotation through to the app container's OCI spec
+    assert app_spec["annotations"]["org.unikraft.runu.accel"] == "tcg"
+    assert app_spec["process"]["args"] == ["/unikraft/bin/kernel", "quiet", f"ping={node.gateway}", "idle"]
+    assert {"type": "network", "path": f"/proc/{sandbox_pid}/ns/net"} in app_spec["linux"]["namespaces"]
+    cri.start_container(cid)
+    log = Path(pod_config.log_directory) / "guest" / "0.log"
+    assert cri.container_status(cid).status.log_path == str(log)
+
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while M + "idle" not in (console := cri_log_text(log)):
+        st = cri.container_status(cid).status
+        if st.state != pb.CONTAINER_RUNNING or time.monotonic() > deadline:
+            pytest.fail(f"the guest did not come up (state {pb.ContainerState.Name(st.state)}, "
+                        f"exit {st.exit_code}):\n{console[-4000:]}\n--- containerd ---\n{cd.log_tail()}")
+        time.sleep(0.2)
+    assert f"{M}network: eth0 {pod_ip}/24" in console, console
+    assert f"{M}network: default via {node.gateway}" in console, console
+    assert f"{M}ping {node.gateway}: ok" in console, console  # guest -> pod gateway (the bridge)
+
+    qemus = processes_mentioning(str(cd.base) + "/", "qemu-system")
+    assert len(qemus) == 1, qemus
+    qemu_argv = clients._cmdline(qemus[0])
+    assert qemu_argv[qemu_argv.index("-accel") + 1].split(",")[0] == "tcg"  # the annotation got through
+    assert qemu_argv[qemu_argv.index("-m") + 1] == f"{GUEST_MIB}M"  # sized by the container's memory limit
+    assert os.readlink(f"/proc/{qemus[0]}/ns/net") == os.readlink(f"/proc/{sandbox_pid}/ns/net")
+    assert links(pod_netns) == ["eth0", "lo", "runu0"]  # the macvtap, in the pod's namespace
+    macvtap = json.loads(ip("-j", "-n", Path(pod_netns).name, "-d", "link", "show", "runu0"))[0]
+    assert macvtap["linkinfo"]["info_kind"] == "macvtap"
+    # QEMU got the macvtap's fd through a private device node that is already gone (not in runu's state)
+    assert [str(p) for p in node.runu_root.rglob("*") if p.is_char_device() or p.is_block_device()] == []
+    assert ipv4_addrs(pod_netns, "eth0") == []  # the guest owns the pod's address now
+
+    # the pod's gateway side (the bridge in containerd's namespace) reaches the guest at the pod IP
+    ping = subprocess.run(["ip", "netns", "exec", node.netns, BUSYBOX, "ping", "-c", "3", "-W", "2", pod_ip],
+                          capture_output=True, text=True, timeout=60)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert f"bytes from {pod_ip}" in ping.stdout, ping.stdout
+
+    # -- stop: SIGTERM is the ACPI power button, the guest powers off and QEMU exits 0
+    cri.stop_container(cid, grace=20)
+    st = cri.container_status(cid).status
+    assert st.state == pb.CONTAINER_EXITED and st.exit_code == 0, st
+    assert f"{M}power button: powering off" in cri_log_text(log)
+    cri.remove_container(cid)
+    assert cri.list_containers(pod) == []
+    assert not (node.runu_root / cid).exists()
+    clients.eventually("QEMU left running", lambda: processes_mentioning(str(cd.base) + "/", "qemu-system"), timeout=15)
+    # runu's delete took the macvtap away and gave the address and route back to the pod's eth0
+    assert links(pod_netns) == ["eth0", "lo"]
+    assert ipv4_addrs(pod_netns, "eth0") == [f"{pod_ip}/24"]
+    routes = subprocess.run(["nsenter", f"--net={pod_netns}", "ip", "-4", "route"], capture_output=True,
+                            text=True, timeout=30).stdout
+    assert f"default via {node.gateway}" in routes, routes
+
+    # -- the pod goes
+    cri.stop_pod_sandbox(pod)
+    cri.remove_pod_sandbox(pod)
+    node.pods.remove(pod)
+    assert cri.list_pod_sandboxes() == []
+    allocations = node.ipam_dir / node.network
+    assert sorted(p.name for p in allocations.iterdir()) == ["last_reserved_ip.0", "lock"]  # the address went back
+    assert (st_pause := clients._read_stat(sandbox_pid)) is None or st_pause[0] in "ZX"  # the pause process went
+    clients.eventually("pod netns left in /run/netns", lambda: node.cni_netns() - node.netns_before, timeout=15)
+    clients.eventually(f"runu state left in {node.runu_root}",
+                       lambda: node.runu_root.is_dir() and os.listdir(node.runu_root), timeout=15)
+    clients.eventually("CNI state left", lambda: node.cni_leftovers([pod]), timeout=15)
+    bridge_side = links(str(NETNS_DIR / node.netns))
+    assert [n for n in bridge_side if n.startswith("veth")] == [], bridge_side  # CNI DEL removed the host end
+
+    # -- and with containerd stopped and the namespace deleted, nothing of this run is left on the host
+    base = cd.base
+    assert node.teardown() == []
+    assert not base.exists()
+    assert clients.mounts_under(base) == []
+    assert node.netns not in ip("netns", "list")
+    assert node.cni_netns() - node.netns_before == set()
+    clients.eventually("containerd processes left", lambda: processes_mentioning(str(base) + "/"), timeout=15)
+    cgroup = node.cgroup_parent.strip("/")
+    assert [str(d) for d in (Path("/sys/fs/cgroup", cgroup), *Path("/sys/fs/cgroup").glob(f"*/{cgroup}"))
+            if d.exists()] == []
