@@ -751,3 +751,30 @@ def test_runu_run_in_the_foreground(tmp_path, cg):
     assert r.returncode == 0, r
     assert f":pids:{inner}" in r.stdout and f"0::{inner}" in r.stdout
     assert joined(cg.dirs(inner)) == {}
+
+
+# ---- the warm-up before create's first cgroup move ---------------------------------------------------
+
+WARM_UP = """
+import os, sys, threading
+sys.path.insert(0, {src!r})
+from mocktainer import cgroups
+before = open("/proc/self/cgroup").read()
+pid = cgroups.warm_up()
+assert pid > 0, pid
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert open("/proc/self/cgroup").read() == before
+assert any(os.path.exists(p) for p in cgroups._own_procs_files()), cgroups._own_procs_files()
+t = threading.Thread(target=threading.Event().wait, args=(5,), daemon=True)
+t.start()
+assert cgroups.warm_up() == 0  # never a fork from a threaded caller
+print("ok")
+"""
+
+
+def test_warm_up_forks_a_helper_that_exits_at_once_and_only_when_single_threaded():
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", WARM_UP.format(src=src)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0 and r.stdout == "ok\n", r

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import needs_root
+from conftest import RUNU, needs_root
 from runu_helpers import (RFC3339, SANDBOX, Runtime, alive, assert_error, assert_failed, crun_unusable, log_lines,
                           schema_validator, spec, wait_exit, wait_for, write_bundle)
 
@@ -949,3 +949,13 @@ def test_commands_on_unknown_id(rt, command):
 def test_usage_errors(rt, args, words):
     assert_error(rt, rt(*args), words)
     assert rt.ids() == []
+
+
+def test_launcher_exits_without_finalising_but_never_loses_output():
+    """The launcher `_exit`s after flushing (runu.main.main): output still arrives whole, and output that
+    cannot be written turns success into 120, as the interpreter's own exit would."""
+    r = subprocess.run([RUNU, "--version"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith("runu version ") and r.stdout.endswith("\n"), r
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([RUNU, "--version"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=30)
+    assert r.returncode == 120, r

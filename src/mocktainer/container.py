@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import os
-import select
 
 from . import failpoint, system
 from . import state as statefile
@@ -306,6 +305,8 @@ class Container:
     def _await_fifo(self, fd: int) -> None:
         assert self._state is not None
         pid, start = self._state.init_process_pid, self._state.init_process_start
+        import select  # an extension module (a dlopen): only `start` waits on anything
+
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         got = b""

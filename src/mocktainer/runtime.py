@@ -145,6 +145,20 @@ def create(
     unless the spec asks for a terminal, which is then sent to `console_socket`.
     On any failure nothing is left: no directory, no process.
     """
+    from .cgroups import reap_warm_up, warm_up
+
+    helper = warm_up()  # first thing: the kernel's slow start of cgroup moves overlaps all that follows
+    try:
+        return _create(root, id, bundle, pid_file=pid_file, console_socket=console_socket, preserve_fds=preserve_fds,
+                       no_new_keyring=no_new_keyring, environ=environ, log_level=log_level,
+                       systemd_cgroup=systemd_cgroup)
+    finally:
+        reap_warm_up(helper)
+
+
+def _create(root: str, id: str, bundle: str, *, pid_file: str | None, console_socket: str | None,
+            preserve_fds: int, no_new_keyring: bool, environ: dict[str, str] | None, log_level: str | None,
+            systemd_cgroup: bool) -> Container:
     from . import specconv
     from .unikraft.bundle import plan
 
