@@ -164,7 +164,23 @@ class Scene:
     def cleanup(self) -> None:
         for cid in os.listdir(self.root) if os.path.isdir(self.root) else []:
             runu(self.root, "delete", "--force", cid)
+        # after a failure, what delete could not find: processes of this scene, then its cgroups
         name = self.cgroup_parent
+        victims = set(processes_mentioning(self.marker))
+        for leaf in self.cgroup_dirs():
+            try:
+                victims.update(int(p) for p in open(os.path.join(leaf, "cgroup.procs")).read().split())
+            except OSError:
+                pass
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while any(alive(p) for p in victims) and time.monotonic() < deadline:
+            reap_zombies()
+            time.sleep(0.02)
         for d in glob.glob(f"/sys/fs/cgroup/*/{name}") + glob.glob(f"/sys/fs/cgroup/{name}"):
             for leaf in glob.glob(os.path.join(d, "*/")):
                 try:
