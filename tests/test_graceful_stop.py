@@ -253,6 +253,28 @@ def test_linux_guest_powers_off_on_term(tmp_path, root, linux_guest):
         kill_and_reap(pid)
 
 
+def test_runu_run_in_the_foreground_turns_term_into_a_power_off(tmp_path, root, linux_guest):
+    """`runu run` forwards signals to the container; TERM takes the graceful path like `runu kill`."""
+    kernel, initrd = linux_guest
+    b = make_bundle(tmp_path, kernel, args=["idle"], initrd=initrd, memory_mib=320)
+    log = tmp_path / "console.log"
+    with open(log, "w") as out:
+        run = subprocess.Popen([RUNU, "--root", root, "run", "--bundle", b, "gs-run"], stdin=subprocess.DEVNULL,
+                               stdout=out, stderr=out, env=base_env())
+    try:
+        wait_text(log, LINUX_MARK + "idle", run.pid, timeout=90)
+        run.send_signal(signal.SIGTERM)
+        code = run.wait(30)
+        out = log.read_text(errors="replace")
+        assert LINUX_MARK + "power button: powering off" in out, out[-3000:]
+        assert code == 0, (code, out[-3000:])  # the guest's clean power-off, not 143
+        assert os.listdir(root) == []
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+
+
 def test_linux_guest_kill_is_immediate(tmp_path, root, linux_guest):
     kernel, initrd = linux_guest
     b = make_bundle(tmp_path, kernel, args=["idle"], initrd=initrd, memory_mib=320)

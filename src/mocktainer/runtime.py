@@ -432,6 +432,9 @@ def run(root: str, id: str, bundle: str, *, detach: bool = False, **kw: Any) -> 
     import signal
 
     def forward(signum: int, _frame: object) -> None:
+        # TERM asks a guest to power off, as `runu kill ID TERM` does (graceful stop)
+        if signum in GRACEFUL_SIGNALS and _request_poweroff(c):
+            return
         try:
             os.kill(pid, signum)
         except ProcessLookupError:
