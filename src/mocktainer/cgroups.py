@@ -607,17 +607,14 @@ def warm_up() -> int:
 def _own_procs_files() -> list[str]:
     """Where this process' cgroup.procs files usually are (no mountinfo parsing: this must be quick)."""
     with open("/proc/self/cgroup") as f:
-        text = f.read()
+        own = parse_proc_cgroup(f.read())
     out = []
-    for line in text.splitlines():
-        hid, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
+    for key, path in own.items():
         path = path.rstrip("/")
-        if hid == "0" and not controllers:
+        if key == UNIFIED:
             out += [f"/sys/fs/cgroup/unified{path}/cgroup.procs", f"/sys/fs/cgroup{path}/cgroup.procs"]
-        elif controllers:
-            name = controllers[5:] if controllers.startswith("name=") else controllers
-            out.append(f"/sys/fs/cgroup/{name}{path}/cgroup.procs")
+        else:
+            out.append(f"/sys/fs/cgroup/{key.removeprefix('name=')}{path}/cgroup.procs")
     return out
 
 
@@ -640,21 +637,24 @@ def plan(id: str, cgroups_path: str, systemd: bool, host: Host | None = None) ->
             busy = read_pids(path)
         except OSError:
             continue
-        if busy:  # checked here too, so that a cgroup of someone else's is never recorded as the container's
+        if busy:  # before anything is recorded or made: a cgroup of someone else's is never the container's
             raise CgroupError(f"cgroup {path} already exists and holds processes "
                               f"{' '.join(map(str, busy[:10]))}: it belongs to something else")
     return paths
 
 
 def create(id: str, cgroups_path: str, systemd: bool, resources: dict[str, Any] | None, pid: int,
-           host: Host | None = None) -> dict[str, str]:
+           host: Host | None = None, planned: dict[str, str] | None = None) -> dict[str, str]:
     """Create the container's cgroup in every hierarchy, apply its limits, move `pid` in; {key: directory}.
 
+    `planned` is what plan() answered for the same arguments (it is worked out here otherwise).
     On an error nothing is left behind; see the module doc for what only warns.
     """
     inner = inner_path(cgroups_path, id, systemd)
     limits = Limits(resources)
     host = host or Host.current()
+    if planned is None:
+        planned = plan(id, cgroups_path, systemd, host)
     hierarchies = host.hierarchies()
     required = bool(cgroups_path)
     if not hierarchies:
@@ -669,8 +669,8 @@ def create(id: str, cgroups_path: str, systemd: bool, resources: dict[str, Any] 
     problems: list[str] = []
     try:
         by_path: dict[str, list[str]] = {}
-        for key in hierarchies:
-            by_path.setdefault(host.path(key, inner), []).append(key)
+        for key, path in planned.items():
+            by_path.setdefault(path, []).append(key)
         for path, keys in by_path.items():
             mount = hierarchies[keys[0]]
             label = ",".join(k or "v2" for k in keys)
@@ -678,14 +678,6 @@ def create(id: str, cgroups_path: str, systemd: bool, resources: dict[str, Any] 
             try:
                 _mkdirs(mount.mountpoint, path, mine)
                 made.extend(mine)
-                if path not in mine:
-                    try:
-                        busy = read_pids(path)
-                    except OSError:
-                        busy = []
-                    if busy:
-                        raise CgroupError(f"cgroup {path} already exists and holds processes "
-                                          f"{' '.join(map(str, busy[:10]))}: it belongs to something else")
                 if mount.version == 1 and "cpuset" in mount.controllers:
                     _cpuset_fill(mount.mountpoint, path)
             except OSError as e:

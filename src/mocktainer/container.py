@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from . import failpoint, system
+from . import system
 from . import state as statefile
 from .configs import Config
 from .error import Error, NotRunningError, RunningError
@@ -87,6 +87,8 @@ class Container:
             raise Error(f"container {self._id!r} already has an init process")
         if not process.init:
             raise Error("only the container's init process can be started; exec of extra processes is not supported")
+        from . import failpoint  # not on the path of `state` and `kill`
+
         self._make_fifo()
         init = InitProcess(process, self.fifo_path)
         self._init = init
@@ -104,10 +106,11 @@ class Container:
 
             c = self._config
             host = cgroups.Host.current()
-            self._save_creating(init, cgroups.plan(self._id, c.cgroups_path, c.systemd_cgroup, host))
+            planned = cgroups.plan(self._id, c.cgroups_path, c.systemd_cgroup, host)
+            self._save_creating(init, planned)
             failpoint.hit("create:creating")
             self._cgroup_paths = cgroups.create(self._id, c.cgroups_path, c.systemd_cgroup, c.resources, init.pid,
-                                                host)
+                                                host, planned)
             failpoint.hit("create:cgroup")
             init.send_config(self._init_config(process))
             init.converse(on_hooks=self._run_parent_hooks, on_ready=self._record_created)
@@ -129,6 +132,8 @@ class Container:
             fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise Error(f"container {self._id!r} is not in created state: it cannot be started") from None
+        from . import failpoint
+
         failpoint.hit("start:fifo")
         try:
             self._await_fifo(fd)
@@ -283,6 +288,7 @@ class Container:
                                        config=self._config, cgroup_paths=cgroup_paths))
 
     def _record_created(self) -> None:
+        from . import failpoint
         from .state import now_rfc3339
 
         init = self._init
@@ -306,6 +312,8 @@ class Container:
         assert self._state is not None
         pid, start = self._state.init_process_pid, self._state.init_process_start
         import select  # an extension module (a dlopen): only `start` waits on anything
+
+        from . import failpoint
 
         poller = select.poll()
         poller.register(fd, select.POLLIN)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from . import factory, failpoint
+from . import factory
 from .container import Container
 from .error import ConfigError, Error, NotExistError, RunningError
 from .process import Process, descendants, wait_gone
@@ -159,7 +159,7 @@ def create(
 def _create(root: str, id: str, bundle: str, *, pid_file: str | None, console_socket: str | None,
             preserve_fds: int, no_new_keyring: bool, environ: dict[str, str] | None, log_level: str | None,
             systemd_cgroup: bool) -> Container:
-    from . import specconv
+    from . import failpoint, specconv
     from .unikraft.bundle import plan
 
     factory.validate_id(id)
