@@ -116,6 +116,21 @@ def _cmdline(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]]
 
 
+def processes_mentioning(*markers: str, names: Sequence[str] = ()) -> list[int]:
+    """Live processes (not this one) with an argument containing one of ``markers`` and, when ``names`` is
+    given, a program (argv[0]'s base name) starting with one of them."""
+    found = []
+    for pid in _all_pids():
+        if pid == os.getpid():
+            continue
+        argv = _cmdline(pid)
+        if not argv or (names and not os.path.basename(argv[0]).startswith(tuple(names))):
+            continue
+        if any(m in a for a in argv for m in markers) and (st := _read_stat(pid)) and st[0] not in "ZX":
+            found.append(pid)
+    return found
+
+
 def _children_map() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for pid in _all_pids():
@@ -265,6 +280,27 @@ def missing_binaries(*names: str) -> list[str]:
         elif shutil.which(name) is None:
             missing.append(name)
     return missing
+
+
+APT_PACKAGES = {
+    "containerd": "containerd", "ctr": "containerd", "containerd-shim-runc-v2": "containerd",
+    "podman": "podman", "conmon": "conmon", "umoci": "umoci", "busybox": "busybox-static",
+    "/bin/busybox": "busybox-static", "/usr/sbin/runc": "runc", "/usr/bin/crun": "crun", "gcc": "gcc",
+    "ld": "binutils", "objcopy": "binutils", "qemu-system-x86_64": "qemu-system-x86", "nsenter": "util-linux",
+    "ip": "iproute2",
+}
+"""The Debian package that provides a binary the tests need (scripts/setup.sh installs them all)."""
+
+
+def require(*binaries: str) -> None:
+    """Skip the calling test, naming what to apt-get install, unless every binary is there."""
+    missing = missing_binaries(*binaries)
+    if missing:
+        import pytest
+
+        pkgs = sorted({"containernetworking-plugins" if m.startswith("/usr/lib/cni/") else APT_PACKAGES.get(m, m)
+                       for m in missing})
+        pytest.skip(f"missing {', '.join(missing)} (apt-get install {' '.join(pkgs)})")
 
 
 def unique_id(prefix: str = "c") -> str:
@@ -557,6 +593,33 @@ def unikraft_rootfs(dest: str | os.PathLike, kernel: bytes | str | os.PathLike,
             shutil.copyfile(src, bindir / name)
         (bindir / name).chmod(0o644)
     return dest
+
+
+KEEP = object()
+"""`unikernel_bundle(resources=KEEP)`: keep the resources `runu spec` writes."""
+
+
+def unikernel_bundle(dest: str | os.PathLike, kernel: bytes | str | os.PathLike, args: Sequence[str] = (), *,
+                     initrd: bytes | str | os.PathLike | None = None, env: Sequence[str] = (),
+                     annotations: Mapping[str, str] | None = None, resources: Any = KEEP,
+                     netns: str | None = None) -> str:
+    """A unikernel bundle at ``dest``: ``runu spec``'s config.json with ``process.args`` the entrypoint plus
+    ``args`` and ``process.env`` exactly ``env`` (empty by default, so that mode words such as ``idle`` stay
+    the kernel's and are not followed by environment variables); ``netns`` joins that network namespace
+    instead of making one."""
+    from mocktainer.runtime import spec_template
+
+    dest = Path(dest)
+    unikraft_rootfs(dest / "rootfs", kernel, initrd)
+    cfg = spec_template(list(args))
+    cfg["process"]["env"] = list(env)
+    cfg["annotations"] = dict(annotations or {})
+    if resources is not KEEP:
+        cfg["linux"]["resources"] = dict(resources or {})
+    if netns:
+        cfg["linux"]["namespaces"] = [{"type": "network", "path": netns}]
+    (dest / "config.json").write_text(json.dumps(cfg))
+    return str(dest)
 
 
 def build_image(rootfs_dir: str | os.PathLike, ref: str, *,
@@ -892,6 +955,11 @@ class Containerd:
             for c in self.ctr("container", "ls", "-q", namespace=ns, timeout=10).stdout.split():
                 self.ctr("container", "rm", c, namespace=ns, timeout=15)
 
+    @property
+    def runtime_state_dir(self) -> Path:
+        """The runtime's --root: the shim appends the namespace to its Root (``--runc-root``)."""
+        return self.runtime_root / self.namespace
+
     def shim_pids(self) -> list[int]:
         """Pids of containerd-shim processes serving this containerd (matched by ``-address``)."""
         pids = []
@@ -1067,6 +1135,30 @@ def ctr_cleanup(containerd: Containerd, container_id: str, timeout: float = 15.0
     except (subprocess.SubprocessError, OSError, TimeoutError):
         pass
     reap_zombies()
+
+
+class CtrIds:
+    """Container ids a test hands out (``ids("prefix")``); ``finish()`` cleans each up, then checks that
+    the containerd left nothing: no task, no shim, no VMM below its directory, no runtime state."""
+
+    def __init__(self, containerd: Containerd) -> None:
+        self.containerd = containerd
+        self.ids: list[str] = []
+
+    def __call__(self, prefix: str) -> str:
+        self.ids.append(unique_id(prefix))
+        return self.ids[-1]
+
+    def finish(self) -> None:
+        cd = self.containerd
+        for cid in self.ids:
+            ctr_cleanup(cd, cid)
+        eventually("containerd tasks left", lambda: task_ls(cd))
+        eventually("shims left", cd.shim_pids)
+        eventually("VMM processes left",
+                   lambda: processes_mentioning(str(cd.base) + "/", names=["qemu-system", "firecracker"]))
+        root = cd.runtime_state_dir
+        eventually(f"runtime state left in {root}", lambda: root.is_dir() and os.listdir(root))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,12 +16,28 @@ import subprocess
 import tempfile
 import time
 
+import pytest
+
 from conftest import children_of
 
 RUNU = shutil.which("runu") or "/usr/local/bin/runu"
 CRUN = shutil.which("crun")
 BUSYBOX = "/bin/busybox"
 SCHEMA_DIR = "/usr/share/gocode/src/github.com/opencontainers/runtime-spec/schema"
+
+FIRECRACKER = shutil.which("firecracker")
+
+
+def _firecracker_usable() -> bool:
+    from mocktainer.unikraft import qemu
+
+    return FIRECRACKER is not None and qemu.kvm_usable()
+
+
+needs_firecracker = pytest.mark.skipif(
+    not _firecracker_usable(), reason="needs firecracker (bash scripts/setup-firecracker.sh) and a usable /dev/kvm")
+BACKENDS = ["qemu", pytest.param("firecracker", marks=needs_firecracker)]
+"""The VMM backends to parametrize over; firecracker only where it can run."""
 
 SANDBOX = {"io.kubernetes.cri.container-type": "sandbox"}
 SLEEP = ["/bin/busybox", "sleep", "30"]

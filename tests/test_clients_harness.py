@@ -27,16 +27,6 @@ pytestmark = [
 ]
 
 RUNTIMES = {"runc": "/usr/sbin/runc", "crun": "/usr/bin/crun"}
-APT = {"containerd": "containerd", "ctr": "containerd", "containerd-shim-runc-v2": "containerd",
-       "podman": "podman", "conmon": "conmon", "umoci": "umoci", "busybox": "busybox-static",
-       "/usr/sbin/runc": "runc", "/usr/bin/crun": "crun"}
-
-
-def need(*binaries: str) -> None:
-    missing = clients.missing_binaries(*binaries)
-    if missing:
-        pkgs = sorted({APT.get(m, m) for m in missing})
-        pytest.skip(f"missing {', '.join(missing)} (apt-get install {' '.join(pkgs)})")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -51,7 +41,7 @@ def runtime(request, tmp_path):
     """(name, wrapper path, call log): a shell wrapper that logs its argv and execs the runtime."""
     name = request.param
     real = RUNTIMES[name]
-    need(real)
+    clients.require(real)
     if name == "crun" and (why := clients.crun_cgroup_problem()):
         pytest.skip(why)
     log = tmp_path / f"{name}-calls.log"
@@ -64,7 +54,7 @@ def runtime(request, tmp_path):
 
 @pytest.fixture(scope="module")
 def busybox_tar(tmp_path_factory):
-    need("umoci", "busybox")
+    clients.require("umoci", "busybox")
     tmp = tmp_path_factory.mktemp("busybox-image")
     rootfs = clients.busybox_rootfs(tmp / "rootfs")
     return clients.build_image(rootfs, "localhost/mocktainer/busybox:latest",
@@ -73,7 +63,7 @@ def busybox_tar(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def containerd(busybox_tar):
-    need("containerd", "ctr", "containerd-shim-runc-v2")
+    clients.require("containerd", "ctr", "containerd-shim-runc-v2")
     with clients.Containerd() as cd:
         cd.image = clients.import_image(cd, busybox_tar, "localhost/mocktainer/busybox:latest")
         yield cd
@@ -88,7 +78,7 @@ def calls(log: Path) -> list[str]:
 
 
 def test_build_image_with_unikraft_kernel(tmp_path):
-    need("umoci")
+    clients.require("umoci")
     kernel = b"\x7fELF" + bytes(range(256)) * 4
     rootfs = clients.unikraft_rootfs(tmp_path / "rootfs", kernel, initrd=b"initrd-bytes")
     tar_path = clients.build_image(rootfs, "uk-hello", entrypoint=["/unikraft/bin/kernel"],
@@ -203,7 +193,7 @@ def test_ctr_run_tty_plain_output(containerd, runtime):
 
 
 def test_containerd_stop_cleans_up(busybox_tar, tmp_path):
-    need("containerd", "ctr", "containerd-shim-runc-v2", RUNTIMES["runc"])
+    clients.require("containerd", "ctr", "containerd-shim-runc-v2", RUNTIMES["runc"])
     cd = clients.Containerd()
     try:
         cd.start()
@@ -232,7 +222,7 @@ def test_containerd_stop_cleans_up(busybox_tar, tmp_path):
 
 @pytest.fixture
 def podman_with(runtime):
-    need("podman", "conmon")
+    clients.require("podman", "conmon")
     name, wrapper, log = runtime
     custom = f"harness-{name}"
     with clients.Podman({custom: wrapper}) as pm:

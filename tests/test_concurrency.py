@@ -24,6 +24,7 @@ import pytest
 from conftest import RUNU, base_env, children_of, needs_root, reap_zombies
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import clients  # noqa: E402
 from runu_helpers import spec, write_bundle  # noqa: E402
 
 pytestmark = [needs_root]
@@ -208,16 +209,8 @@ def test_parallel_tiny_guest_lifecycles_leak_nothing(tmp_path, root):
     from guest.build import build_tiny
 
     kernel = build_tiny(str(tmp_path / "k"), "pvh")
-    b = tmp_path / "bundle"
-    kdir = b / "rootfs" / "unikraft" / "bin"
-    kdir.mkdir(parents=True)
-    shutil.copy(kernel, kdir / "kernel")
-    assert runu(root, "spec", "--bundle", str(b)).returncode == 0
-    cfg = json.loads((b / "config.json").read_text())
-    cfg["process"]["args"] = ["/unikraft/bin/kernel", "idle"]
-    cfg["process"]["env"] = []  # "idle" must be a kernel word, not an application argument after "--"
-    cfg["annotations"] = {"org.unikraft.runu.accel": "tcg"}
-    (b / "config.json").write_text(json.dumps(cfg))
+    # "idle" must be a kernel word, not an application argument after "--": no environment
+    b = clients.unikernel_bundle(tmp_path / "bundle", kernel, ["idle"], annotations={"org.unikraft.runu.accel": "tcg"})
     os.makedirs(root, exist_ok=True)
     before = _count_leaks(root)
 

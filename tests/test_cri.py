@@ -59,16 +59,6 @@ BOOT_TIMEOUT = 90.0
 
 REQUIRED = ("containerd", "ctr", "containerd-shim-runc-v2", "umoci", "qemu-system-x86_64", "nsenter", "ip",
             BUSYBOX, *(str(CNI_BIN / p) for p in ("bridge", "host-local", "loopback")))
-APT = {"containerd": "containerd", "ctr": "containerd", "containerd-shim-runc-v2": "containerd",
-       "umoci": "umoci", "qemu-system-x86_64": "qemu-system-x86", "nsenter": "util-linux", "ip": "iproute2",
-       BUSYBOX: "busybox-static"}
-
-
-def need_binaries() -> None:
-    missing = clients.missing_binaries(*REQUIRED)
-    if missing:
-        pkgs = sorted({APT.get(m, "containernetworking-plugins") for m in missing})
-        pytest.skip(f"missing {', '.join(missing)} (apt-get install {' '.join(pkgs)})")
 
 
 def ip(*args: str) -> str:
@@ -86,18 +76,6 @@ def ipv4_addrs(netns_path: str, dev: str) -> list[str]:
     out = subprocess.run(["nsenter", f"--net={netns_path}", "ip", "-j", "-4", "addr", "show", "dev", dev],
                          check=True, capture_output=True, text=True, timeout=30).stdout
     return [f"{a['local']}/{a['prefixlen']}" for i in json.loads(out) for a in i.get("addr_info", [])]
-
-
-def processes_mentioning(marker: str, name_prefix: str = "") -> list[int]:
-    """Live processes whose command line mentions ``marker`` (and whose argv[0] starts so)."""
-    found = []
-    for pid in clients._all_pids():
-        argv = clients._cmdline(pid)
-        if not argv or not os.path.basename(argv[0]).startswith(name_prefix):
-            continue
-        if any(marker in a for a in argv) and (st := clients._read_stat(pid)) and st[0] not in "ZX":
-            found.append(pid)
-    return found
 
 
 def cri_log_text(path: Path) -> str:
@@ -123,7 +101,7 @@ def images(tmp_path_factory) -> dict[str, Path]:
     """{ref: OCI archive}: the pause image (busybox sleeping) and the Linux test guest as a unikernel bundle."""
     if os.geteuid() != 0:
         pytest.skip("needs root (containerd, network namespaces)")
-    need_binaries()
+    clients.require(*REQUIRED)
     try:
         from cri.client import StubsUnavailable, load
         load()
@@ -377,7 +355,7 @@ def test_unikernel_pod_through_cri_answers_ping(images, node: Node):
     assert f"{M}network: default via {node.gateway}" in console, console
     assert f"{M}ping {node.gateway}: ok" in console, console  # guest -> pod gateway (the bridge)
 
-    qemus = processes_mentioning(str(cd.base) + "/", "qemu-system")
+    qemus = clients.processes_mentioning(str(cd.base) + "/", names=["qemu-system"])
     assert len(qemus) == 1, qemus
     qemu_argv = clients._cmdline(qemus[0])
     assert qemu_argv[qemu_argv.index("-accel") + 1].split(",")[0] == "tcg"  # the annotation got through
@@ -404,7 +382,8 @@ def test_unikernel_pod_through_cri_answers_ping(images, node: Node):
     cri.remove_container(cid)
     assert cri.list_containers(pod) == []
     assert not (node.runu_root / cid).exists()
-    clients.eventually("QEMU left running", lambda: processes_mentioning(str(cd.base) + "/", "qemu-system"), timeout=15)
+    clients.eventually("QEMU left running",
+                       lambda: clients.processes_mentioning(str(cd.base) + "/", names=["qemu-system"]), timeout=15)
     # runu's delete took the macvtap away and gave the address and route back to the pod's eth0
     assert links(pod_netns) == ["eth0", "lo"]
     assert ipv4_addrs(pod_netns, "eth0") == [f"{pod_ip}/24"]
@@ -434,7 +413,7 @@ def test_unikernel_pod_through_cri_answers_ping(images, node: Node):
     assert clients.mounts_under(base) == []
     assert node.netns not in ip("netns", "list")
     assert node.cni_netns() - node.netns_before == set()
-    clients.eventually("containerd processes left", lambda: processes_mentioning(str(base) + "/"), timeout=15)
+    clients.eventually("containerd processes left", lambda: clients.processes_mentioning(str(base) + "/"), timeout=15)
     cgroup = node.cgroup_parent.strip("/")
     assert [str(d) for d in (Path("/sys/fs/cgroup", cgroup), *Path("/sys/fs/cgroup").glob(f"*/{cgroup}"))
             if d.exists()] == []

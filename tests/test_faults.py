@@ -26,7 +26,8 @@ import pytest
 from conftest import RUNU, base_env, children_of, needs_root, reap_zombies
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from runu_helpers import spec, write_bundle  # noqa: E402
+import clients  # noqa: E402
+from runu_helpers import alive, spec, write_bundle  # noqa: E402
 
 from mocktainer import failpoint, system  # noqa: E402
 
@@ -82,25 +83,6 @@ def state_of(root: str, cid: str) -> str | None:
     return st["status"]
 
 
-def alive(pid: int) -> bool:
-    st = system.proc_stat(pid)
-    return st is not None and st[0] not in "ZX"
-
-
-def processes_mentioning(*needles: str) -> list[int]:
-    """Live processes whose command line or environment-free argv names one of `needles`."""
-    out = []
-    for pid in system.all_pids():
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read()
-        except OSError:
-            continue
-        if any(n.encode() in argv for n in needles) and alive(pid):
-            out.append(pid)
-    return out
-
-
 class Scene:
     """One test's root, cgroup parent and markers, and the no-leak check after `delete --force`."""
 
@@ -121,7 +103,8 @@ class Scene:
 
     def sandbox(self, name: str = "b", hooks: dict | None = None) -> str:
         """A CRI sandbox bundle whose process (busybox sleep) names this scene's marker."""
-        cfg = spec(["/bin/busybox", "sh", "-c", f"exec sleep 1000 # {self.marker}"], hooks=hooks)
+        # not the shell's last command: it stays, with the marker in its argv, waiting for sleep
+        cfg = spec(["/bin/busybox", "sh", "-c", f"sleep 1000; : {self.marker}"], hooks=hooks)
         cfg["linux"]["cgroupsPath"] = self.cgroups_path("CID")
         return write_bundle(str(self.tmp / name), cfg)
 
@@ -155,7 +138,7 @@ class Scene:
             text = f.read()
         return {
             "state directory": os.path.exists(os.path.join(self.root, cid)),
-            "processes": processes_mentioning(self.marker, os.path.join(self.root, cid)),
+            "processes": clients.processes_mentioning(self.marker, self.root),
             "new children": sorted(set(children_of(os.getpid())) - self.children),
             "cgroups": self.cgroup_dirs(),
             "mounts": [line for line in text.splitlines() if str(self.tmp) in line],
@@ -166,7 +149,7 @@ class Scene:
             runu(self.root, "delete", "--force", cid)
         # after a failure, what delete could not find: processes of this scene, then its cgroups
         name = self.cgroup_parent
-        victims = set(processes_mentioning(self.marker))
+        victims = set(clients.processes_mentioning(self.marker))
         for leaf in self.cgroup_dirs():
             try:
                 victims.update(int(p) for p in open(os.path.join(leaf, "cgroup.procs")).read().split())
@@ -353,21 +336,6 @@ def tiny_kernel(tmp_path_factory):
     return build_tiny(str(tmp_path_factory.mktemp("tiny")), "pvh")
 
 
-def unikernel_bundle(scene: Scene, kernel: str, args: list[str], netns: str = "", name: str = "u") -> str:
-    b = scene.tmp / name
-    kdir = b / "rootfs" / "unikraft" / "bin"
-    kdir.mkdir(parents=True)
-    shutil.copy(kernel, kdir / "kernel")
-    subprocess.run([RUNU, "spec", "--bundle", str(b)], check=True, env=base_env())
-    cfg = json.loads((b / "config.json").read_text())
-    cfg["process"]["args"] = ["/unikraft/bin/kernel", *args]
-    cfg["process"]["env"] = []
-    cfg["annotations"] = dict(TCG)
-    cfg["linux"]["namespaces"] = [{"type": "network", "path": netns}] if netns else [{"type": "network"}]
-    (b / "config.json").write_text(json.dumps(cfg))
-    return str(b)
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("point", START_POINTS)
 def test_start_killed_mid_way_with_a_guest_network(scene, netns, tiny_kernel, point):
@@ -382,7 +350,8 @@ def test_start_killed_mid_way_with_a_guest_network(scene, netns, tiny_kernel, po
     ip("-n", pod, "route", "add", "default", "via", "10.77.0.1")
     before = net_view(pod)
     # "idle" is a kernel word: the network's parameters are merged in before the "--", not before "idle"
-    b = unikernel_bundle(scene, tiny_kernel, ["idle", "--"], f"/run/netns/{pod}")
+    b = clients.unikernel_bundle(scene.tmp / "u", tiny_kernel, ["idle", "--"], annotations=TCG,
+                                 netns=f"/run/netns/{pod}")
     cid = f"s-{point.split(':')[1]}"
     scene.set_cgroup(b, cid)
     r = create(scene.root, b, cid)
@@ -438,7 +407,7 @@ def test_vmm_dying_at_boot_ends_stopped_with_its_exit_status(scene, tiny_kernel)
     from guest.build import broken_pvh
 
     bad = broken_pvh(str(scene.tmp / "k"))
-    b = unikernel_bundle(scene, bad, [])
+    b = clients.unikernel_bundle(scene.tmp / "u", bad, annotations=TCG)
     cid = "vmm-dies"
     scene.set_cgroup(b, cid)
     pidfile = scene.tmp / "pid"
@@ -516,7 +485,7 @@ def test_create_on_a_full_root_fails_cleanly(scene, small_tmpfs):
     assert "No space left on device" in r.stderr and repr(cid) in r.stderr, r.stderr
     assert json.loads(log.read_text().splitlines()[-1])["level"] == "error"
     assert os.listdir(root) == []  # no directory, no half-written state.json
-    assert not processes_mentioning(scene.marker) and not scene.cgroup_dirs()
+    assert not clients.processes_mentioning(scene.marker) and not scene.cgroup_dirs()
 
 
 def test_create_on_a_read_only_root_fails_cleanly(scene, small_tmpfs):
@@ -531,7 +500,7 @@ def test_create_on_a_read_only_root_fails_cleanly(scene, small_tmpfs):
     assert r.returncode == 1, r
     assert r.stderr == f"runu: cannot create the directory of container {cid!r} in {root}: Read-only file system\n"
     assert os.listdir(root) == []
-    assert not processes_mentioning(scene.marker) and not scene.cgroup_dirs()
+    assert not clients.processes_mentioning(scene.marker) and not scene.cgroup_dirs()
 
 
 def test_state_written_in_the_root_is_never_torn(scene):

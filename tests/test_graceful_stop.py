@@ -26,26 +26,19 @@ from pathlib import Path
 import pytest
 
 from conftest import RUNU, base_env, needs_root
-from runu_helpers import alive, kill_and_reap, wait_exit
+from runu_helpers import BACKENDS, alive, kill_and_reap, wait_exit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import clients  # noqa: E402
 from guest.build import build_tiny  # noqa: E402
-from mocktainer.unikraft import qemu  # noqa: E402
 
-FIRECRACKER = shutil.which("firecracker")
-HAVE_KVM = qemu.kvm_usable()
 VMM = "org.unikraft.runu.vmm"
 MIB = 1 << 20
 LINUX_MARK = "runu-linux-guest: "
 
 pytestmark = [needs_root, pytest.mark.integration,
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 is not installed")]
-needs_firecracker = pytest.mark.skipif(
-    FIRECRACKER is None or not HAVE_KVM,
-    reason="needs firecracker (bash scripts/setup-firecracker.sh) and a usable /dev/kvm")
-BACKENDS = ["qemu", pytest.param("firecracker", marks=needs_firecracker)]
 SOCKET = {"qemu": "qmp.sock", "firecracker": "firecracker.sock"}
 LONG_ID = "g" * 64
 
@@ -68,17 +61,9 @@ def linux_guest(tmp_path_factory):
 
 
 def make_bundle(tmp_path: Path, kernel: str, args=(), annotations=None, initrd=None, memory_mib=None) -> str:
-    b = tmp_path / "bundle"
-    clients.unikraft_rootfs(b / "rootfs", kernel, initrd)
-    subprocess.run([RUNU, "spec", "--bundle", str(b)], check=True)
-    cfg = json.loads((b / "config.json").read_text())
-    cfg["process"]["args"] = ["/unikraft/bin/kernel", *args]
-    cfg["process"]["env"] = []  # so that mode words (idle) stay the guest's
-    cfg["annotations"] = dict(annotations or {})
-    if memory_mib:
-        cfg["linux"]["resources"] = {"memory": {"limit": memory_mib * MIB}}
-    (b / "config.json").write_text(json.dumps(cfg))
-    return str(b)
+    resources = {"memory": {"limit": memory_mib * MIB}} if memory_mib else clients.KEEP
+    return clients.unikernel_bundle(tmp_path / "bundle", kernel, args, initrd=initrd, annotations=annotations,
+                                    resources=resources)
 
 
 def runu(root: str, *args: str, timeout=60) -> subprocess.CompletedProcess:

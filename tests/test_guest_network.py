@@ -19,6 +19,7 @@ import pytest
 from conftest import RUNU, needs_root
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import clients  # noqa: E402
 from guest import linux  # noqa: E402
 from guest.build import build_tiny  # noqa: E402
 from mocktainer.unikraft import net, qemu  # noqa: E402
@@ -277,20 +278,9 @@ def guest(tmp_path_factory):
 
 def linux_bundle(tmp_path: Path, guest, netns_path: str, args, name="bundle") -> str:
     kernel, initrd = guest
-    b = tmp_path / name
-    kdir = b / "rootfs" / "unikraft" / "bin"
-    kdir.mkdir(parents=True)
-    shutil.copy(kernel, kdir / "kernel")
-    shutil.copy(initrd, kdir / "initrd")
-    subprocess.run([RUNU, "spec", "--bundle", str(b)], check=True)
-    cfg = json.loads((b / "config.json").read_text())
-    cfg["process"]["args"] = ["/unikraft/bin/kernel", "quiet", *args]
-    cfg["process"]["env"] = []
-    cfg["annotations"] = {"org.unikraft.runu.accel": "tcg"}
-    cfg["linux"]["resources"] = {"memory": {"limit": (GUEST_MIB + 64) << 20}}
-    cfg["linux"]["namespaces"] = [{"type": "network", "path": netns_path}] if netns_path else [{"type": "network"}]
-    (b / "config.json").write_text(json.dumps(cfg))
-    return str(b)
+    return clients.unikernel_bundle(tmp_path / name, kernel, ["quiet", *args], initrd=initrd,
+                                    annotations={"org.unikraft.runu.accel": "tcg"},
+                                    resources={"memory": {"limit": (GUEST_MIB + 64) << 20}}, netns=netns_path)
 
 
 class Runu:

@@ -13,6 +13,7 @@ import pytest
 from conftest import base_env, needs_root
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import clients  # noqa: E402
 from guest.build import build_tiny  # noqa: E402
 from mocktainer.unikraft import qemu  # noqa: E402
 
@@ -30,18 +31,8 @@ def kernel(tmp_path_factory):
 
 
 def make_bundle(tmp_path, kernel, args=("idle", "--"), name="bundle"):
-    b = tmp_path / name
-    kdir = b / "rootfs" / "unikraft" / "bin"
-    kdir.mkdir(parents=True)
-    shutil.copy(kernel, kdir / "kernel")
-    subprocess.run([RUNU, "spec", "--bundle", str(b)], check=True)
-    cfg = json.loads((b / "config.json").read_text())
-    cfg["process"]["args"] = ["/unikraft/bin/kernel", *args]
-    cfg["process"]["env"] = []  # so that the mode word (idle) stays the guest's
-    cfg["annotations"] = {"org.unikraft.runu.accel": "tcg"}
-    cfg["linux"]["resources"] = {"memory": {"limit": 160 * 1024 * 1024}}
-    (b / "config.json").write_text(json.dumps(cfg))
-    return str(b)
+    return clients.unikernel_bundle(tmp_path / name, kernel, args, annotations={"org.unikraft.runu.accel": "tcg"},
+                                    resources={"memory": {"limit": 160 * 1024 * 1024}})
 
 
 def runu(root, *args, timeout=60):

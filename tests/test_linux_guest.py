@@ -7,7 +7,6 @@ Each boot takes ~2-3 s. Every QEMU process is killed and reaped in a ``finally``
 """
 
 import gzip
-import json
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 from conftest import needs_root
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import clients  # noqa: E402
 from guest import linux  # noqa: E402
 
 QEMU = shutil.which("qemu-system-x86_64")
@@ -218,22 +218,13 @@ def test_macvtap_on_veth_traffic_both_ways(guest, tmp_path, netns):
 @needs_root
 def test_runu_run_boots_the_linux_guest(guest, tmp_path):
     kernel, initrd = guest
-    bundle = tmp_path / "bundle"
-    kdir = bundle / "rootfs" / "unikraft" / "bin"
-    kdir.mkdir(parents=True)
-    shutil.copy(kernel, kdir / "kernel")
-    shutil.copy(initrd, kdir / "initrd")
-    subprocess.run([RUNU, "spec", "--bundle", str(bundle)], check=True)
-    cfg = json.loads((bundle / "config.json").read_text())
-    cfg["process"]["args"] = ["/unikraft/bin/kernel", "quiet", "--", "hello"]
-    cfg["process"]["env"] = ["GREETING=hi"]
-    cfg["annotations"] = {"org.unikraft.runu.accel": "tcg"}
     # runu gives the guest the limit minus QEMU's own overhead (64 MiB): ask for GUEST_MIB for the guest.
-    cfg.setdefault("linux", {})["resources"] = {"memory": {"limit": (GUEST_MIB + 64) << 20}}
-    (bundle / "config.json").write_text(json.dumps(cfg))
+    bundle = clients.unikernel_bundle(tmp_path / "bundle", kernel, ["quiet", "--", "hello"], initrd=initrd,
+                                      env=["GREETING=hi"], annotations={"org.unikraft.runu.accel": "tcg"},
+                                      resources={"memory": {"limit": (GUEST_MIB + 64) << 20}})
     root = str(tmp_path / "root")
     try:
-        r = subprocess.run([RUNU, "--root", root, "run", "--bundle", str(bundle), "linux1"], stdin=subprocess.DEVNULL,
+        r = subprocess.run([RUNU, "--root", root, "run", "--bundle", bundle, "linux1"], stdin=subprocess.DEVNULL,
                            capture_output=True, text=True, timeout=60)
     finally:
         if os.path.isdir(root):

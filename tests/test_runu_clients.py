@@ -52,16 +52,6 @@ ANNOTATIONS = {"pvh": {}, "multiboot": {ACCEL_ANNOTATION: "tcg"}}
 IMAGE_CMD = ["exit=3", "--", "hello", "from-cmd"]
 TIMEOUT = 30  # per client command; every run here takes well under a second or two
 TTY_TIMEOUT = 10  # a tty run that ignores --console-socket hangs: fail fast
-APT = {"containerd": "containerd", "ctr": "containerd", "containerd-shim-runc-v2": "containerd",
-       "podman": "podman", "conmon": "conmon", "umoci": "umoci", "gcc": "gcc", "ld": "binutils",
-       "objcopy": "binutils", "qemu-system-x86_64": "qemu-system-x86"}
-
-
-def need(*binaries: str) -> None:
-    missing = clients.missing_binaries(*binaries)
-    if missing:
-        pkgs = sorted({APT.get(m, m) for m in missing})
-        pytest.skip(f"missing {', '.join(missing)} (apt-get install {' '.join(pkgs)})")
 
 
 def exit_status(n: int) -> int:
@@ -102,7 +92,7 @@ def runu(tmp_path_factory) -> Path:
 def images(tmp_path_factory) -> dict[str, tuple[str, Path]]:
     """{name: (ref, OCI archive)}: "pvh" and "multiboot" (the tiny kernel, Cmd IMAGE_CMD) and
     "nokernel" (a rootfs without unikraft/bin/kernel, same entrypoint)."""
-    need("umoci", "gcc", "ld", "objcopy", "qemu-system-x86_64")
+    clients.require("umoci", "gcc", "ld", "objcopy", "qemu-system-x86_64")
     tmp = tmp_path_factory.mktemp("runu-images")
     build = _load_guest_build()
     out = {}
@@ -129,7 +119,7 @@ def images(tmp_path_factory) -> dict[str, tuple[str, Path]]:
 
 @pytest.fixture(scope="module")
 def containerd(images):
-    need("containerd", "ctr", "containerd-shim-runc-v2")
+    clients.require("containerd", "ctr", "containerd-shim-runc-v2")
     with clients.Containerd(cri=False) as cd:
         cd.images = {name: clients.import_image(cd, tar, ref) for name, (ref, tar) in images.items()}
         yield cd
@@ -137,7 +127,7 @@ def containerd(images):
 
 @pytest.fixture(scope="module")
 def podman(images, runu):
-    need("podman", "conmon")
+    clients.require("podman", "conmon")
     with clients.Podman({"runu": runu}) as pm:
         pm.images = {name: pm.load(tar, ref) for name, (ref, tar) in images.items()
                      if name in ("pvh", "nokernel")}
@@ -152,28 +142,7 @@ def podman(images, runu):
 
 def our_qemus(base: Path) -> list[int]:
     """Live QEMU processes booting a kernel below ``base`` (a client's private directory)."""
-    marker = str(base) + "/"
-    pids = []
-    for pid in clients._all_pids():
-        argv = clients._cmdline(pid)
-        if argv and os.path.basename(argv[0]).startswith("qemu-system") and any(marker in a for a in argv):
-            st = clients._read_stat(pid)
-            if st and st[0] not in "ZX":
-                pids.append(pid)
-    return pids
-
-
-def runu_root(cd: clients.Containerd) -> Path:
-    """runu's --root under containerd: the shim appends the namespace to --runc-root."""
-    return cd.runtime_root / cd.namespace
-
-
-def assert_no_leaks_containerd(cd: clients.Containerd) -> None:
-    clients.eventually("containerd tasks left", lambda: clients.task_ls(cd))
-    clients.eventually("shims left", cd.shim_pids)
-    clients.eventually("QEMU processes left", lambda: our_qemus(cd.base))
-    root = runu_root(cd)
-    clients.eventually(f"runu state left in {root}", lambda: root.is_dir() and os.listdir(root))
+    return clients.processes_mentioning(str(base) + "/", names=["qemu-system"])
 
 
 def assert_no_leaks_podman(pm: clients.Podman, cids: list[str]) -> None:
@@ -181,22 +150,15 @@ def assert_no_leaks_podman(pm: clients.Podman, cids: list[str]) -> None:
     clients.eventually("conmon processes left", pm.conmon_pids)
     clients.eventually("QEMU processes left", lambda: our_qemus(pm.base))
     clients.eventually(f"runu state left in {PODMAN_RUNU_ROOT}",
-                lambda: [c for c in cids if (PODMAN_RUNU_ROOT / c).exists()])
+                       lambda: [c for c in cids if (PODMAN_RUNU_ROOT / c).exists()])
 
 
 @pytest.fixture
 def ctr_ids(containerd):
     """Container ids a test hands out; afterwards cleaned up, then checked for leaks."""
-    ids: list[str] = []
-
-    def new(prefix: str) -> str:
-        ids.append(clients.unique_id(prefix))
-        return ids[-1]
-
-    yield new
-    for cid in ids:
-        clients.ctr_cleanup(containerd, cid)
-    assert_no_leaks_containerd(containerd)
+    ids = clients.CtrIds(containerd)
+    yield ids
+    ids.finish()
 
 
 @pytest.fixture
@@ -305,7 +267,7 @@ def test_ctr_run_vmm_dying_at_boot_gives_its_exit_status(containerd, runu, ctr_i
     assert res.returncode == 1, res
     assert "Error while loading elf kernel" in res.stdout + res.stderr, res
     assert cid not in clients.task_ls(containerd)
-    assert not (runu_root(containerd) / cid).exists()
+    assert not (containerd.runtime_state_dir / cid).exists()
     assert our_qemus(containerd.base) == []
 
 
@@ -328,12 +290,12 @@ def test_ctr_run_detached_ps_kill_delete(containerd, runu, ctr_ids):
     assert log[0] == GREETING and log[-2:] == ["arg: detached", "idling"], log
     fds = vmm_fds(pid)
     assert fds[0] == "/dev/null" and fds[1].startswith("pipe:") and fds[2].startswith("pipe:"), fds
-    assert_no_runtime_fds(pid, runu_root(containerd), cid)
+    assert_no_runtime_fds(pid, containerd.runtime_state_dir, cid)
 
     # runu's view of it, in the root the shim gave runu
-    state_dir = runu_root(containerd) / cid
+    state_dir = containerd.runtime_state_dir / cid
     assert (state_dir / "state.json").is_file()
-    st = json.loads(clients.run_cmd([runu, "--root", runu_root(containerd), "state", cid],
+    st = json.loads(clients.run_cmd([runu, "--root", containerd.runtime_state_dir, "state", cid],
                                     timeout=TIMEOUT, check=True).stdout)
     assert st["status"] == "running" and st["pid"] == pid and st["id"] == cid
 
@@ -377,7 +339,7 @@ def test_ctr_run_tty_idle_guest_killed(containerd, runu, ctr_ids):
         pid = clients.wait_task_status(containerd, cid, "RUNNING", timeout=10)["pid"]
         fds = vmm_fds(pid)
         assert fds[0].startswith("/dev/pts/") and fds[0] == fds[1] == fds[2], fds
-        assert_no_runtime_fds(pid, runu_root(containerd), cid)
+        assert_no_runtime_fds(pid, containerd.runtime_state_dir, cid)
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read().rsplit(")", 1)[1].split()
         assert int(stat[3]) == pid and int(stat[4]) != 0  # session leader with a controlling tty
@@ -401,7 +363,7 @@ def test_ctr_create_failure_shows_runu_message(containerd, runu, ctr_ids, case):
     assert res.returncode != 0, res
     assert f"{CREATE_FAILED}: {msg}" in res.stderr, res.stderr
     assert GREETING not in res.stdout
-    assert not (runu_root(containerd) / cid).exists()
+    assert not (containerd.runtime_state_dir / cid).exists()
 
 
 # ---------------------------------------------------------------------------------------------

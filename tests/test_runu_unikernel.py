@@ -13,6 +13,7 @@ import pytest
 from conftest import needs_root
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import clients  # noqa: E402
 from guest.build import build_tiny  # noqa: E402
 
 pytestmark = [needs_root, pytest.mark.integration,
@@ -30,19 +31,8 @@ def kernels(tmp_path_factory):
 
 
 def make_bundle(tmp_path, kernel, args=(), env=(), annotations=None, memory=None, name="bundle"):
-    b = tmp_path / name
-    kdir = b / "rootfs" / "unikraft" / "bin"
-    kdir.mkdir(parents=True)
-    shutil.copy(kernel, kdir / "kernel")
-    subprocess.run([RUNU, "spec", "--bundle", str(b)], check=True)
-    cfg = json.loads((b / "config.json").read_text())
-    cfg["process"]["args"] = ["/unikraft/bin/kernel", *args]
-    cfg["process"]["env"] = list(env)
-    cfg["annotations"] = dict(annotations or {})
-    if memory is not None:
-        cfg["linux"]["resources"] = {"memory": {"limit": memory}}
-    (b / "config.json").write_text(json.dumps(cfg))
-    return str(b)
+    return clients.unikernel_bundle(tmp_path / name, kernel, args, env=env, annotations=annotations,
+                                    resources=clients.KEEP if memory is None else {"memory": {"limit": memory}})
 
 
 def runu(root, *args, timeout=60, env=None, **kw):

@@ -28,11 +28,10 @@ from conftest import RUNU, base_env, needs_root
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import clients  # noqa: E402
+from runu_helpers import BACKENDS, FIRECRACKER, needs_firecracker  # noqa: E402
 from guest.build import build_tiny  # noqa: E402
 from mocktainer.unikraft import qemu  # noqa: E402
 
-FIRECRACKER = shutil.which("firecracker")
-HAVE_KVM = qemu.kvm_usable()
 GREETING = "Hello from the runu test kernel"
 VMM = "org.unikraft.runu.vmm"
 MIB = 1 << 20
@@ -40,10 +39,6 @@ HOST_CPUS = os.cpu_count() or 1
 
 pytestmark = [needs_root, pytest.mark.integration,
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 is not installed")]
-needs_firecracker = pytest.mark.skipif(
-    FIRECRACKER is None or not HAVE_KVM,
-    reason="needs firecracker (bash scripts/setup-firecracker.sh) and a usable /dev/kvm")
-BACKENDS = ["qemu", pytest.param("firecracker", marks=needs_firecracker)]
 # What `exit=3` gives: QEMU's isa-debug-exit status, Firecracker's status after the i8042 reset.
 EXIT3 = {"qemu": (3 << 1) | 1, "firecracker": 0}
 OVERHEAD = {"qemu": 64, "firecracker": 16}
@@ -56,16 +51,9 @@ def kernel(tmp_path_factory):
 
 def make_bundle(tmp_path: Path, kernel: str, args=(), annotations=None, resources=None, initrd=None,
                 name="bundle") -> str:
-    b = tmp_path / name
-    clients.unikraft_rootfs(b / "rootfs", kernel, initrd)
-    subprocess.run([RUNU, "spec", "--bundle", str(b)], check=True)
-    cfg = json.loads((b / "config.json").read_text())
-    cfg["process"]["args"] = ["/unikraft/bin/kernel", *args]
-    cfg["process"]["env"] = []  # so that mode words (idle, exit=N) stay the tiny kernel's
-    cfg["annotations"] = dict(annotations or {})
-    cfg["linux"]["resources"] = dict(resources or {})
-    (b / "config.json").write_text(json.dumps(cfg))
-    return str(b)
+    # mode words (idle, exit=N) stay the tiny kernel's: no environment after them
+    return clients.unikernel_bundle(tmp_path / name, kernel, args, initrd=initrd, annotations=annotations,
+                                    resources=resources or {})
 
 
 def runu(root: str, *args: str, env=None, timeout=60, **kw) -> subprocess.CompletedProcess:
@@ -95,18 +83,7 @@ def wait_for(probe, what: str, timeout: float = 20.0):
 def vmm_processes(marker: str, vmm_only: bool = False) -> list[int]:
     """Live processes (a runu init, a VMM; with `vmm_only` VMMs only) whose command line mentions
     `marker`."""
-    pids = []
-    for pid in clients._all_pids():
-        if pid == os.getpid():
-            continue
-        argv = clients._cmdline(pid)
-        st = clients._read_stat(pid)
-        if not (argv and st and st[0] not in "ZX" and any(marker in a for a in argv)):
-            continue
-        if vmm_only and os.path.basename(argv[0]) not in ("firecracker", "qemu-system-x86_64"):
-            continue
-        pids.append(pid)
-    return pids
+    return clients.processes_mentioning(marker, names=["firecracker", "qemu-system"] if vmm_only else [])
 
 
 def argv_of(pid: int) -> list[str]:
@@ -332,9 +309,7 @@ def test_features_lists_the_backends_found(tmp_path):
 
 @pytest.fixture(scope="module")
 def containerd(tmp_path_factory, kernel):
-    missing = clients.missing_binaries("containerd", "ctr", "containerd-shim-runc-v2", "umoci")
-    if missing:
-        pytest.skip(f"missing {', '.join(missing)}")
+    clients.require("containerd", "ctr", "containerd-shim-runc-v2", "umoci")
     clients.become_subreaper()
     tmp = tmp_path_factory.mktemp("vmm-images")
     rootfs = clients.unikraft_rootfs(tmp / "rootfs", kernel)
@@ -349,24 +324,9 @@ def containerd(tmp_path_factory, kernel):
 
 @pytest.fixture
 def ctr_ids(containerd):
-    ids: list[str] = []
-
-    def new(prefix: str) -> str:
-        ids.append(clients.unique_id(prefix))
-        return ids[-1]
-
-    yield new
-    for cid in ids:
-        clients.ctr_cleanup(containerd, cid)
-    deadline = time.monotonic() + 10
-    marker = str(containerd.base) + "/"
-    while (clients.task_ls(containerd) or vmm_processes(marker, True)) and time.monotonic() < deadline:
-        clients.reap_zombies()
-        time.sleep(0.05)
-    assert clients.task_ls(containerd) == {}
-    assert vmm_processes(marker, True) == []
-    runu_root = containerd.runtime_root / containerd.namespace
-    assert not (runu_root.is_dir() and os.listdir(runu_root))
+    ids = clients.CtrIds(containerd)
+    yield ids
+    ids.finish()
 
 
 @pytest.mark.clients
