@@ -258,6 +258,7 @@ def test_runu_run_in_the_foreground_turns_term_into_a_power_off(tmp_path, root, 
         if run.poll() is None:
             run.kill()
             run.wait()
+        runu(root, "delete", "--force", "gs-run")  # the VMM outlives a killed `runu run`
 
 
 def test_linux_guest_kill_is_immediate(tmp_path, root, linux_guest):

@@ -126,7 +126,20 @@ watch_power_button() {
 	mkdir -p /etc/acpi/PWRF
 	printf '#!/bin/sh\nkill -USR1 1\n' > /etc/acpi/PWRF/00000080
 	chmod 755 /etc/acpi/PWRF/00000080
-	acpid -c /etc/acpi -l /dev/null
+	# In the foreground (backgrounded by the shell) so that its pid is known: "idle" must not be
+	# said before acpid has the input devices open, or a power-off request sent on "idle" is lost.
+	acpid -f -c /etc/acpi -l /dev/null &
+	local pid=$! tries=0
+	while ! ls -l "/proc/$pid/fd" 2>/dev/null | grep -q /dev/input/event; do
+		tries=$((tries + 1))
+		if [ $tries -ge 200 ] || [ ! -d "/proc/$pid" ]; then
+			say "acpid: no input device open after $tries tries; the power button may be missed"
+			return 1
+		fi
+		usleep 50000
+	done
+	[ $tries -gt 0 ] && say "acpid: input device open after $tries tries"
+	return 0
 }
 
 if [ -n "$idle" ]; then
