@@ -92,9 +92,26 @@ def wait_text(log: Path, text: str, pid: int, timeout: float = 30.0) -> None:
 def started_tiny(tmp_path: Path, root: str, kernel: str, backend: str, cid: str) -> tuple[int, Path]:
     b = make_bundle(tmp_path, kernel, args=["idle", "--"], annotations={VMM: backend})
     log = tmp_path / "console.log"
-    pid = create(root, b, cid, log)
-    assert runu(root, "start", cid).returncode == 0
-    wait_text(log, "idling", pid)
+    return start_and_wait(root, b, cid, log, "idling", 30)
+
+
+def started_linux(tmp_path: Path, root: str, linux_guest: tuple[str, str], cid: str) -> tuple[int, Path]:
+    """The Linux guest created and started, its power button watched (`idle` said)."""
+    kernel, initrd = linux_guest
+    b = make_bundle(tmp_path, kernel, args=["idle"], initrd=initrd, memory_mib=320)
+    log = tmp_path / "console.log"
+    return start_and_wait(root, b, cid, log, LINUX_MARK + "idle", 90)
+
+
+def start_and_wait(root: str, bundle: str, cid: str, log: Path, text: str, timeout: float) -> tuple[int, Path]:
+    """create + start, then wait for `text` on the console; the init is reaped if that fails."""
+    pid = create(root, bundle, cid, log)
+    try:
+        assert runu(root, "start", cid).returncode == 0
+        wait_text(log, text, pid, timeout=timeout)
+    except BaseException:
+        kill_and_reap(pid)
+        raise
     return pid, log
 
 
@@ -215,13 +232,8 @@ def test_sigint_is_a_signal(tmp_path, root, kernel):
 
 
 def test_linux_guest_powers_off_on_term(tmp_path, root, linux_guest):
-    kernel, initrd = linux_guest
-    b = make_bundle(tmp_path, kernel, args=["idle"], initrd=initrd, memory_mib=320)
-    log = tmp_path / "console.log"
-    pid = create(root, b, "gs-linux", log)
+    pid, log = started_linux(tmp_path, root, linux_guest, "gs-linux")
     try:
-        assert runu(root, "start", "gs-linux").returncode == 0
-        wait_text(log, LINUX_MARK + "idle", pid, timeout=90)
         t = time.monotonic()
         r = runu(root, "kill", "gs-linux", "TERM")
         assert r.returncode == 0 and r.stderr == "", r
@@ -262,13 +274,8 @@ def test_runu_run_in_the_foreground_turns_term_into_a_power_off(tmp_path, root, 
 
 
 def test_linux_guest_kill_is_immediate(tmp_path, root, linux_guest):
-    kernel, initrd = linux_guest
-    b = make_bundle(tmp_path, kernel, args=["idle"], initrd=initrd, memory_mib=320)
-    log = tmp_path / "console.log"
-    pid = create(root, b, "gs-linux-kill", log)
+    pid, log = started_linux(tmp_path, root, linux_guest, "gs-linux-kill")
     try:
-        assert runu(root, "start", "gs-linux-kill").returncode == 0
-        wait_text(log, LINUX_MARK + "idle", pid, timeout=90)
         assert runu(root, "kill", "gs-linux-kill", "KILL").returncode == 0
         st = wait_exit(pid, 10)
         assert st is not None and os.WIFSIGNALED(st) and os.WTERMSIG(st) == signal.SIGKILL
