@@ -84,6 +84,26 @@ def children_of(pid: int) -> list[int]:
     return _children(pid, zombies=False)
 
 
+def vmm_of(pid: int, timeout: float = 10.0) -> int:
+    """The VMM of a unikernel container whose pid (its supervisor, see unikraft/supervisor.py) is `pid`: the
+    supervisor's one child."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        kids = children_of(pid)
+        if len(kids) == 1:
+            return kids[0]
+        assert time.monotonic() < deadline, f"container process {pid} has children {kids}, not one VMM"
+        time.sleep(0.02)
+
+
+def vmm_argv(pid: int) -> list[str]:
+    """The command line of the VMM of the container whose pid is `pid` (see vmm_of)."""
+    with open(f"/proc/{vmm_of(pid)}/cmdline", "rb") as f:
+        return f.read().decode().split("\0")[:-1]
+
+
 @pytest.fixture
 def state_root(tmp_path):
     """A container root; every container left in it is killed and removed afterwards."""

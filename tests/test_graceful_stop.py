@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUNU, base_env, needs_root
+from conftest import RUNU, base_env, needs_root, vmm_argv
 from runu_helpers import BACKENDS, alive, kill_and_reap, wait_exit
 
 HERE = Path(__file__).resolve().parent
@@ -133,7 +133,7 @@ def test_term_is_delivered_and_kill_still_kills(tmp_path, root, kernel, backend)
     assert (state_dir / "control").read_text() == {"qemu": "qmp qmp.sock\n",
                                                    "firecracker": "firecracker firecracker.sock\n"}[backend]
     assert (state_dir / SOCKET[backend]).is_socket()
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    argv = vmm_argv(pid)
     if backend == "firecracker":
         assert "--no-api" not in argv and "--api-sock" in argv and "--config-file" in argv
     else:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import base_env, needs_root
+from conftest import base_env, needs_root, vmm_of
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clients  # noqa: E402
@@ -83,6 +83,7 @@ def test_vmm_runs_sandboxed_with_no_new_privs(tmp_path, root, kernel):
     while "idling" not in log.read_text() and time.time() < deadline:
         time.sleep(0.05)
     assert "idling" in log.read_text(), log.read_text()  # the guest boots under the sandbox
+    pid = vmm_of(pid)  # the VMM, child of the container's supervisor
     argv = open(f"/proc/{pid}/cmdline").read().split("\0")
     assert argv[argv.index("-sandbox") + 1] == qemu.SANDBOX_ARGS[1]
     st = proc_status(pid)

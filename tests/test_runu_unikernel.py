@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import needs_root
+from conftest import needs_root, vmm_argv, vmm_of
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clients  # noqa: E402
@@ -77,13 +77,14 @@ def test_lifecycle_of_an_idling_guest(tmp_path, root, kernels):
     while GREETING not in log.read_text() and time.time() < deadline:
         time.sleep(0.05)
     assert "idling" in log.read_text() or GREETING in log.read_text()
-    argv = open(f"/proc/{pid}/cmdline").read().split("\0")
+    assert open(f"/proc/{pid}/comm").read().strip() == "mocktainer-sv"  # the supervisor of the VMM
+    argv = vmm_argv(pid)
     assert os.path.basename(argv[0]) == "qemu-system-x86_64"
     # the guest gets the limit minus QEMU's own 64 MiB (docs/bundles.md)
     assert argv[argv.index("-m") + 1] == "96M" and "tcg" in argv[argv.index("-accel") + 1]
     assert "-monitor" in argv and argv[argv.index("-monitor") + 1] == "none"
     assert json.loads(runu(root, "state", "idle1").stdout)["status"] == "running"
-    assert json.loads(runu(root, "ps", "--format", "json", "idle1").stdout) == [pid]
+    assert json.loads(runu(root, "ps", "--format", "json", "idle1").stdout) == [pid, vmm_of(pid)]
     assert runu(root, "kill", "idle1", "KILL").returncode == 0
     deadline = time.time() + 10
     while json.loads(runu(root, "state", "idle1").stdout)["status"] != "stopped" and time.time() < deadline:
@@ -103,7 +104,7 @@ def test_accel_env_knob_forces_tcg(tmp_path, root, kernels):
     assert r.returncode == 0, (tmp_path / "out.log").read_text()
     assert runu(root, "start", "k1").returncode == 0
     pid = json.loads(runu(root, "state", "k1").stdout)["pid"]
-    argv = open(f"/proc/{pid}/cmdline").read().split("\0")
+    argv = vmm_argv(pid)
     assert argv[argv.index("-accel") + 1].startswith("tcg")
     assert runu(root, "delete", "--force", "k1").returncode == 0
 

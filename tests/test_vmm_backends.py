@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUNU, base_env, needs_root
+from conftest import RUNU, base_env, needs_root, vmm_argv
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -87,8 +87,8 @@ def vmm_processes(marker: str, vmm_only: bool = False) -> list[int]:
 
 
 def argv_of(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        return f.read().decode().split("\0")[:-1]
+    """The VMM's command line for the container whose pid is `pid` (its supervisor)."""
+    return vmm_argv(pid)
 
 
 def option(argv: list[str], name: str) -> str:

@@ -265,7 +265,7 @@ class Container:
             "terminal": process.terminal,
             "no_new_privs": process.no_new_privs,
             "parent_pid": os.getpid(),
-            "guest_network": process.guest_network,
+            "supervisor": process.supervisor,
         }
 
     def _hook_state(self, status: str) -> dict[str, Any]:

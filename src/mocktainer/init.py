@@ -1,10 +1,14 @@
 """The container init: the child side of the create flow.
 
-Runs in a fresh interpreter started by `process.spawn_init` with `-I -S`, so it
-imports only the standard library's cheapest modules and this package's small
-ones. It joins or creates the namespaces the bootstrap message names, sets up the
-network namespace, lets the parent run its hooks, then blocks on exec.fifo until
-`start`, and finally execs the container's process in place of itself.
+Runs in a fork of the caller or a fresh interpreter started by `process.InitProcess.spawn`
+with `-I -S`, so it imports only the standard library's cheapest modules and this
+package's small ones. It joins or creates the namespaces the bootstrap message names,
+sets up the network namespace, lets the parent run its hooks, then blocks on exec.fifo
+until `start`, and finally execs the container's process in place of itself.
+
+With a `Supervisor` plug-in (runu's unikernels: mocktainer.unikraft.supervisor) it
+instead prepares the process as its child at create, before it reports ready, resumes
+it at start, and stays its parent until it ends: the container's pid is the init's.
 """
 
 import os
@@ -77,13 +81,79 @@ def _describe(e: BaseException) -> str:
 
 
 class _Launch:
-    """What the init still needs once setup is over: the program and its startContainer hooks."""
+    """What the init still needs once setup is over: the program, its startContainer hooks, and the
+    supervisor plug-in (see `Supervisor`) when the container's process is supervised rather than exec'd."""
 
     def __init__(self, path: str, args: list[str], env: dict[str, str], hooks: dict, state: dict,
-                 guest_network: dict | None = None, no_new_privs: bool = False) -> None:
+                 no_new_privs: bool = False, config: dict | None = None, fd_base: int = 3) -> None:
         self.path, self.args, self.env, self.hooks, self.state = path, args, env, hooks, state
-        self.guest_network = guest_network
         self.no_new_privs = no_new_privs
+        self.config = config or {}
+        self.fd_base = fd_base  # the first fd after stdio and the extra files: where `spawn` puts its `fds`
+        self.supervisor: Supervisor | None = None
+
+    def spawn(self, args: list[str], fds: list[int], stderr: int = -1) -> int:
+        """Fork a child that execs `args` (path resolved like the process' args[0]) with the container's
+        stdio (stderr replaced by `stderr` when given), extra files, and `fds` at fd_base, fd_base+1, ...;
+        it dies with the init (SIGKILL). Returns its pid."""
+        import fcntl
+
+        system.load_libc()
+        path = _look_path(args[0], self.env)
+        parent = os.getpid()
+        # Above every target first, so that no dup2 below clobbers a source.
+        high = max([self.fd_base + len(fds), 3] + fds + [stderr]) + 1
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, high) for fd in fds]
+        err = fcntl.fcntl(stderr, fcntl.F_DUPFD_CLOEXEC, high) if stderr >= 0 else -1
+        try:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    system.die_with_parent(parent)
+                    if err >= 0:
+                        os.dup2(err, 2)
+                    for i, fd in enumerate(moved):
+                        os.dup2(fd, self.fd_base + i)
+                    os.closerange(self.fd_base + len(fds), 1 << 20)
+                    _exec(path, args, self.env, self.config, self.no_new_privs)
+                finally:
+                    os._exit(127)
+        finally:
+            for fd in moved + ([err] if err >= 0 else []):
+                os.close(fd)
+        return pid
+
+
+class Supervisor:
+    """A plug-in that keeps the init alive as the parent of the container's real process (a VMM), named
+    by the init configuration's `supervisor` ({"module": ..., ...}): the module's `prepare(params, launch)`
+    returns one, at create, once the container is set up (the init is in its namespaces and cgroup, the
+    createContainer hooks have run), with the process ready to run but not yet running. Then:
+    `start()` after `start` released exec.fifo, the startContainer hooks, `resume()`, and `supervise()`,
+    which never returns (the init exits with the container's status). `fds()` are the descriptors it
+    keeps; `alive()` whether the process still runs; `abort()` ends it (a failure)."""
+
+    def fds(self) -> set[int]:
+        raise NotImplementedError
+
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def resume(self) -> None:
+        raise NotImplementedError
+
+    def supervise(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+class _ProcessEnded(Exception):
+    """The supervised process ended while the container waited for `start`."""
 
 
 def _setup(sync: SyncPipe, log: _Log, fifo_fd: int) -> _Launch:
@@ -142,17 +212,31 @@ def _setup(sync: SyncPipe, log: _Log, fifo_fd: int) -> _Launch:
         sync.expect(PROC_RESUME)
     _run_hooks(hooks, "createContainer", state)
 
-    sync.send(PROC_READY)
-    sync.expect(PROC_RUN)
+    n_keep = 3 + int(init.get("extra_files") or 0)
+    launch = _Launch(_look_path(args[0], env), args, env, hooks, state, bool(init.get("no_new_privs")), config,
+                     n_keep)
+    keep = set(range(n_keep)) | {sync.fd, log.fd, fifo_fd}
+    plugin = init.get("supervisor")
+    if plugin:
+        module = plugin["module"]
+        __import__(module)  # (importlib would cost the import of `warnings`)
+        launch.supervisor = sys.modules[module].prepare(plugin, launch)
+        keep |= launch.supervisor.fds()
 
-    _apply_security(config)
-    keep = set(range(3 + int(init.get("extra_files") or 0))) | {sync.fd, log.fd, fifo_fd}
-    _close_leaked_fds(keep)
-    if config.get("parent_death_signal") and os.getppid() != init["parent_pid"]:
-        raise RuntimeError("parent process died during container setup")
-    path = _look_path(args[0], env)
+    try:
+        sync.send(PROC_READY)
+        sync.expect(PROC_RUN)
+        if not plugin:
+            _apply_security(config)
+        _close_leaked_fds(keep)
+        if config.get("parent_death_signal") and os.getppid() != init["parent_pid"]:
+            raise RuntimeError("parent process died during container setup")
+    except BaseException:
+        if launch.supervisor is not None:
+            launch.supervisor.abort()
+        raise
     state["status"] = "created"
-    return _Launch(path, args, env, hooks, state, init.get("guest_network"), bool(init.get("no_new_privs")))
+    return launch
 
 
 def _join_namespaces(ns_paths: dict[str, str], clone_flags: int, log: _Log) -> None:
@@ -246,34 +330,71 @@ def _look_path(name: str, env: dict[str, str]) -> str:
     raise FileNotFoundError(f'exec: "{name}": executable file not found in $PATH')
 
 
-def _wait_and_exec(sync_fd: int, log: _Log, fifo_fd: int, launch: _Launch) -> None:
+def _exec(path: str, args: list[str], env: dict[str, str], config: dict, no_new_privs: bool) -> None:
+    """Become the container's process (the init itself, or a supervised child of it)."""
     import _signal
 
+    _apply_security(config)
+    # Python ignores these at start-up; ignored signals survive exec.
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
+    if no_new_privs:
+        system.set_no_new_privs()
+    os.execve(path, args, env)
+
+
+def _on_child_exit(_signum: int, _frame: object) -> None:
+    raise _ProcessEnded()
+
+
+def _open_fifo(fifo_fd: int, sup: Supervisor | None) -> int:
+    """Open exec.fifo for writing: this blocks until `start` opens it for reading. A supervised process
+    that ends meanwhile ends the wait (the container is then stopped, not created)."""
+    import _signal
+
+    if sup is None:
+        return os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    _signal.signal(_signal.SIGCHLD, _on_child_exit)
+    try:
+        if not sup.alive():
+            raise _ProcessEnded()
+        return os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    finally:
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+
+
+def _wait_and_exec(sync_fd: int, log: _Log, fifo_fd: int, launch: _Launch) -> None:
     log("debug", "waiting on exec.fifo for start")
     for fd in (sync_fd, log.fd):
         if fd >= 0:
             os.close(fd)
+    sup = launch.supervisor
     wfd = -1
     try:
         # Opening for writing blocks until `start` opens the fifo for reading. The write end
-        # stays open (close-on-exec) so `start` sees end-of-file exactly when the exec happened;
-        # anything written after the "0" is an error for `start` to report.
-        wfd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        # stays open (close-on-exec) so `start` sees end-of-file exactly when the exec happened
+        # (or, supervised, when the process was resumed); anything written after the "0" is an
+        # error for `start` to report.
+        wfd = _open_fifo(fifo_fd, sup)
         os.write(wfd, b"0")
-        if launch.guest_network:
-            # Unikernels: the netns' network goes to the guest, now that CNI has configured it.
-            from .unikraft import net
-
-            launch.args = net.setup(launch.guest_network, launch.args)
+        if sup is not None:
+            sup.start()
         os.close(fifo_fd)
         _run_hooks(launch.hooks, "startContainer", launch.state)
-        # Python ignores these at start-up; ignored signals survive exec.
-        _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
-        _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
-        if launch.no_new_privs:
-            system.set_no_new_privs()
-        os.execve(launch.path, launch.args, launch.env)
+        if sup is None:
+            _exec(launch.path, launch.args, launch.env, launch.config, launch.no_new_privs)
+        else:
+            sup.resume()
+            system.set_comm(system.SUPERVISOR_COMM)
+            os.close(wfd)
+            wfd = -1
+            sup.supervise()
+    except _ProcessEnded:
+        assert sup is not None
+        sup.supervise()  # it exits with the process' status
     except BaseException as e:
+        if sup is not None:
+            sup.abort()
         text = _describe(e).encode(errors="replace")[:4000]
         try:
             os.write(wfd if wfd >= 0 else 2, text if wfd >= 0 else b"container init: " + text + b"\n")

@@ -68,8 +68,9 @@ class Process:
         self.init = init
         self.terminal = terminal  # stdin is a pty slave that becomes the controlling terminal
         self.no_new_privs = False  # set PR_SET_NO_NEW_PRIVS right before the exec
-        # runu: what the init sets up for the guest after `start` (mocktainer.unikraft.net.instruction)
-        self.guest_network: dict[str, Any] | None = None
+        # {"module": name, ...}: the init supervises the process through that module instead of
+        # exec'ing it (see init.Supervisor); the rest of the dict is the module's.
+        self.supervisor: dict[str, Any] | None = None
         self._pid: int | None = None
         self._returncode: int | None = None
 

@@ -206,7 +206,11 @@ def _create(root: str, id: str, bundle: str, *, pid_file: str | None, console_so
         process = Process(args=what.args, env=what.env, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
                           extra_files=extra_files, terminal=terminal, log_level=log_level)
         if what.kind == "unikernel":
-            process.guest_network = _guest_network(config, what, container.dir)
+            from .unikraft import supervisor
+
+            # The init supervises the VMM instead of becoming it: built at create, resumed at start.
+            process.supervisor = supervisor.params(what.vmm, bool(what.kernel.linux), what.setup,
+                                                   _guest_network(config, what, container.dir))
             process.no_new_privs = True  # a VMM never needs to gain privileges by exec
         lock.release()
         failpoint.hit("create:dir")
@@ -229,10 +233,11 @@ def _create(root: str, id: str, bundle: str, *, pid_file: str | None, console_so
 
 
 def _guest_network(config: Any, what: Any, state_dir: str) -> dict[str, Any] | None:
-    """The init's guest network instruction (mocktainer.unikraft.net): only in a network namespace of the
+    """The supervisor's guest network instruction (mocktainer.unikraft.net): only in a network namespace of the
     container's own or joined by path, never in runu's (the host's) one, whose address it would take."""
     from .configs import NamespaceType
     from .unikraft.net import instruction
+    from .unikraft.vmm import backend
 
     if not config.namespaces.contains(NamespaceType.NEWNET):
         return None
@@ -244,7 +249,7 @@ def _guest_network(config: Any, what: Any, state_dir: str) -> dict[str, Any] | N
             return None  # the init fails to join it anyway
         if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
             return None
-    return instruction(what.vmm, bool(what.kernel.linux), state_dir, netns)
+    return instruction(backend(what.vmm).NIC_DEVICE, bool(what.kernel.linux), state_dir, netns)
 
 
 def _cleanup_guest_network(c: Container) -> None:

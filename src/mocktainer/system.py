@@ -157,6 +157,8 @@ def proc_start_time(pid: int) -> tuple[str, int] | None:
 # The command name the init gives itself (at most 15 bytes): until its exec, /proc/<pid>/comm says it
 # is still the init, whatever exec.fifo says (a `start` killed mid-way cannot unlink the fifo).
 INIT_COMM = b"mocktainer-init"
+# ... and the name it takes once the process it supervises (instead of exec'ing it) was resumed.
+SUPERVISOR_COMM = b"mocktainer-sv"
 
 
 def set_comm(name: bytes) -> None:

@@ -96,16 +96,17 @@ class Plan:
     absolute path); `env` the process environment as "K=V" strings; `files`
     {name: bytes} to write into the container's state directory before it
     starts (empty for most); `control` (protocol, socket name) of the VMM's
-    control socket in the state directory, or None. For a unikernel also `vmm` (the backend's name),
+    control socket in the state directory, or None; `setup` what the backend's Session needs to
+    prepare the VM (see vmm.Launch). For a unikernel also `vmm` (the backend's name),
     `kernel`, `cmdline`, `memory_mib`, `vcpus`, `accel` and `machine` (None
     for a sandbox; `machine` None under Firecracker).
     """
 
     __slots__ = ("kind", "args", "env", "kernel", "cmdline", "memory_mib", "vcpus", "accel",
-                 "machine", "vmm", "files", "control")
+                 "machine", "vmm", "files", "control", "setup")
 
     def __init__(self, kind, args, env, kernel=None, cmdline=None, memory_mib=None,
-                 vcpus=None, accel=None, machine=None, vmm=None, files=None, control=None):
+                 vcpus=None, accel=None, machine=None, vmm=None, files=None, control=None, setup=None):
         self.kind = kind
         self.args = args
         self.env = env
@@ -118,6 +119,7 @@ class Plan:
         self.vmm = vmm
         self.files = dict(files or {})
         self.control = control
+        self.setup = dict(setup or {})
 
     def __repr__(self):
         return "Plan(%s)" % ", ".join("%s=%r" % (a, getattr(self, a)) for a in self.__slots__)
@@ -169,7 +171,7 @@ def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
     launch = backend.launch(vm)
     return Plan("unikernel", launch.args, list(VMM_ENV), kernel=kern, cmdline=cmdline,
                 memory_mib=memory, vcpus=vcpus, accel=launch.accel, machine=launch.machine,
-                vmm=name, files=launch.files, control=launch.control)
+                vmm=name, files=launch.files, control=launch.control, setup=launch.setup)
 
 
 def _dict(value, what):
@@ -350,7 +352,7 @@ def resolve_executable(rootfs, name, env=()):
             if entry.startswith("PATH="):
                 path = entry[5:]
         candidates = [d + "/" + name for d in path.split(":") if d]
-    from mocktainer.unikraft.qemu import is_executable
+    from mocktainer.unikraft.host import is_executable
 
     for c in candidates:
         host = secure_join(root, c)

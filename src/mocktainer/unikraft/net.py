@@ -1,39 +1,40 @@
 """Guest networking: the container's network (what CNI configured) handed to the guest.
 
-Runs in the container init, inside the container's network namespace, after
-`start` released exec.fifo and before the VMM is exec'd (the netns is
-configured between create and start). `runu create` puts an instruction into
-the init configuration (`instruction()`); the init calls `setup()`, which
-returns the VMM's argv to exec. pyroute2 is imported only here (~230 ms).
+Runs in the container's supervisor (see supervisor.py), inside the container's network
+namespace: at create when the netns already has a network, else at start (CNI may
+configure the netns between create and start). `runu create` puts an instruction into
+the init configuration (`instruction()`); the supervisor calls `attach()`, which returns
+a `Nic` that the VMM backend puts on the VMM's command line or configuration. pyroute2
+is imported only here (~230 ms), and only when the netns has a default route.
 
 What it does:
 
 - Find the IPv4 default route (main table, lowest metric; /proc/self/net/route is
   read first, so a netns without one never imports pyroute2). None, or no IPv4
-  address on its link: the guest boots without a network (argv unchanged).
-- QEMU: a macvtap (`runu0`, bridge mode) on that link, up; its character device
-  is opened through a private node made from the netns' own sysfs
+  address on its link: the guest boots without a network.
+- "macvtap" (QEMU's NIC_DEVICE): a macvtap (`runu0`, bridge mode) on that link, up; its
+  character device is opened through a private node made from the netns' own sysfs
   (`/sys/class/net/runu0/macvtap/tap<ifindex>/dev`, read from a sysfs mounted in
   a private mount namespace, since the host's /sys shows the host's netns and
   `/dev/tapN` can belong to another netns), made on a private tmpfs mounted on
   a directory of the state directory (which may be on a nodev file system),
   opened, unmounted. The fd is inherited by QEMU: `-netdev tap,fd=N` and a
-  virtio-net device whose MAC is the macvtap's (`qemu.nic_args`).
-- Firecracker: a persistent tap (`runu0`), up, joined to the link by tc: an
+  virtio-net device whose MAC is the macvtap's (`qemu.with_nic`).
+- "tap" (Firecracker's): a persistent tap (`runu0`), up, joined to the link by tc: an
   ingress qdisc on both with a match-all u32 filter whose action is mirred
   egress redirect to the other (urunc's and Kata's "tc redirect"). The guest
-  MAC is the link's MAC. `network-interfaces` goes into firecracker.json in the
-  state directory, rewritten atomically.
+  MAC is the link's MAC; Firecracker gets the tap through its API.
 - Both: `netdev.ipv4_addr=`, `netdev.ipv4_gw_addr=` (when the route has a
-  gateway), `netdev.ipv4_subnet_mask=` merged into the guest command line
-  (Unikraft library parameters go before `--`; a Linux kernel takes them as
-  kernel parameters, also before `--`), then the address is removed from the
+  gateway), `netdev.ipv4_subnet_mask=` (`Nic.params`) for the guest command line
+  (`merge_cmdline`: Unikraft library parameters go before `--`; a Linux kernel takes
+  them as kernel parameters, also before `--`), then the address is removed from the
   link: the guest owns it.
 
 What was (about to be) created is recorded in `guestnet.json` in the state
 directory before anything is changed. A failure half-way removes what was
 created and puts the address (and default route) back, and raises
-`GuestNetError` with a message for `runu start`. `cleanup()` (runu delete)
+`GuestNetError` with a message for `runu create` or `runu start`; `release()` undoes
+a success when the VMM then fails. `cleanup()` (runu delete)
 does the same from the record when the netns outlives the container (joined
 by path, as in a CRI pod); a netns of the container's own dies with it.
 """
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 RECORD = "guestnet.json"
 NIC = "runu0"          # the macvtap / tap in the container's netns
 NETDEV_ID = "runu0"
-FC_IFACE_ID = "eth0"
 AF_INET = 2
 RT_TABLE_MAIN = 254
 ETH_P_ALL = 3
@@ -83,10 +83,11 @@ class Uplink:
 
 # ---- pure parts ----------------------------------------------------------------------------
 
-def instruction(vmm: str, linux: bool, state_dir: str, netns: str = "") -> dict[str, Any]:
-    """What `runu create` tells the init: the backend, the guest's kind, where the state directory is and the
-    netns path the container joins ("" for a netns of its own)."""
-    return {"vmm": vmm, "linux": bool(linux), "state_dir": state_dir, "netns": netns or ""}
+def instruction(device: str, linux: bool, state_dir: str, netns: str = "") -> dict[str, Any]:
+    """What `runu create` tells the supervisor: the device the backend takes (its NIC_DEVICE: "macvtap" or
+    "tap"), the guest's kind, where the state directory is and the netns path the container joins ("" for a
+    netns of its own)."""
+    return {"device": device, "linux": bool(linux), "state_dir": state_dir, "netns": netns or ""}
 
 
 def subnet_mask(prefixlen: int) -> str:
@@ -145,29 +146,6 @@ def merge_cmdline(cmdline: str, params: list[str], linux: bool) -> str:
     if linux:
         return (cmdline + " " + add) if cmdline.strip() else add
     return add + " --" + (" " + cmdline if cmdline.strip() else "")
-
-
-def qemu_args(args: list[str], params: list[str], linux: bool, fd: int, mac: str) -> list[str]:
-    """The QEMU argv with the parameters merged into its one `-append` and the NIC on `fd`."""
-    from mocktainer.unikraft.qemu import nic_args
-
-    args = list(args)
-    if "-append" in args[:-1]:
-        i = args.index("-append")
-        args[i + 1] = merge_cmdline(args[i + 1], params, linux)
-    else:
-        args += ["-append", merge_cmdline("", params, linux)]
-    return args + nic_args(args, [(fd, mac)])
-
-
-def firecracker_config(config: dict[str, Any], params: list[str], linux: bool, tap: str, mac: str) -> dict:
-    """firecracker.json's content with the parameters in boot_args and the tap as the guest's interface."""
-    config = dict(config)
-    boot = dict(config.get("boot-source") or {})
-    boot["boot_args"] = merge_cmdline(boot.get("boot_args") or "", params, linux)
-    config["boot-source"] = boot
-    config["network-interfaces"] = [{"iface_id": FC_IFACE_ID, "host_dev_name": tap, "guest_mac": mac}]
-    return config
 
 
 # ---- netlink -------------------------------------------------------------------------------
@@ -338,12 +316,29 @@ def has_default_route(path: str = "/proc/self/net/route") -> bool:
     return False
 
 
-def setup(instr: dict[str, Any], args: list[str]) -> list[str]:
-    """Give the guest the netns' network (see module doc); the VMM's argv to exec. GuestNetError on failure,
-    after undoing what was done."""
-    vmm, linux, state_dir = instr["vmm"], bool(instr.get("linux")), instr["state_dir"]
+class Nic:
+    """The guest's side of the network, for the VMM backend: `device` ("macvtap" or "tap"), `name` of the
+    interface, `fd` (the macvtap's character device, inheritable, else -1), `mac` for the guest, `params`
+    to merge into the guest command line (see `merge_cmdline`), `linux` (the guest's kind), and the `uplink`
+    (as_dict) whose address the guest took."""
+
+    def __init__(self, device: str, name: str, fd: int, mac: str, params: list[str], linux: bool,
+                 uplink: dict[str, Any]) -> None:
+        self.device, self.name, self.fd, self.mac = device, name, fd, mac
+        self.params, self.linux, self.uplink = params, linux, uplink
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def attach(instr: dict[str, Any]) -> Nic | None:
+    """Give the guest the netns' network (see module doc): the Nic for the VMM, or None when the netns has
+    none. GuestNetError on failure, after undoing what was done."""
+    device, linux, state_dir = instr["device"], bool(instr.get("linux")), instr["state_dir"]
     if not has_default_route():
-        return args
+        return None
     try:
         ipr = _ipr()
     except Exception as e:
@@ -354,13 +349,13 @@ def setup(instr: dict[str, Any], args: list[str]) -> list[str]:
         except Exception as e:
             raise GuestNetError(f"guest network: cannot read routes and addresses: {e}") from None
         if up is None:
-            return args
+            return None
         params = boot_params(up)
-        record = {"netns": instr.get("netns") or "", "vmm": vmm, "nic": NIC, "uplink": up.as_dict()}
+        record = {"netns": instr.get("netns") or "", "device": device, "nic": NIC, "uplink": up.as_dict()}
         _write_json(os.path.join(state_dir, RECORD), record)
         fd = -1
         try:
-            if vmm == "qemu":
+            if device == "macvtap":
                 try:
                     ipr.link("add", ifname=NIC, kind="macvtap", link=up.index, macvtap_mode="bridge")
                 except Exception as e:
@@ -371,8 +366,7 @@ def setup(instr: dict[str, Any], args: list[str]) -> list[str]:
                 mac = ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
                 ipr.link("set", index=idx, state="up")
                 fd = _open_macvtap(NIC, idx, state_dir)
-                new_args = qemu_args(args, params, linux, fd, mac)
-            elif vmm == "firecracker":
+            elif device == "tap":
                 try:
                     _make_tap(NIC)
                 except OSError as e:
@@ -385,26 +379,37 @@ def setup(instr: dict[str, Any], args: list[str]) -> list[str]:
                     ipr.tc("add", "ingress", dev)
                 _redirect(ipr, up.index, idx)
                 _redirect(ipr, idx, up.index)
-                path = os.path.join(state_dir, "firecracker.json")
-                _write_json(path, firecracker_config(_read_json(path), params, linux, NIC, up.mac))
-                new_args = args
+                mac = up.mac
             else:
-                raise GuestNetError(f"no guest networking for the VMM {vmm!r}")
+                raise GuestNetError(f"no guest networking through a {device!r} device")
             try:
                 ipr.addr("del", index=up.index, address=up.addr, prefixlen=up.prefixlen)
             except Exception as e:
                 raise GuestNetError(f"cannot take {up.addr}/{up.prefixlen} off {up.name}: {e}") from None
-            return new_args
+            return Nic(device, NIC, fd, mac, params, linux, up.as_dict())
         except BaseException as e:
             if fd >= 0:
                 os.close(fd)
-            problems = _restore(ipr, up.as_dict(), NIC, vmm == "firecracker")
+            problems = _restore(ipr, up.as_dict(), NIC, device == "tap")
             msg = str(e) if isinstance(e, GuestNetError) else f"{type(e).__name__}: {e}"
             if not msg.startswith("guest network"):
                 msg = f"guest network on {up.name}: {msg}"
             if problems:
                 msg += " (undoing it: " + "; ".join(problems) + ")"
             raise GuestNetError(msg) from None
+    finally:
+        ipr.close()
+
+
+def release(nic: Nic) -> list[str]:
+    """Undo `attach` (a create or start that failed after it, in the container's netns). Problems found."""
+    nic.close()
+    try:
+        ipr = _ipr()
+    except Exception as e:
+        return [f"cannot open a netlink socket: {e}"]
+    try:
+        return _restore(ipr, nic.uplink, nic.name, nic.device == "tap")
     finally:
         ipr.close()
 
@@ -434,7 +439,7 @@ def cleanup(state_dir: str) -> list[str]:
         try:
             ipr = _ipr()
             try:
-                return _restore(ipr, record["uplink"], record.get("nic") or NIC, record.get("vmm") == "firecracker")
+                return _restore(ipr, record["uplink"], record.get("nic") or NIC, record.get("device") == "tap")
             finally:
                 ipr.close()
         finally:

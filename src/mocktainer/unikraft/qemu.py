@@ -47,7 +47,8 @@ import os
 import struct
 
 from mocktainer.error import ConfigError
-from mocktainer.unikraft.vmm import Launch
+from mocktainer.unikraft.host import find_binary, hardware_virtualization, host_arch, kvm_obstacle, kvm_usable
+from mocktainer.unikraft.vmm import ACCEL_ANNOTATION, ACCEL_ENV, ACCEL_VALUES, Launch
 
 NAME = "qemu"
 # Memory QEMU needs beside the guest's RAM (see bundle.memory_mib): measured here
@@ -56,16 +57,6 @@ NAME = "qemu"
 OVERHEAD_MIB = 64
 TCG_TB_SIZE_MIB = 32
 
-ACCEL_ANNOTATION = "org.unikraft.runu.accel"
-ACCEL_ENV = "RUNU_ACCEL"
-ACCEL_VALUES = ("kvm", "tcg", "auto")
-
-# Shims start runu with a tiny environment: look here after PATH.
-SYSTEM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-
-KVM_DEVICE = "/dev/kvm"
-KVM_GET_API_VERSION = 0xAE00
-KVM_API_VERSION = 12
 
 # arch -> (QEMU binary, Debian package providing it)
 QEMU_BINARIES = {
@@ -83,38 +74,6 @@ CONSOLE_ID = "console0"
 # Machine override knob, and the machines it may name per architecture.
 MACHINE_ANNOTATION = "org.unikraft.runu.machine"
 MACHINES = {"x86_64": ("microvm", "pc", "q35"), "aarch64": ("virt",), "arm": ("virt",)}
-
-
-def find_binary(name, path_env):
-    """Absolute path of executable `name`, searched in `path_env` then SYSTEM_DIRS.
-
-    A `name` with a slash is taken as a path. Empty PATH entries (which a shell
-    would read as the current directory) are skipped. Raises ConfigError when
-    nothing executable is found.
-    """
-    if "/" in name:
-        if is_executable(name):
-            return os.path.abspath(name)
-        raise ConfigError("%s is not an executable file" % name)
-    dirs = []
-    for d in (path_env or "").split(":") + list(SYSTEM_DIRS):
-        if d and d not in dirs:
-            dirs.append(d)
-    for d in dirs:
-        candidate = os.path.join(d, name)
-        if is_executable(candidate):
-            return os.path.abspath(candidate)
-    raise ConfigError("%s not found in PATH (%s) nor in %s"
-                      % (name, path_env or "unset", " ".join(SYSTEM_DIRS)))
-
-
-def is_executable(path):
-    """A regular file we may execute (a directory or a device named like a binary is not)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return (st.st_mode & 0o170000) == 0o100000 and os.access(path, os.X_OK)
 
 
 def qemu_binary(arch, path_env=None, configured=None, source=None):
@@ -154,64 +113,8 @@ def find(settings, arch):
         return None
 
 
-def kvm_usable(device=KVM_DEVICE):
-    """True when `device` opens read-write and speaks KVM API version 12."""
-    try:
-        fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        import fcntl
-        return fcntl.ioctl(fd, KVM_GET_API_VERSION) == KVM_API_VERSION
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def host_arch():
-    """The host's architecture in QEMU's naming (x86_64, aarch64, arm)."""
-    m = os.uname().machine
-    if m in ("x86_64", "amd64", "i686", "i386"):
-        return "x86_64"
-    if m in ("aarch64", "arm64"):
-        return "aarch64"
-    if m.startswith("arm"):
-        return "arm"
-    return m
-
-
-def _hardware_virtualization(cpuinfo="/proc/cpuinfo"):
-    """True when the host CPU advertises vmx or svm (x86) or is not x86."""
-    if host_arch() != "x86_64":
-        return True
-    try:
-        with open(cpuinfo, "rb") as f:
-            for line in f:
-                if line.startswith(b"flags"):
-                    flags = line.split(b":", 1)[-1].split()
-                    return b"vmx" in flags or b"svm" in flags
-    except OSError:
-        pass
-    return False
-
-
-def _kvm_obstacle(kernel, kvm_check, hwvirt_check):
-    """Why KVM cannot run `kernel` here, or None when it can."""
-    host = host_arch()
-    if kernel.arch != host:
-        return "a %s guest cannot use KVM on this %s host" % (kernel.arch, host)
-    if not kvm_check():
-        return "%s is missing or not usable (it must open read-write and answer " \
-               "KVM_GET_API_VERSION with %d)" % (KVM_DEVICE, KVM_API_VERSION)
-    if kernel.linux and not hwvirt_check():
-        return "this host's KVM has no hardware virtualisation (no vmx/svm CPU flag) " \
-               "and Linux guests crash under it"
-    return None
-
-
 def choose_accel(annotations, environ, kernel, *, config=(None, None), kvm_check=kvm_usable,
-                 hwvirt_check=_hardware_virtualization):
+                 hwvirt_check=hardware_virtualization):
     """Return "kvm" or "tcg" for `kernel`, honouring the annotation, then RUNU_ACCEL, then
     `config` ((value, source) of `accel` in the config file)."""
     value = (annotations or {}).get(ACCEL_ANNOTATION)
@@ -229,7 +132,7 @@ def choose_accel(annotations, environ, kernel, *, config=(None, None), kvm_check
     value = value.strip().lower()
     if value == "tcg":
         return "tcg"
-    obstacle = _kvm_obstacle(kernel, kvm_check, hwvirt_check)
+    obstacle = kvm_obstacle(kernel, kvm_check, hwvirt_check)
     if value == "kvm":
         if obstacle:
             raise ConfigError("%s asks for kvm but %s; use tcg or auto" % (source, obstacle))
@@ -545,6 +448,16 @@ def check_extra_args(words, source):
     return words
 
 
+def features():
+    """The annotations `runu features` lists for this backend's knobs."""
+    return {
+        MACHINE_ANNOTATION: "microvm | pc | q35 | virt: the QEMU machine type",
+        CPU_ANNOTATION: "a QEMU -cpu model, e.g. max or host,-arch-capabilities",
+        EXTRA_ARGS_ANNOTATION: "extra QEMU options from an allow-list (%s), as a JSON list or words"
+                               % " ".join(sorted(EXTRA_OPTIONS)),
+    }
+
+
 def linux_params(kernel):
     """Kernel parameters for a Linux guest: the serial console; a panic reboots at once,
     which with -no-reboot ends QEMU (a power-off ends it too)."""
@@ -592,3 +505,210 @@ def qmp_args(control_dir):
     socket path stays within the 108 bytes of a unix socket address whatever the state
     directory's own path is."""
     return ["-qmp", "unix:%s/%s,server=on,wait=off" % (control_dir, QMP_SOCKET)]
+
+
+# -- the prepared VMM (run by the container's supervisor, see supervisor.py) --------------
+
+# The network device the guest network (net.py) makes for QEMU: a macvtap whose fd QEMU gets.
+NIC_DEVICE = "macvtap"
+SUPERVISOR_MONITOR = "runu-sv"
+# isa-debug-exit statuses ((value << 1) | 1) of Unikraft's halt (see exit_status)
+CLEAN_HALT = 83
+CRASH = 85
+# Why the supervisor ends QEMU, or why QEMU ended, from its QMP events -> what the container's log says.
+FAILURES = {
+    "guest-reset": "the guest reset itself (a triple fault, or a reboot, which -no-reboot turns into an end)",
+    "internal-error": "the guest stopped on an internal error of the accelerator (KVM)",
+    "guest-panicked": "the guest panicked",
+}
+
+
+def exit_status(raw, reason=None):
+    """The container's exit code for QEMU's exit code `raw` (negative: killed by that signal), and a line
+    for the container's stderr or None. `reason` is what the QMP events said (a FAILURES key) or None.
+
+    isa-debug-exit: CLEAN_HALT (a Unikraft guest's halt) is 0, CRASH (its crash) 1 with "the guest
+    crashed"; other statuses of the device ((value << 1) | 1 for a guest writing value) pass as they are,
+    so do QEMU's own 0 (power-off, quit, a signal it handled) and 1 (an error, a panic through pvpanic)."""
+    if raw < 0:
+        return raw, None
+    if reason in FAILURES:
+        return (raw if raw not in (0, CLEAN_HALT) else 1), FAILURES[reason]
+    if raw == CLEAN_HALT:
+        return 0, None
+    if raw == CRASH:
+        return 1, "the guest crashed"
+    return raw, None
+
+
+def with_nic(args, nic, fd):
+    """QEMU's argv with the guest network's parameters merged into its one -append and the NIC on `fd` (the
+    macvtap's fd number in QEMU); `nic` is a net.Nic."""
+    from mocktainer.unikraft.net import merge_cmdline
+
+    args = list(args)
+    if "-append" in args[:-1]:
+        i = args.index("-append")
+        args[i + 1] = merge_cmdline(args[i + 1], nic.params, nic.linux)
+    else:
+        args += ["-append", merge_cmdline("", nic.params, nic.linux)]
+    return args + nic_args(args, [(fd, nic.mac)])
+
+
+class Session:
+    """QEMU built paused (-S) at create and resumed (QMP `cont`) at start, watched through a private QMP
+    monitor on a socketpair (the `qmp.sock` of graceful stop stays free for `runu kill`).
+
+    `launch` is the init's (init._Launch: `args`, `spawn`, `fd_base`), `linux` whether the guest is Linux;
+    QEMU needs no `setup` beside its argv.
+    """
+
+    def __init__(self, launch, linux, setup=None):
+        self.launch = launch
+        self.linux = linux
+        self.child = None
+        self.sock = None
+        self.buf = b""
+        self.reason = None
+
+    @property
+    def control_fd(self):
+        return self.sock.fileno() if self.sock is not None else -1
+
+    def prepare(self, nic=None):
+        """Start QEMU paused and wait until its monitor answers; VMMError (QEMU's own words) otherwise."""
+        import _socket
+        import time
+
+        from mocktainer.unikraft.vmmproc import READY_TIMEOUT, Child
+
+        mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+        base = self.launch.fd_base
+        args = list(self.launch.args) + [
+            "-S", "-chardev", "socket,id=%s,fd=%d" % (SUPERVISOR_MONITOR, base),
+            "-mon", "chardev=%s,mode=control" % SUPERVISOR_MONITOR]
+        fds = [theirs.fileno()]
+        if nic is not None:
+            args = with_nic(args, nic, base + 1)
+            fds.append(nic.fd)
+        try:
+            self.child = Child(self.launch.spawn, args, fds, os.path.basename(args[0]))
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock, self.buf = mine, b""
+        deadline = time.monotonic() + READY_TIMEOUT
+        greeting = self._message(deadline, "start")
+        if "QMP" not in greeting:
+            self.child.kill()
+            raise self._error("QEMU's monitor did not greet: %r" % (greeting,))
+        self._command("qmp_capabilities", deadline, "start")
+        self.child.start_relaying()
+
+    def attach(self, nic):
+        """A network that appeared after create: QEMU cannot take new kernel parameters once its machine is
+        built (the guest's address is on the command line), so the paused QEMU is replaced by one with the
+        NIC, before the guest ever ran. The container's pid (the supervisor's) does not change."""
+        self.abort()
+        self.prepare(nic)
+
+    def resume(self):
+        import time
+
+        from mocktainer.unikraft.vmmproc import READY_TIMEOUT, VMMError
+
+        try:
+            self._command("cont", time.monotonic() + READY_TIMEOUT, "resume")
+        except (OSError, VMMError):
+            if not self.child.exited():
+                raise
+            # The guest ran and QEMU ended before its answer came (a guest that exits at once): the
+            # container started; the supervisor reports how it ended.
+
+    def on_control(self):
+        """Read what QEMU said (events); False once the monitor is closed (QEMU is ending)."""
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            return False
+        self.buf += data
+        while b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            self._handle(_json(line))
+        return True
+
+    def _handle(self, msg):
+        event = msg.get("event")
+        data = msg.get("data") or {}
+        if event == "SHUTDOWN" and data.get("reason") in ("guest-reset", "guest-panic"):
+            self.reason = self.reason or ("guest-reset" if data["reason"] == "guest-reset" else "guest-panicked")
+        elif event == "GUEST_PANICKED":
+            self.reason = self.reason or "guest-panicked"
+            self._send("quit")
+        elif event == "STOP":
+            self._send("query-status")  # why: the answer comes as a "return" below
+        elif isinstance(msg.get("return"), dict) and msg["return"].get("status") in FAILURES:
+            self.reason = self.reason or msg["return"]["status"]
+            self._send("quit")
+
+    def _send(self, command):
+        try:
+            self.sock.sendall(b'{"execute": "%s"}\n' % command.encode())
+        except OSError:
+            pass  # QEMU is going away
+
+    def _message(self, deadline, what):
+        while b"\n" not in self.buf:
+            self.child.wait_readable(self.sock.fileno(), deadline, what)
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            if not data:  # QEMU closed its monitor: it is ending
+                raise self._error(self.child.failure(what))
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return _json(line)
+
+    def _command(self, command, deadline, what):
+        self._send(command)
+        while True:
+            reply = self._message(deadline, what)
+            if "event" in reply:
+                self._handle(reply)
+            elif "return" in reply:
+                return reply["return"]
+            elif "error" in reply:
+                self.child.kill()
+                raise self._error("QEMU refused %s: %s" % (command, (reply.get("error") or {}).get("desc", reply)))
+
+    def _error(self, msg):
+        from mocktainer.unikraft.vmmproc import VMMError
+
+        return VMMError(msg)
+
+    def abort(self):
+        """End QEMU (a failed start, or before it is replaced)."""
+        if self.child is not None:
+            self.child.kill()
+            self.child.close()
+            self.child = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def _json(line):
+    from mocktainer import fastjson
+
+    try:
+        msg = fastjson.loads(line)
+    except ValueError:
+        return {}
+    return msg if isinstance(msg, dict) else {}

@@ -37,6 +37,10 @@ Backends are imported only by `runu create` (and `runu features`).
 from mocktainer.error import ConfigError
 
 VMM_ANNOTATION = "org.unikraft.runu.vmm"
+# The accelerator knob, the same for every backend (each says which values it can honour).
+ACCEL_ANNOTATION = "org.unikraft.runu.accel"
+ACCEL_ENV = "RUNU_ACCEL"
+ACCEL_VALUES = ("kvm", "tcg", "auto")
 DEFAULT_VMM = "qemu"
 # name -> module under mocktainer.unikraft
 BACKENDS = {"qemu": "qemu", "firecracker": "firecracker"}
@@ -73,22 +77,24 @@ class VM:
 
 class Launch:
     """A backend's answer: `args` (argv, args[0] absolute), `files` ({name: bytes} for the
-    state directory), for the record `accel` ("kvm"/"tcg") and `machine` (or None), and
+    state directory), for the record `accel` ("kvm"/"tcg") and `machine` (or None),
     `control`: (protocol, socket name in the state directory) of the VMM's control socket
-    (see `control`), or None."""
+    (see `control`), or None, and `setup`: what the backend's Session needs beside the argv
+    to prepare the VM in the container's supervisor (JSON-able; see supervisor.py)."""
 
-    __slots__ = ("args", "files", "accel", "machine", "control")
+    __slots__ = ("args", "files", "accel", "machine", "control", "setup")
 
-    def __init__(self, args, files=None, accel=None, machine=None, control=None):
+    def __init__(self, args, files=None, accel=None, machine=None, control=None, setup=None):
         self.args = args
         self.files = dict(files or {})
         self.accel = accel
         self.machine = machine
         self.control = control
+        self.setup = dict(setup or {})
 
     def __repr__(self):
-        return "Launch(args=%r, files=%r, accel=%r, machine=%r, control=%r)" % (
-            self.args, sorted(self.files), self.accel, self.machine, self.control)
+        return "Launch(args=%r, files=%r, accel=%r, machine=%r, control=%r, setup=%r)" % (
+            self.args, sorted(self.files), self.accel, self.machine, self.control, self.setup)
 
 
 def choose(annotations, settings):
@@ -121,7 +127,7 @@ def backend(name):
 def available(settings, arch=None):
     """[(name, binary path)] of the backends whose VMM this machine has, for `arch`
     (default: the host's)."""
-    from mocktainer.unikraft.qemu import host_arch
+    from mocktainer.unikraft.host import host_arch
 
     arch = arch or host_arch()
     found = []
@@ -136,7 +142,7 @@ def feature_annotations(environ):
     """The annotations `runu features` lists for the VMM knobs, with the backends found here:
     `org.unikraft.runu.vmm.available` (comma-separated names) and `org.unikraft.runu.vmm.default`
     (the backend a container without the annotation gets)."""
-    from mocktainer.unikraft import qemu, settings
+    from mocktainer.unikraft import settings
 
     try:
         current = settings.load(environ)
@@ -146,14 +152,13 @@ def feature_annotations(environ):
         default = choose({}, current)[0]
     except ConfigError:
         default = "invalid"
-    return {
+    out = {
         VMM_ANNOTATION: "%s: the VMM (default %s; runtime-wide: RUNU_VMM or vmm in %s)"
                         % (" | ".join(BACKENDS), DEFAULT_VMM, settings.DEFAULT_CONFIG),
         VMM_ANNOTATION + ".available": ",".join(name for name, _path in available(current)),
         VMM_ANNOTATION + ".default": default,
-        qemu.ACCEL_ANNOTATION: "kvm | tcg | auto: the accelerator (firecracker: kvm only)",
-        qemu.MACHINE_ANNOTATION: "microvm | pc | q35 | virt: the QEMU machine type",
-        qemu.CPU_ANNOTATION: "a QEMU -cpu model, e.g. max or host,-arch-capabilities",
-        qemu.EXTRA_ARGS_ANNOTATION: "extra QEMU options from an allow-list (%s), as a JSON list or words"
-                                    % " ".join(sorted(qemu.EXTRA_OPTIONS)),
+        ACCEL_ANNOTATION: "kvm | tcg | auto: the accelerator (firecracker: kvm only)",
     }
+    for name in BACKENDS:
+        out.update(backend(name).features())
+    return out

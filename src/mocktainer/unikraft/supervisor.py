@@ -1,0 +1,170 @@
+"""The container's process for a unikernel: the supervisor of its VMM (an init.Supervisor).
+
+The container init does not become the VMM: it stays its parent, so that `create` can
+build the VM and `start` only lets it run (as runc's `create` does the work and `start`
+releases the process). This module plugs into the init (`prepare`):
+
+- at create, in the container's namespaces and cgroup, after the createContainer hooks:
+  the guest network when the netns has one already (net.attach), then the VMM through
+  its backend's `Session` (QEMU: built paused, `-S`; Firecracker: its API configured),
+  waited for until it answers. A VMM that cannot come up fails `create` with its own
+  words and leaves nothing. The VMM dies with the supervisor (PR_SET_PDEATHSIG), so a
+  SIGKILL of the container's pid (`kill`, `delete --force`) ends both.
+- at start: a network that appeared since create (CNI configured the netns late) is
+  attached (Session.attach), the startContainer hooks run (the init does that), and the
+  VMM resumes.
+- then it waits for the VMM: signals it receives go on to the VMM, the VMM's stderr goes
+  to the container's, the backend's control channel is read (QEMU's events say why a
+  guest stopped), and it exits with the backend's `exit_status` of the VMM's status (or
+  dies of the signal that killed the VMM), writing the backend's line about a failure
+  on the container's stderr.
+
+Standard library and this package's small modules only; pyroute2 only when a network
+must be configured.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+MODULE = "mocktainer.unikraft.supervisor"
+# Signals the supervisor passes on to the VMM (the others keep their default action: KILL and STOP cannot be
+# caught; the VMM dies with the supervisor).
+FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT", "SIGALRM")
+
+
+def params(vmm: str, linux: bool, setup: dict[str, Any] | None = None,
+           network: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The init configuration's `supervisor` entry: the backend `vmm`, the guest's kind, what the backend's
+    Session needs beside the argv (`setup`, from vmm.Launch) and the guest network instruction (or None)."""
+    return {"module": MODULE, "vmm": vmm, "linux": bool(linux), "setup": setup or {}, "network": network}
+
+
+def prepare(config: dict[str, Any], launch: Any) -> Supervisor:
+    """The init's plug-in entry point (see init.Supervisor): the VMM prepared, ready to resume."""
+    sup = Supervisor(config, launch)
+    sup.prepare()
+    return sup
+
+
+class Supervisor:
+    def __init__(self, config: dict[str, Any], launch: Any) -> None:
+        from mocktainer.unikraft import vmm
+
+        self.backend = vmm.backend(config["vmm"])
+        self.network = config.get("network")
+        self.session = self.backend.Session(launch, bool(config.get("linux")), config.get("setup") or {})
+        self.nic: Any = None
+
+    def prepare(self) -> None:
+        self.nic = self._attach_network()
+        try:
+            self.session.prepare(self.nic)
+        except BaseException:
+            self._release_network()
+            raise
+
+    def _attach_network(self) -> Any:
+        if not self.network:
+            return None
+        from mocktainer.unikraft import net
+
+        if not net.has_default_route():
+            return None
+        return net.attach(self.network)
+
+    def _release_network(self) -> None:
+        if self.nic is not None:
+            from mocktainer.unikraft import net
+
+            for problem in net.release(self.nic):
+                self._say(problem)
+            self.nic = None
+
+    def fds(self) -> set[int]:
+        child = self.session.child
+        out = {child.err_fd, child.pidfd, self.session.control_fd}
+        if self.nic is not None and self.nic.fd >= 0:
+            out.add(self.nic.fd)
+        return out - {-1}
+
+    def alive(self) -> bool:
+        return not self.session.child.exited()
+
+    def start(self) -> None:
+        child = self.session.child
+        if child.exited():
+            from mocktainer.unikraft.vmmproc import VMMError
+
+            raise VMMError(child.failure("be started"))
+        if self.nic is None:
+            nic = self._attach_network()
+            if nic is not None:
+                self.nic = nic
+                try:
+                    self.session.attach(nic)
+                except BaseException:
+                    self._release_network()
+                    raise
+
+    def resume(self) -> None:
+        self.session.resume()
+        if self.nic is not None:
+            self.nic.close()  # the VMM has it
+
+    def abort(self) -> None:
+        self.session.abort()
+        self._release_network()
+
+    def supervise(self) -> None:
+        import _signal
+        import select
+
+        session, child = self.session, self.session.child
+
+        def forward(signum: int, _frame: object) -> None:
+            child.signal(signum)
+
+        for name in FORWARDED:
+            _signal.signal(getattr(_signal, name), forward)
+        poller = select.poll()
+        control = session.control_fd
+        for fd in (child.pidfd, child.err_fd, control):
+            if fd >= 0:
+                poller.register(fd, select.POLLIN)
+        child.relay = True
+        ended = False
+        while not ended:
+            for fd, _ev in poller.poll():
+                if fd == child.pidfd:
+                    ended = True
+                elif fd == child.err_fd and not child.pump():
+                    poller.unregister(fd)
+                elif fd == control and not session.on_control():
+                    poller.unregister(fd)
+        status = child.reap()
+        while child.pump():
+            pass
+        if control >= 0:
+            while session.on_control():
+                pass  # the last events (why it ended)
+        code, message = self.backend.exit_status(os.waitstatus_to_exitcode(status), getattr(session, "reason", None))
+        if message:
+            self._say(message)
+        if code < 0:
+            for name in FORWARDED:
+                _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
+            _signal.pthread_sigmask(_signal.SIG_UNBLOCK, [-code])
+            os.kill(os.getpid(), -code)  # die of the signal that killed the VMM, as if we had been it
+            code = 128 - code
+        os._exit(code)
+
+    @staticmethod
+    def _say(message: str) -> None:
+        from mocktainer.unikraft.vmmproc import write_all
+
+        write_all(2, f"runu: {message}\n".encode(errors="replace"))
