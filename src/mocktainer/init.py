@@ -394,7 +394,10 @@ def _wait_and_exec(sync_fd: int, log: _Log, fifo_fd: int, launch: _Launch) -> No
         sup.supervise()  # it exits with the process' status
     except BaseException as e:
         if sup is not None:
-            sup.abort()
+            try:
+                sup.abort()
+            except Exception:
+                pass  # the error to report is `e`
         text = _describe(e).encode(errors="replace")[:4000]
         try:
             os.write(wfd if wfd >= 0 else 2, text if wfd >= 0 else b"container init: " + text + b"\n")

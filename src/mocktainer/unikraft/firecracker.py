@@ -153,16 +153,18 @@ def launch(vm, kvm_check=host.kvm_usable, hwvirt_check=host.hardware_virtualizat
         raise ConfigError("the guest command line contains a NUL byte")
     check_accel(vm, kvm_check, hwvirt_check)
     exe = binary(vm.settings)
-    if not vm.state_dir:
-        raise ConfigError("the firecracker VMM needs the container's state directory for its configuration")
-    config_path = os.path.join(vm.state_dir, CONFIG_FILE)
-    args = [exe] + api_args(vm.control_dir) + ["--config-file", config_path, "--level", LOG_LEVEL]
+    if not vm.state_dir or not vm.control_dir:
+        raise ConfigError("the firecracker VMM needs the container's state directory for its API socket")
+    args = [exe] + api_args(vm.control_dir) + ["--level", LOG_LEVEL]
     cid = vm.container_id
     if cid and len(cid) <= 64 and _ID_CHARS.issuperset(cid):
         args += ["--id", cid]
-    data = fastjson.dumps(vm_config(vm)).encode() + b"\n"
-    control = (CONTROL_PROTOCOL, API_SOCKET) if vm.control_dir else None
-    return Launch(args, {CONFIG_FILE: data}, accel="kvm", machine=None, control=control)
+    config = vm_config(vm)
+    # The configuration goes to Firecracker through its API (Session); the file is its record.
+    data = fastjson.dumps(config).encode() + b"\n"
+    setup = {"config": config, "socket": "%s/%s" % (vm.control_dir, API_SOCKET)}
+    return Launch(args, {CONFIG_FILE: data}, accel="kvm", machine=None, control=(CONTROL_PROTOCOL, API_SOCKET),
+                  setup=setup)
 
 
 # -- graceful stop (see mocktainer.unikraft.control) ---------------------------------
@@ -172,10 +174,163 @@ API_SOCKET = "firecracker.sock"
 
 
 def api_args(control_dir):
-    """Firecracker's API socket on `<control_dir>/firecracker.sock` (runu's graceful stop sends
-    `PUT /actions {"action_type": "SendCtrlAltDel"}` through it), or `--no-api` without a
-    `control_dir`. `control_dir` is a short path to the state directory (`/proc/self/fd/N`), so
-    the socket path fits a unix socket address; with `--config-file` the VM still starts at once."""
+    """Firecracker's API socket on `<control_dir>/firecracker.sock`: the supervisor configures and starts
+    the VM through it (Session) and runu's graceful stop sends `PUT /actions {"action_type":
+    "SendCtrlAltDel"}`; `--no-api` without a `control_dir`. `control_dir` is a short path to the state
+    directory (`/proc/self/fd/N`), so the socket path fits a unix socket address."""
     if not control_dir:
         return ["--no-api"]
     return ["--api-sock", "%s/%s" % (control_dir, API_SOCKET)]
+
+
+# -- the prepared VMM (run by the container's supervisor, see supervisor.py) --------------
+
+# The network device the guest network (net.py) makes for Firecracker: a tap joined to the link by tc.
+NIC_DEVICE = "tap"
+IFACE_ID = "eth0"
+# How often the supervisor tries the API socket while Firecracker starts.
+_CONNECT_EVERY = 0.002
+
+
+def exit_status(raw, reason=None):
+    """The container's exit code for Firecracker's `raw` exit code (negative: killed by that signal) and a
+    line for the container's stderr, or None. Firecracker ends with 0 when the guest resets through the
+    i8042 (a Unikraft guest's halt and its crash alike, a Linux reboot or power-off): it cannot tell them
+    apart, so neither can runu; its own failures are non-zero and pass as they are."""
+    return raw, None
+
+
+def boot_source(config, nic=None):
+    """The boot-source of `config` (vm_config) with the guest network's parameters merged (net.Nic)."""
+    boot = dict(config.get("boot-source") or {})
+    if nic is not None:
+        from mocktainer.unikraft.net import merge_cmdline
+
+        boot["boot_args"] = merge_cmdline(boot.get("boot_args") or "", nic.params, nic.linux)
+    return boot
+
+
+def interface(nic):
+    """The network-interfaces entry for a net.Nic (a tap)."""
+    return {"iface_id": IFACE_ID, "host_dev_name": nic.name, "guest_mac": nic.mac}
+
+
+class Session:
+    """Firecracker started with its API socket at create and configured through it (machine, boot source,
+    drives, the network when there is one); at start a network that appeared meanwhile is configured too
+    (before boot, so the guest's command line can still carry its address), then InstanceStart.
+
+    `launch` is the init's (init._Launch), `setup` {"config": vm_config, "socket": API socket path}.
+    """
+
+    control_fd = -1  # nothing to watch once the VM runs: Firecracker exits when the guest resets
+
+    def __init__(self, launch, linux, setup):
+        self.launch = launch
+        self.linux = linux
+        self.config = setup["config"]
+        self.socket_path = setup["socket"]
+        self.child = None
+        self.sock = None
+
+    def prepare(self, nic=None):
+        """Start Firecracker and configure the VM; VMMError (Firecracker's own words) when it cannot."""
+        import os
+        import time
+
+        from mocktainer.unikraft.vmmproc import READY_TIMEOUT, Child
+
+        try:
+            os.unlink(self.socket_path)  # Firecracker refuses to bind over a socket left behind
+        except FileNotFoundError:
+            pass
+        self.child = Child(self.launch.spawn, list(self.launch.args), [], "firecracker")
+        deadline = time.monotonic() + READY_TIMEOUT
+        self.sock = self._connect(deadline)
+        self._put("/machine-config", self.config["machine-config"], deadline)
+        self._put("/boot-source", boot_source(self.config, nic), deadline)
+        for drive in self.config.get("drives") or []:
+            self._put("/drives/%s" % drive["drive_id"], drive, deadline)
+        if nic is not None:
+            self._put("/network-interfaces/" + IFACE_ID, interface(nic), deadline)
+        self.child.start_relaying()
+
+    def attach(self, nic):
+        """A network that appeared after create: the guest has not booted, so Firecracker still takes it."""
+        import time
+
+        from mocktainer.unikraft.vmmproc import READY_TIMEOUT
+
+        deadline = time.monotonic() + READY_TIMEOUT
+        self._put("/boot-source", boot_source(self.config, nic), deadline)
+        self._put("/network-interfaces/" + IFACE_ID, interface(nic), deadline)
+
+    def resume(self):
+        import time
+
+        from mocktainer.unikraft.vmmproc import READY_TIMEOUT
+
+        self._put("/actions", {"action_type": "InstanceStart"}, time.monotonic() + READY_TIMEOUT)
+        self.sock.close()
+        self.sock = None
+
+    def on_control(self):
+        return False
+
+    def fds(self):
+        """The descriptors the supervisor must keep open until start."""
+        return {self.sock.fileno()} if self.sock is not None else set()
+
+    def abort(self):
+        if self.child is not None:
+            self.child.kill()
+            self.child.close()
+            self.child = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def _connect(self, deadline):
+        import _socket
+        import time
+
+        from mocktainer.unikraft.vmmproc import VMMError
+
+        while True:
+            s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+            try:
+                s.connect(self.socket_path)
+                return s
+            except (FileNotFoundError, ConnectionRefusedError):
+                s.close()
+            if self.child.exited():
+                raise VMMError(self.child.failure("open its API socket"))
+            if time.monotonic() > deadline:
+                self.child.kill()
+                raise VMMError("firecracker did not open its API socket in time")
+            time.sleep(_CONNECT_EVERY)
+
+    def _put(self, path, body, deadline):
+        from mocktainer import fastjson
+        from mocktainer.unikraft.control import http_response
+        from mocktainer.unikraft.vmmproc import VMMError
+
+        data = fastjson.dumps(body).encode()
+        try:
+            self.sock.sendall(b"PUT %s HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
+                              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                              % (path.encode(), len(data), data))
+            self.child.wait_readable(self.sock.fileno(), deadline, "answer PUT %s" % path)
+            status, answer = http_response(self.sock)
+        except (OSError, ValueError) as e:
+            if self.child.exited():
+                raise VMMError(self.child.failure("answer PUT %s" % path)) from None
+            raise VMMError("firecracker's API failed on PUT %s: %s" % (path, e)) from None
+        if not 200 <= status < 300:
+            text = answer.decode("utf-8", "replace").strip()
+            try:
+                text = fastjson.loads(answer).get("fault_message") or text
+            except (ValueError, AttributeError):
+                pass
+            self.abort()
+            raise VMMError("firecracker refused PUT %s: %s" % (path, text))

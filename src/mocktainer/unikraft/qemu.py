@@ -575,6 +575,10 @@ class Session:
     def control_fd(self):
         return self.sock.fileno() if self.sock is not None else -1
 
+    def fds(self):
+        """The descriptors the supervisor must keep open."""
+        return {self.sock.fileno()} if self.sock is not None else set()
+
     def prepare(self, nic=None):
         """Start QEMU paused and wait until its monitor answers; VMMError (QEMU's own words) otherwise."""
         import _socket

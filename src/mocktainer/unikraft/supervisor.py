@@ -87,7 +87,7 @@ class Supervisor:
 
     def fds(self) -> set[int]:
         child = self.session.child
-        out = {child.err_fd, child.pidfd, self.session.control_fd}
+        out = {child.err_fd, child.pidfd} | self.session.fds()
         if self.nic is not None and self.nic.fd >= 0:
             out.add(self.nic.fd)
         return out - {-1}
