@@ -29,9 +29,9 @@ FIRECRACKER = shutil.which("firecracker")
 
 
 def _firecracker_usable() -> bool:
-    from mocktainer.unikraft import qemu
+    from mocktainer.unikraft import host
 
-    return FIRECRACKER is not None and qemu.kvm_usable()
+    return FIRECRACKER is not None and host.kvm_usable()
 
 
 needs_firecracker = pytest.mark.skipif(

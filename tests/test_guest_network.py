@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clients  # noqa: E402
 from guest import linux  # noqa: E402
 from guest.build import build_tiny  # noqa: E402
-from mocktainer.unikraft import net, qemu  # noqa: E402
+from mocktainer.unikraft import host, net, qemu  # noqa: E402
 
 QEMU = shutil.which("qemu-system-x86_64")
 FIRECRACKER = shutil.which("firecracker")
@@ -96,26 +96,33 @@ def test_merge_cmdline(cmdline, linux, expected):
     assert net.merge_cmdline(cmdline, ["P", "Q"], linux) == expected
 
 
+def nic(params, linux, device="macvtap", fd=-1, mac="02:00:00:00:00:01") -> net.Nic:
+    return net.Nic(device, "runu0", fd, mac, params, linux, {})
+
+
 def test_qemu_args_merge_into_the_one_append_and_add_the_nic():
     base = ["/usr/bin/qemu-system-x86_64", "-M", "microvm", "-kernel", "/k", "-append", "-- hello"]
-    out = net.qemu_args(base, ["netdev.ipv4_addr=1.2.3.4"], False, 7, "02:00:00:00:00:01")
+    out = qemu.with_nic(base, nic(["netdev.ipv4_addr=1.2.3.4"], False), 7)
     assert out.count("-append") == 1
     assert out[out.index("-append") + 1] == "netdev.ipv4_addr=1.2.3.4 -- hello"
     assert out[len(base):] == qemu.nic_args(base, [(7, "02:00:00:00:00:01")])
     assert "virtio-net-device,netdev=net0,mac=02:00:00:00:00:01" in out  # microvm: virtio-mmio
-    no_append = net.qemu_args(["/q", "-M", "pc", "-kernel", "/k"], ["a=b"], True, 3, "02:00:00:00:00:02")
+    no_append = qemu.with_nic(["/q", "-M", "pc", "-kernel", "/k"], nic(["a=b"], True, mac="02:00:00:00:00:02"), 3)
     assert no_append[no_append.index("-append") + 1] == "a=b"
     assert any(a.startswith("virtio-net-pci,") for a in no_append)
 
 
 def test_firecracker_config():
+    from mocktainer.unikraft import firecracker
+
     cfg = {"boot-source": {"kernel_image_path": "/k", "boot_args": "console=ttyS0 reboot=k"},
            "machine-config": {"vcpu_count": 1, "mem_size_mib": 64}, "drives": []}
-    out = net.firecracker_config(cfg, ["netdev.ipv4_addr=1.2.3.4"], True, "runu0", "aa:bb:cc:dd:ee:ff")
-    assert out["boot-source"]["boot_args"] == "console=ttyS0 reboot=k netdev.ipv4_addr=1.2.3.4"
-    assert out["network-interfaces"] == [{"iface_id": "eth0", "host_dev_name": "runu0",
-                                          "guest_mac": "aa:bb:cc:dd:ee:ff"}]
-    assert "network-interfaces" not in cfg and cfg["boot-source"]["boot_args"] == "console=ttyS0 reboot=k"
+    tap = nic(["netdev.ipv4_addr=1.2.3.4"], True, "tap", mac="aa:bb:cc:dd:ee:ff")
+    assert firecracker.boot_source(cfg, tap) == {"kernel_image_path": "/k",
+                                                 "boot_args": "console=ttyS0 reboot=k netdev.ipv4_addr=1.2.3.4"}
+    assert firecracker.interface(tap) == {"iface_id": "eth0", "host_dev_name": "runu0", "guest_mac": "aa:bb:cc:dd:ee:ff"}
+    assert cfg["boot-source"]["boot_args"] == "console=ttyS0 reboot=k"
+    assert firecracker.boot_source(cfg) == cfg["boot-source"]
 
 
 def test_has_default_route(tmp_path):
@@ -131,16 +138,19 @@ def test_has_default_route(tmp_path):
 
 # -- netlink paths in throw-away namespaces ------------------------------------------------------------------------
 
-def run_setup(ns: str, state_dir: Path, vmm: str = "qemu", args=("/q", "-M", "pc", "-append", "x")) -> dict:
-    """net.setup() inside `ns`; its result or error as a dict (fds are closed)."""
+NIC_JSON = "None if n is None else {'device': n.device, 'name': n.name, 'fd': n.fd >= 0, 'mac': n.mac, 'params': n.params}"
+
+
+def run_setup(ns: str, state_dir: Path, device: str = "macvtap") -> dict:
+    """net.attach() inside `ns`; its Nic or error as a dict (fds are closed)."""
     code = """
 instr = net.instruction(%r, True, %r, "")
 try:
-    out = net.setup(instr, %r)
-    print(json.dumps({"args": out}))
+    n = net.attach(instr)
+    print(json.dumps({"nic": %s}))
 except net.GuestNetError as e:
     print(json.dumps({"error": str(e)}))
-""" % (vmm, str(state_dir), list(args))
+""" % (device, str(state_dir), NIC_JSON)
     r = in_ns(ns, code)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
@@ -152,8 +162,7 @@ def test_no_default_route_no_network(netns, tmp_path):
     ip("link", "add", "v0", "netns", ns, "type", "veth", "peer", "name", "v1", "netns", ns)
     ip("-n", ns, "addr", "add", "10.1.0.2/24", "dev", "v0")
     ip("-n", ns, "link", "set", "v0", "up")
-    args = ["/q", "-append", "x"]
-    assert run_setup(ns, tmp_path, args=args) == {"args": args}
+    assert run_setup(ns, tmp_path) == {"nic": None}
     assert addrs(ns, "v0") == ["10.1.0.2/24"]
     assert not os.path.exists(tmp_path / net.RECORD)
 
@@ -165,8 +174,7 @@ def test_default_route_link_without_address_no_network(netns, tmp_path):
     ip("-n", ns, "link", "set", "v0", "up")
     ip("-n", ns, "link", "set", "v1", "up")
     ip("-n", ns, "route", "add", "default", "dev", "v0")
-    args = ["/q", "-append", "x"]
-    assert run_setup(ns, tmp_path, args=args) == {"args": args}
+    assert run_setup(ns, tmp_path) == {"nic": None}
     assert sorted(links(ns)) == ["lo", "v0", "v1"]
 
 
@@ -201,7 +209,7 @@ def vanish(nic, idx, state_dir):
     return real(nic, idx, state_dir)
 net._open_macvtap = vanish
 try:
-    net.setup(net.instruction("qemu", True, %r, ""), ["/q"])
+    net.attach(net.instruction("macvtap", True, %r, ""))
     print("no error")
 except net.GuestNetError as e:
     print(e)
@@ -215,7 +223,7 @@ except net.GuestNetError as e:
 @needs_root
 @pytest.mark.parametrize("vmm", ["qemu", "firecracker"])
 def test_setup_then_cleanup_from_the_record(netns, tmp_path, vmm, request):
-    """setup() creates the device, takes the address; cleanup() (runu delete, in a netns joined by path)
+    """attach() creates the device, takes the address; cleanup() (runu delete, in a netns joined by path)
     removes the device and tc, and puts the address and default route back. The state directory is on a
     nodev file system, like /run on most hosts (the macvtap node lives on a private tmpfs)."""
     peer, pod = veth_pod(netns, "10.3.0")
@@ -223,13 +231,12 @@ def test_setup_then_cleanup_from_the_record(netns, tmp_path, vmm, request):
     state.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "nodev,size=1m", "tmpfs", str(state)], check=True)
     request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(state)], check=False))
-    if vmm == "firecracker":
-        (state / "firecracker.json").write_text(json.dumps({"boot-source": {"boot_args": "console=ttyS0"}}))
+    device = {"qemu": qemu.NIC_DEVICE, "firecracker": "tap"}[vmm]
     path = f"/run/netns/{pod}"
     code = """
-out = net.setup(net.instruction(%r, True, %r, %r), ["/q", "-M", "pc", "-append", "console=ttyS0"])
-print(json.dumps(out))
-""" % (vmm, str(state), path)
+n = net.attach(net.instruction(%r, True, %r, %r))
+print(json.dumps(%s))
+""" % (device, str(state), path, NIC_JSON)
     r = in_ns(pod, code)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -238,21 +245,19 @@ print(json.dumps(out))
     params = "netdev.ipv4_addr=10.3.0.2 netdev.ipv4_gw_addr=10.3.0.1 netdev.ipv4_subnet_mask=255.255.255.0"
     record = json.loads((state / net.RECORD).read_text())
     assert record["netns"] == path and record["uplink"]["addr"] == "10.3.0.2"
+    assert " ".join(out["params"]) == params and out["name"] == "runu0"
     if vmm == "qemu":
-        assert out[out.index("-append") + 1] == "console=ttyS0 " + params
         mac = json.loads(ip("-j", "-n", pod, "link", "show", "runu0"))[0]["address"]
-        assert out[-1] == f"virtio-net-pci,netdev=net0,mac={mac}"
+        assert out["mac"] == mac and out["fd"]
         assert json.loads(ip("-j", "-n", pod, "-d", "link", "show", "runu0"))[0]["linkinfo"]["info_kind"] == "macvtap"
     else:
-        cfg = json.loads((state / "firecracker.json").read_text())
-        assert cfg["boot-source"]["boot_args"] == "console=ttyS0 " + params
         eth_mac = json.loads(ip("-j", "-n", pod, "link", "show", "eth0"))[0]["address"]
-        assert cfg["network-interfaces"] == [{"iface_id": "eth0", "host_dev_name": "runu0", "guest_mac": eth_mac}]
+        assert out["mac"] == eth_mac and not out["fd"]
         for dev, to in (("eth0", "runu0"), ("runu0", "eth0")):
             f = subprocess.run(["tc", "-n", pod, "filter", "show", "dev", dev, "ingress"], capture_output=True,
                                text=True).stdout
             assert f"Egress Redirect to device {to}" in f, f
-    assert [e for e in os.listdir(state) if e not in (net.RECORD, "firecracker.json")] == []  # no device node
+    assert [e for e in os.listdir(state) if e != net.RECORD] == []  # no device node
     assert net.cleanup(str(state)) == []
     assert sorted(links(pod)) == ["eth0", "lo"]
     assert addrs(pod, "eth0") == ["10.3.0.2/24"]
@@ -363,12 +368,27 @@ def test_no_route_boots_without_network(guest, tmp_path, netns, runu):
 
 
 @needs_root
-def test_macvtap_refused_fails_start_with_a_message(guest, tmp_path, netns, runu):
+def test_macvtap_refused_fails_create_with_a_message(guest, tmp_path, netns, runu):
+    """The network exists at create: it is set up then, and its failure fails create, leaving nothing."""
     ns = netns()
     ip("-n", ns, "link", "set", "lo", "up")
     ip("-n", ns, "route", "add", "default", "dev", "lo")
     b = linux_bundle(tmp_path, guest, f"/run/netns/{ns}", [])
+    r = runu("create", "--bundle", b, "refused", stdin=subprocess.DEVNULL)
+    assert r.returncode == 1
+    assert "cannot create a macvtap on lo" in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(runu.root, "refused"))
+    assert links(ns) == ["lo"]
+
+
+@needs_root
+def test_macvtap_refused_late_fails_start_with_a_message(guest, tmp_path, netns, runu):
+    """The network appears between create and start: set up at start, its failure fails start."""
+    ns = netns()
+    b = linux_bundle(tmp_path, guest, f"/run/netns/{ns}", [])
     runu.create(b, "refused", tmp_path / "console.log")
+    ip("-n", ns, "link", "set", "lo", "up")
+    ip("-n", ns, "route", "add", "default", "dev", "lo")
     r = runu("start", "refused")
     assert r.returncode == 1
     assert "failed to start" in r.stderr and "cannot create a macvtap on lo" in r.stderr, r.stderr
@@ -377,11 +397,57 @@ def test_macvtap_refused_fails_start_with_a_message(guest, tmp_path, netns, runu
 
 
 @needs_root
-@pytest.mark.skipif(FIRECRACKER is None or not qemu.kvm_usable(), reason="needs firecracker and a usable /dev/kvm")
-def test_firecracker_boots_with_the_tap(tmp_path, netns, runu):
-    """The tiny kernel has no network driver: the tap, the tc redirects and the JSON are set up and the VM
-    boots with its network interface."""
-    peer, pod = veth_pod(netns, "10.30.0")
+@needs_net_tools
+def test_network_between_create_and_start_reaches_the_guest(guest, tmp_path, netns, runu):
+    """A client that configures the netns after create (as `ctr run --cni` does): the QEMU that create built
+    paused has no NIC, so at start the supervisor replaces it by one with the NIC and the address on the
+    kernel command line, before the guest ever ran. The container's pid does not change; traffic flows."""
+    peer, pod = netns(), netns()
+    b = linux_bundle(tmp_path, guest, f"/run/netns/{pod}", ["ping=10.50.0.1", "idle"])
+    log = tmp_path / "console.log"
+    runu.create(b, "late", log)
+    pid = json.loads(runu("state", "late").stdout)["pid"]
+    ip("link", "add", "vpeer", "netns", peer, "type", "veth", "peer", "name", "eth0", "netns", pod)
+    ip("-n", peer, "addr", "add", "10.50.0.1/24", "dev", "vpeer")
+    ip("-n", peer, "link", "set", "vpeer", "up")
+    ip("-n", pod, "addr", "add", "10.50.0.2/24", "dev", "eth0")
+    ip("-n", pod, "link", "set", "eth0", "up")
+    ip("-n", pod, "route", "add", "default", "via", "10.50.0.1")
+    r = runu("start", "late")
+    assert r.returncode == 0, r.stderr
+    st = json.loads(runu("state", "late").stdout)
+    assert st["status"] == "running" and st["pid"] == pid
+    out = wait_console(log, M + "idle", timeout=120)
+    assert f"{M}network: eth0 10.50.0.2/24" in out, out
+    assert f"{M}ping 10.50.0.1: ok" in out, out
+    r = subprocess.run(["ip", "netns", "exec", peer, BUSYBOX, "ping", "-c", "2", "-W", "5", "10.50.0.2"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert runu("delete", "--force", "late").returncode == 0
+    assert sorted(links(pod)) == ["eth0", "lo"] and addrs(pod, "eth0") == ["10.50.0.2/24"]
+
+
+def vm_config(state_dir: str) -> dict:
+    """Firecracker's own view of its VM (GET /vm/config on its API socket)."""
+    r = subprocess.run(["curl", "-s", "--unix-socket", os.path.join(state_dir, "firecracker.sock"),
+                        "http://localhost/vm/config"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@needs_root
+@pytest.mark.skipif(FIRECRACKER is None or not host.kvm_usable(), reason="needs firecracker and a usable /dev/kvm")
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize("order", ["before create", "between create and start"])
+def test_firecracker_boots_with_the_tap(tmp_path, netns, runu, order):
+    """The tiny kernel has no network driver: the tap, the tc redirects and Firecracker's network interface
+    (configured through its API, at create or, for a network that appears later, at start before the
+    InstanceStart) are set up and the VM boots with it. (No Linux guest can run under Firecracker on this
+    host's KVM, which lacks hardware virtualisation: traffic through Firecracker is not tested here.)"""
+    if order == "before create":
+        peer, pod = veth_pod(netns, "10.30.0")
+    else:
+        peer, pod = netns(), netns()
     kernel = build_tiny(str(tmp_path / "k"), "pvh")
     b = linux_bundle(tmp_path, (kernel, kernel), f"/run/netns/{pod}", [])
     cfg = json.loads(Path(b, "config.json").read_text())
@@ -392,11 +458,21 @@ def test_firecracker_boots_with_the_tap(tmp_path, netns, runu):
     Path(b, "config.json").write_text(json.dumps(cfg))
     log = tmp_path / "console.log"
     runu.create(b, "fc", log)
+    if order != "before create":
+        assert vm_config(os.path.join(runu.root, "fc")).get("network-interfaces") in (None, [])
+        ip("link", "add", "vpeer", "netns", peer, "type", "veth", "peer", "name", "eth0", "netns", pod)
+        ip("-n", peer, "addr", "add", "10.30.0.1/24", "dev", "vpeer")
+        ip("-n", peer, "link", "set", "vpeer", "up")
+        ip("-n", pod, "addr", "add", "10.30.0.2/24", "dev", "eth0")
+        ip("-n", pod, "link", "set", "eth0", "up")
+        ip("-n", pod, "route", "add", "default", "via", "10.30.0.1")
     assert runu("start", "fc").returncode == 0
     wait_console(log, "Hello from the runu test kernel", timeout=20)
-    fc = json.loads(Path(runu.root, "fc", "firecracker.json").read_text())
+    fc = vm_config(os.path.join(runu.root, "fc"))
     eth_mac = json.loads(ip("-j", "-n", pod, "link", "show", "eth0"))[0]["address"]
-    assert fc["network-interfaces"] == [{"iface_id": "eth0", "host_dev_name": "runu0", "guest_mac": eth_mac}]
+    (iface,) = fc["network-interfaces"]
+    assert {k: iface[k] for k in ("iface_id", "host_dev_name", "guest_mac")} == {
+        "iface_id": "eth0", "host_dev_name": "runu0", "guest_mac": eth_mac}
     assert fc["boot-source"]["boot_args"] == (
         "idle netdev.ipv4_addr=10.30.0.2 netdev.ipv4_gw_addr=10.30.0.1 netdev.ipv4_subnet_mask=255.255.255.0 --")
     assert "runu0" in links(pod) and addrs(pod, "eth0") == []

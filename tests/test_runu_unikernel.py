@@ -80,8 +80,8 @@ def test_lifecycle_of_an_idling_guest(tmp_path, root, kernels):
     assert open(f"/proc/{pid}/comm").read().strip() == "mocktainer-sv"  # the supervisor of the VMM
     argv = vmm_argv(pid)
     assert os.path.basename(argv[0]) == "qemu-system-x86_64"
-    # the guest gets the limit minus QEMU's own 64 MiB (docs/bundles.md)
-    assert argv[argv.index("-m") + 1] == "96M" and "tcg" in argv[argv.index("-accel") + 1]
+    # the guest gets the limit minus QEMU's own 64 MiB and its supervisor's 8 (docs/bundles.md)
+    assert argv[argv.index("-m") + 1] == "88M" and "tcg" in argv[argv.index("-accel") + 1]
     assert "-monitor" in argv and argv[argv.index("-monitor") + 1] == "none"
     assert json.loads(runu(root, "state", "idle1").stdout)["status"] == "running"
     assert json.loads(runu(root, "ps", "--format", "json", "idle1").stdout) == [pid, vmm_of(pid)]

@@ -20,7 +20,7 @@ if SRC not in sys.path:
 
 from mocktainer import error as mocktainer_error  # noqa: E402
 from mocktainer.error import ConfigError  # noqa: E402
-from mocktainer.unikraft import bundle, kernel, qemu  # noqa: E402
+from mocktainer.unikraft import bundle, host, kernel, qemu  # noqa: E402
 from mocktainer.unikraft.kernel import Kernel  # noqa: E402
 
 EM_RISCV = 243
@@ -271,14 +271,14 @@ def make_exe(path, body="#!/bin/sh\nexit 0\n", mode=0o755):
 class TestBinaries:
     def test_path_first(self, tmp_path):
         make_exe(tmp_path / "qemu-system-x86_64")
-        assert qemu.find_binary("qemu-system-x86_64", str(tmp_path)) == \
+        assert host.find_binary("qemu-system-x86_64", str(tmp_path)) == \
             str(tmp_path / "qemu-system-x86_64")
 
     def test_system_dirs_after_a_tiny_path(self, tmp_path):
-        found = qemu.find_binary("sh", str(tmp_path))
-        assert os.path.dirname(found) in qemu.SYSTEM_DIRS
-        assert qemu.find_binary("sh", None) == found
-        assert qemu.find_binary("sh", "") == found
+        found = host.find_binary("sh", str(tmp_path))
+        assert os.path.dirname(found) in host.SYSTEM_DIRS
+        assert host.find_binary("sh", None) == found
+        assert host.find_binary("sh", "") == found
 
     def test_not_executable_or_directory_skipped(self, tmp_path):
         a, b = tmp_path / "a", tmp_path / "b"
@@ -287,16 +287,16 @@ class TestBinaries:
         make_exe(a / "tool", mode=0o644)
         (b / "tool").mkdir()
         with pytest.raises(ConfigError, match="tool not found in PATH"):
-            qemu.find_binary("tool", "%s:%s" % (a, b))
+            host.find_binary("tool", "%s:%s" % (a, b))
 
     def test_empty_path_entry_is_not_cwd(self, tmp_path, monkeypatch):
         make_exe(tmp_path / "tool")
         monkeypatch.chdir(tmp_path)
         with pytest.raises(ConfigError):
-            qemu.find_binary("tool", ":/nonexistent:")
+            host.find_binary("tool", ":/nonexistent:")
 
     def test_qemu_binary_names_the_debian_package(self, tmp_path, monkeypatch):
-        monkeypatch.setattr(qemu, "SYSTEM_DIRS", ())
+        monkeypatch.setattr(host, "SYSTEM_DIRS", ())
         with pytest.raises(ConfigError, match=r"apt-get install qemu-system-arm") as e:
             qemu.qemu_binary("aarch64", str(tmp_path))
         assert "qemu-system-aarch64" in str(e.value)
@@ -310,13 +310,13 @@ class TestBinaries:
 
 class TestKvm:
     def test_not_a_kvm_device(self, tmp_path):
-        assert qemu.kvm_usable("/dev/null") is False
-        assert qemu.kvm_usable(str(tmp_path / "kvm")) is False
+        assert host.kvm_usable("/dev/null") is False
+        assert host.kvm_usable(str(tmp_path / "kvm")) is False
 
     def test_real_device_matches_api_version(self):
         if not os.path.exists("/dev/kvm"):
             pytest.skip("no /dev/kvm")
-        assert qemu.kvm_usable() in (True, False)
+        assert host.kvm_usable() in (True, False)
 
 
 class TestChooseAccel:
@@ -357,13 +357,13 @@ class TestChooseAccel:
             self.choose(environ={"RUNU_ACCEL": "kvm"}, kvm=False)
 
     def test_foreign_architecture(self):
-        arm = fake_kernel("aarch64" if qemu.host_arch() != "aarch64" else "x86_64")
+        arm = fake_kernel("aarch64" if host.host_arch() != "aarch64" else "x86_64")
         assert self.choose(kernel=arm, kvm=True) == "tcg"
         with pytest.raises(ConfigError, match="cannot use KVM on this"):
             self.choose({qemu.ACCEL_ANNOTATION: "kvm"}, kernel=arm, kvm=True)
 
     def test_linux_guest_needs_hardware_virtualisation(self):
-        linux = fake_kernel(qemu.host_arch(), "linux", None)
+        linux = fake_kernel(host.host_arch(), "linux", None)
         assert self.choose(kernel=linux, kvm=True, hw=False) == "tcg"
         assert self.choose(kernel=linux, kvm=True, hw=True) == "kvm"
         assert self.choose(kvm=True, hw=False) == "kvm"  # unikernels run on it
@@ -740,7 +740,7 @@ class TestPlanUnikernel:
 
     def test_missing_qemu(self, tmp_path, monkeypatch):
         root, environ = self.setup(tmp_path, make_elf(64, 183))
-        monkeypatch.setattr(qemu, "SYSTEM_DIRS", ())
+        monkeypatch.setattr(host, "SYSTEM_DIRS", ())
         with pytest.raises(ConfigError, match="qemu-system-aarch64 is needed.*qemu-system-arm"):
             bundle.plan({"process": {"args": []}}, str(root), environ)
 
@@ -1005,8 +1005,8 @@ class TestFirecracker:
         fc = self.fc(tmp_path)
         k = fake_kernel(initrd="/bundle/rootfs/unikraft/bin/initrd")
         launch = self.launch(fc_vm(k, environ={"PATH": str(tmp_path)}, memory=48, vcpus=2))
-        assert launch.args == [fc, "--no-api", "--config-file", "/run/runu/fc-1/firecracker.json",
-                               "--level", "Error", "--id", "fc-1"]
+        assert launch.args == [fc, "--api-sock", "/run/runu/fc-1/firecracker.sock", "--level", "Error", "--id", "fc-1"]
+        assert launch.setup["socket"] == "/run/runu/fc-1/firecracker.sock"
         assert list(launch.files) == ["firecracker.json"]
         import json
         assert json.loads(launch.files["firecracker.json"]) == {
@@ -1045,7 +1045,7 @@ class TestFirecracker:
             self.launch(fc_vm(values={"firecracker_binary": "/nonexistent/fc"}))
 
     def test_missing_binary_names_the_setting(self, tmp_path, monkeypatch):
-        monkeypatch.setattr(qemu, "SYSTEM_DIRS", ())
+        monkeypatch.setattr(host, "SYSTEM_DIRS", ())
         with pytest.raises(ConfigError) as e:
             self.launch(fc_vm(environ={"PATH": str(tmp_path)}))
         msg = str(e.value)
@@ -1126,7 +1126,7 @@ class TestPlanBackends:
                 "linux": {"resources": {"memory": {"limit": 80 << 20}, "cpu": {"cpus": "0"}}}}
         p = bundle.plan(spec, str(root), environ, "/run/runu/c1")
         assert p.vmm == "firecracker" and p.args[0] == str(tmp_path / "bin" / "firecracker")
-        assert p.memory_mib == 80 - firecracker.OVERHEAD_MIB == 64 and p.vcpus == 1
+        assert p.memory_mib == 80 - firecracker.OVERHEAD_MIB - vmm.SUPERVISOR_MIB == 56 and p.vcpus == 1
         config = json.loads(p.files["firecracker.json"])
         assert config["machine-config"] == {"vcpu_count": 1, "mem_size_mib": 64}
         assert config["boot-source"]["boot_args"] == p.cmdline == "env.vars=A=1 -- exit=3"
@@ -1275,7 +1275,7 @@ def test_boot_exit_status_and_args(tmp_path, tiny_kernels, fmt, machine, accel):
                         "env": ["GREETING=hi"]}}
     p = bundle.plan(spec, str(root), {"PATH": "/nonexistent"})
     assert p.kernel.boot_protocol == fmt and p.machine == machine
-    assert os.path.dirname(p.args[0]) in qemu.SYSTEM_DIRS
+    assert os.path.dirname(p.args[0]) in host.SYSTEM_DIRS
     t0 = time.monotonic()
     rc, out, err = run_vmm(p)
     elapsed = time.monotonic() - t0

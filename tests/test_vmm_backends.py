@@ -41,7 +41,7 @@ pytestmark = [needs_root, pytest.mark.integration,
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 is not installed")]
 # What `exit=3` gives: QEMU's isa-debug-exit status, Firecracker's status after the i8042 reset.
 EXIT3 = {"qemu": (3 << 1) | 1, "firecracker": 0}
-OVERHEAD = {"qemu": 64, "firecracker": 16}
+OVERHEAD = {"qemu": 64 + 8, "firecracker": 16 + 8}  # the VMM and its supervisor
 
 
 @pytest.fixture(scope="module")

@@ -53,8 +53,9 @@
 
    - Memory: with a `linux.resources.memory.limit` of L bytes, the guest gets
      floor(L / 1 MiB) minus the backend's OVERHEAD_MIB (the VMM's own memory:
-     64 MiB for QEMU, 16 MiB for Firecracker), so that guest and VMM together
-     stay within the limit (the container's cgroup); less than MIN_MEMORY_MIB
+     64 MiB for QEMU, 16 MiB for Firecracker) and vmm.SUPERVISOR_MIB (8 MiB for
+     the VMM's parent, the container's supervisor), so that guest, VMM and
+     supervisor together stay within the limit (the container's cgroup); less than MIN_MEMORY_MIB
      (8) left for the guest is an error naming the smallest limit that works.
      Absent, zero or negative (-1 = unlimited) means DEFAULT_MEMORY_MIB (64;
      DEFAULT_LINUX_MEMORY_MIB, 256, for a Linux kernel)
@@ -163,7 +164,7 @@ def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
     else:
         cmdline = guest_cmdline(args, env)
     resources = _dict(_dict(spec.get("linux"), "linux").get("resources"), "linux.resources")
-    memory = memory_mib(resources, backend.OVERHEAD_MIB, name,
+    memory = memory_mib(resources, backend.OVERHEAD_MIB + _vmm.SUPERVISOR_MIB, name,
                         DEFAULT_LINUX_MEMORY_MIB if kern.linux else DEFAULT_MEMORY_MIB)
     vcpus = vcpu_count(resources)
     vm = _vmm.VM(kern, cmdline, memory, vcpus, annotations, settings, state_dir,

@@ -153,16 +153,17 @@ def launch(vm, kvm_check=host.kvm_usable, hwvirt_check=host.hardware_virtualizat
         raise ConfigError("the guest command line contains a NUL byte")
     check_accel(vm, kvm_check, hwvirt_check)
     exe = binary(vm.settings)
-    if not vm.state_dir or not vm.control_dir:
+    if not vm.state_dir:
         raise ConfigError("the firecracker VMM needs the container's state directory for its API socket")
-    args = [exe] + api_args(vm.control_dir) + ["--level", LOG_LEVEL]
+    where = vm.control_dir or vm.state_dir
+    args = [exe] + api_args(where) + ["--level", LOG_LEVEL]
     cid = vm.container_id
     if cid and len(cid) <= 64 and _ID_CHARS.issuperset(cid):
         args += ["--id", cid]
     config = vm_config(vm)
     # The configuration goes to Firecracker through its API (Session); the file is its record.
     data = fastjson.dumps(config).encode() + b"\n"
-    setup = {"config": config, "socket": "%s/%s" % (vm.control_dir, API_SOCKET)}
+    setup = {"config": config, "socket": "%s/%s" % (where, API_SOCKET)}
     return Launch(args, {CONFIG_FILE: data}, accel="kvm", machine=None, control=(CONTROL_PROTOCOL, API_SOCKET),
                   setup=setup)
 

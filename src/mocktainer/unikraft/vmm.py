@@ -42,6 +42,9 @@ ACCEL_ANNOTATION = "org.unikraft.runu.accel"
 ACCEL_ENV = "RUNU_ACCEL"
 ACCEL_VALUES = ("kvm", "tcg", "auto")
 DEFAULT_VMM = "qemu"
+# Memory the container's supervisor (the VMM's parent, supervisor.py: a small Python process) needs in the
+# container's cgroup beside the VMM: taken off linux.resources.memory.limit with the backend's OVERHEAD_MIB.
+SUPERVISOR_MIB = 8
 # name -> module under mocktainer.unikraft
 BACKENDS = {"qemu": "qemu", "firecracker": "firecracker"}
 
