@@ -6,16 +6,29 @@
    on one CRI-sandbox bundle running `sleep`, alternating the runtimes each
    iteration so machine noise hits them alike. Prints median ms per step, the
    total, and runu's ratios.
-2. Boot: `runu create` + `runu start` until the tiny guest's greeting appears on
+2. Start: `runu start` until the tiny guest's first line on the console (the VMM was
+   prepared at create), against `runc start` until the first line of an `echo`
+   container.
+3. Boot: `runu create` + `runu start` until the tiny guest's greeting appears on
    the console, against the same VMM command line (and, for Firecracker, the same
    configuration file) started directly: QEMU (microvm, TCG) and, when it is
    installed and /dev/kvm works, Firecracker (KVM).
+4. The unikernel's lifecycle (create, start, state, kill, delete), with `--baseline`
+   an older runu side by side.
+5. Density: 50 tiny guests created and started at once, each by its own `runu
+   create` and `runu start` processes (as shims do), until the last greeting,
+   against 50 QEMUs started directly.
+6. CPU time of create + start + delete: runu's commands (and the container's
+   supervisor) against runc's.
+7. Memory of a created container: supervisor + paused VMM against runc's init.
 
-Run as root after scripts/setup.sh:  python3 bench/bench_runu.py [-n 50]
+Run as root after scripts/setup.sh:  python3 bench/bench_runu.py [-n 50] [--runu PATH] [--baseline PATH]
 """
 
 import argparse
 import json
+import resource
+import threading
 import os
 import shutil
 import statistics
@@ -31,6 +44,7 @@ sys.path.insert(0, os.path.join(TOP, "tests"))
 from mocktainer import system  # noqa: E402
 
 STEPS = ("create", "start", "state", "kill", "delete")
+RUNU = shutil.which("runu") or "runu"
 GREETING = b"Hello from the runu test kernel"
 
 
@@ -97,7 +111,7 @@ def median_ms(values: list[float]) -> float:
 
 
 def bench_lifecycle(n: int) -> None:
-    runtimes = {"runu": shutil.which("runu"), "runc": shutil.which("runc")}
+    runtimes = {"runu": RUNU, "runc": shutil.which("runc")}
     if crun_usable():
         runtimes["crun"] = shutil.which("crun")
     runtimes = {k: v for k, v in runtimes.items() if v}
@@ -140,24 +154,30 @@ def wait_for(proc_out: int, needle: bytes, deadline: float) -> bool:
     return False
 
 
-def bench_boot(n: int, backend: str = "qemu") -> None:
+def tiny_bundle(tmp: str, backend: str = "qemu", runu: str | None = None) -> tuple[str, dict]:
+    """A bundle of the tiny test kernel that idles (QEMU: TCG); (bundle, spec)."""
     from guest.build import build_tiny
 
+    kernel = build_tiny(os.path.join(tmp, "k"), "pvh")
+    bundle = os.path.join(tmp, "bundle")
+    os.makedirs(os.path.join(bundle, "rootfs", "unikraft", "bin"))
+    shutil.copy(kernel, os.path.join(bundle, "rootfs", "unikraft", "bin", "kernel"))
+    subprocess.run([runu or RUNU, "spec", "--bundle", bundle], check=True)
+    spec = json.load(open(os.path.join(bundle, "config.json")))
+    spec["process"]["args"] = ["/unikraft/bin/kernel", "idle"]
+    spec["annotations"] = {"org.unikraft.runu.vmm": backend}
+    if backend == "qemu":
+        spec["annotations"]["org.unikraft.runu.accel"] = "tcg"
+    json.dump(spec, open(os.path.join(bundle, "config.json"), "w"))
+    return bundle, spec
+
+
+def bench_boot(n: int, backend: str = "qemu") -> None:
     from mocktainer.unikraft.bundle import plan
 
-    runu = shutil.which("runu")
+    runu = RUNU
     with tempfile.TemporaryDirectory() as tmp:
-        kernel = build_tiny(os.path.join(tmp, "k"), "pvh")
-        bundle = os.path.join(tmp, "bundle")
-        os.makedirs(os.path.join(bundle, "rootfs", "unikraft", "bin"))
-        shutil.copy(kernel, os.path.join(bundle, "rootfs", "unikraft", "bin", "kernel"))
-        subprocess.run([runu, "spec", "--bundle", bundle], check=True)
-        spec = json.load(open(os.path.join(bundle, "config.json")))
-        spec["process"]["args"] = ["/unikraft/bin/kernel", "idle"]
-        spec["annotations"] = {"org.unikraft.runu.vmm": backend}
-        if backend == "qemu":
-            spec["annotations"]["org.unikraft.runu.accel"] = "tcg"
-        json.dump(spec, open(os.path.join(bundle, "config.json"), "w"))
+        bundle, spec = tiny_bundle(tmp, backend)
         direct_dir = os.path.join(tmp, "direct")  # the VMM's files (Firecracker's configuration) for the direct runs
         os.makedirs(direct_dir)
         what = plan(spec, os.path.join(bundle, "rootfs"), dict(os.environ), direct_dir)
@@ -165,6 +185,9 @@ def bench_boot(n: int, backend: str = "qemu") -> None:
             with open(os.path.join(direct_dir, name), "wb") as f:
                 f.write(data)
         direct_argv = what.args
+        if backend == "firecracker":  # no API: the same configuration, from its file, booting at once
+            direct_argv = [what.args[0], "--no-api", "--config-file", os.path.join(direct_dir, "firecracker.json"),
+                           "--level", "Error"]
         via_runu, direct = [], []
         root = os.path.join(tmp, "state")
         for i in range(n):
@@ -210,21 +233,275 @@ def system_reap() -> None:
             return
 
 
+def echo_bundle(path: str) -> None:
+    """runc's default spec, busybox rootfs, a process that prints one line and exits."""
+    sandbox_bundle(path)
+    with open(os.path.join(path, "config.json")) as f:
+        spec = json.load(f)
+    spec["process"]["args"] = ["/bin/busybox", "echo", "hello from runc"]
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(spec, f)
+
+
+def _first_line_after_start(binary: str, root: str, bundle: str, cid: str, needle: bytes) -> float:
+    """create (untimed), then `start` until `needle` appears on the container's stdout; ms."""
+    r, w = os.pipe()
+    subprocess.run([binary, "--root", root, "create", "--bundle", bundle, cid], stdin=subprocess.DEVNULL, stdout=w,
+                   stderr=w, check=True)
+    os.close(w)
+    t = time.perf_counter()
+    subprocess.run([binary, "--root", root, "start", cid], stdin=subprocess.DEVNULL, check=True)
+    ok = wait_for(r, needle, time.monotonic() + 30)
+    ms = (time.perf_counter() - t) * 1000
+    os.close(r)
+    subprocess.run([binary, "--root", root, "delete", "--force", cid], stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    system_reap()
+    if not ok:
+        raise SystemExit(f"{binary}: no {needle!r} after start")
+    return ms
+
+
+def bench_start(n: int) -> None:
+    runc = shutil.which("runc")
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle, _ = tiny_bundle(tmp)
+        echo = os.path.join(tmp, "echo")
+        echo_bundle(echo)
+        via_runu, via_runc = [], []
+        for i in range(n):
+            via_runu.append(_first_line_after_start(RUNU, os.path.join(tmp, "runu"), bundle, f"s{i}", GREETING))
+            if runc:
+                via_runc.append(_first_line_after_start(runc, os.path.join(tmp, "runc"), echo, f"s{i}",
+                                                        b"hello from runc"))
+    a = median_ms(via_runu)
+    print(f"\n`start` to the first line, {n} iterations, median ms")
+    if via_runc:
+        b = median_ms(via_runc)
+        print(f"runu start -> tiny guest {a:.1f}   runc start -> echo {b:.1f}   ratio {a / b:.2f}x")
+    else:
+        print(f"runu start -> tiny guest {a:.1f}   (runc not installed)")
+
+
+def bench_unikernel_lifecycle(n: int, baseline: str | None) -> None:
+    runtimes = {"runu": RUNU}
+    if baseline:
+        runtimes["baseline"] = baseline
+    results: dict[str, dict[str, list[float]]] = {rt: {s: [] for s in STEPS} for rt in runtimes}
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle, _ = tiny_bundle(tmp)
+        for i in range(n):
+            for rt, binary in runtimes.items():
+                for s, v in lifecycle(binary, os.path.join(tmp, rt), bundle, f"{rt}-{i}").items():
+                    results[rt][s].append(v)
+        system_reap()
+    print(f"\nUnikernel lifecycle (tiny guest, QEMU TCG) as separate processes, {n} iterations, median ms")
+    print(f"{'step':<8}" + "".join(f"{rt:>10}" for rt in runtimes))
+    for s in STEPS + ("total",):
+        row = [median_ms([sum(results[rt][k][i] for k in STEPS) for i in range(n)]) if s == "total"
+               else median_ms(results[rt][s]) for rt in runtimes]
+        print(f"{s:<8}" + "".join(f"{v:>10.1f}" for v in row))
+
+
+def _greetings(fds: list[int], t0: float, timeout: float = 120) -> list[float]:
+    """Seconds from t0 until each fd showed the greeting."""
+    import select
+
+    poller = select.poll()
+    bufs = {fd: b"" for fd in fds}
+    seen: dict[int, float] = {}
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    while len(seen) < len(fds):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {len(seen)} of {len(fds)} greetings")
+        for fd, _ev in poller.poll(1000):
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                poller.unregister(fd)
+                continue
+            bufs[fd] += chunk
+            if fd not in seen and GREETING in bufs[fd]:
+                seen[fd] = time.perf_counter() - t0
+                poller.unregister(fd)
+    return sorted(seen.values())
+
+
+def bench_density(k: int) -> None:
+    from mocktainer.unikraft.bundle import plan
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle, spec = tiny_bundle(tmp)
+        root = os.path.join(tmp, "state")
+        pipes = [os.pipe() for _ in range(k)]
+        errors: list[str] = []
+
+        def one(i: int) -> None:
+            w = pipes[i][1]
+            for argv in (["create", "--bundle", bundle, f"d{i}"], ["start", f"d{i}"]):
+                r = subprocess.run([RUNU, "--root", root, *argv], stdin=subprocess.DEVNULL, stdout=w, stderr=w)
+                if r.returncode:
+                    errors.append(f"d{i}: {argv[0]} failed")
+                    return
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(k)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for _, w in pipes:
+            os.close(w)
+        if errors:
+            raise SystemExit("; ".join(errors[:3]))
+        via_runu = _greetings([r for r, _ in pipes], t0)
+        for i in range(k):
+            subprocess.run([RUNU, "--root", root, "delete", "--force", f"d{i}"], stdin=subprocess.DEVNULL)
+        for r, _ in pipes:
+            os.close(r)
+        system_reap()
+        argv = plan(spec, os.path.join(bundle, "rootfs"), dict(os.environ), os.path.join(tmp, "direct")).args
+        pipes = [os.pipe() for _ in range(k)]
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=w, stderr=w) for _, w in pipes]
+        for _, w in pipes:
+            os.close(w)
+        direct = _greetings([r for r, _ in pipes], t0)
+        for p in procs:
+            p.kill()
+            p.wait()
+        for r, _ in pipes:
+            os.close(r)
+    a, b = via_runu[-1] * 1000, direct[-1] * 1000
+    print(f"\nDensity: {k} tiny guests (QEMU TCG) at once, ms until the last greeting (median greeting)")
+    print(f"runu create+start {a:.0f} ({median_ms(via_runu) * 1000:.0f})   qemu direct {b:.0f} "
+          f"({median_ms(direct) * 1000:.0f})   ratio {a / b:.2f}x")
+
+
+def _cpu_of(argv: list[str], **kw) -> float:
+    """CPU seconds (user + system) of one command, from the rusage of its reaped process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+                   **kw)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds of a live process itself (not its children), from /proc."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_cpu(n: int) -> None:
+    runc = shutil.which("runc")
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle, _ = tiny_bundle(tmp)
+        sandbox = os.path.join(tmp, "sandbox")
+        sandbox_bundle(sandbox)
+        cli, sup, rc = [], [], []
+        for i in range(n):
+            root = os.path.join(tmp, "runu")
+            cid = f"c{i}"
+            t = _cpu_of([RUNU, "--root", root, "create", "--bundle", bundle, "--pid-file", f"{tmp}/pid", cid])
+            pid = int(open(f"{tmp}/pid").read())
+            t += _cpu_of([RUNU, "--root", root, "start", cid])
+            sup.append(_proc_cpu(pid))
+            t += _cpu_of([RUNU, "--root", root, "delete", "--force", cid])
+            system_reap()
+            cli.append(t)
+            if runc:
+                root = os.path.join(tmp, "runc")
+                t = _cpu_of([runc, "--root", root, "create", "--bundle", sandbox, cid])
+                t += _cpu_of([runc, "--root", root, "start", cid])
+                t += _cpu_of([runc, "--root", root, "delete", "--force", cid])
+                system_reap()
+                rc.append(t)
+    a, s = median_ms(cli) * 1000, median_ms(sup) * 1000
+    print(f"\nCPU time of create + start + delete, {n} iterations, median ms")
+    line = f"runu commands {a:.1f}   + its supervisor until deleted {s:.1f}"
+    if rc:
+        b = median_ms(rc) * 1000
+        line += f"   runc {b:.1f}   ratio (commands) {a / b:.2f}x"
+    print(line)
+
+
+def _mem(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in KiB of one process."""
+    rss = pss = 0
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    return rss, pss
+
+
+def bench_memory() -> None:
+    runc = shutil.which("runc")
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle, _ = tiny_bundle(tmp)
+        root = os.path.join(tmp, "runu")
+        subprocess.run([RUNU, "--root", root, "create", "--bundle", bundle, "--pid-file", f"{tmp}/pid", "m"],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        pid = int(open(f"{tmp}/pid").read())
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            vmm = int(f.read().split()[0])
+        sup, qemu = _mem(pid), _mem(vmm)
+        subprocess.run([RUNU, "--root", root, "delete", "--force", "m"], check=True)
+        system_reap()
+        print("\nMemory of a created container (KiB): RSS, PSS")
+        print(f"runu supervisor {sup[0]}, {sup[1]}   paused QEMU (tiny guest, 64 MiB) {qemu[0]}, {qemu[1]}   "
+              f"together {sup[0] + qemu[0]}, {sup[1] + qemu[1]}")
+        if runc:
+            sandbox = os.path.join(tmp, "sandbox")
+            sandbox_bundle(sandbox)
+            root = os.path.join(tmp, "runc")
+            subprocess.run([runc, "--root", root, "create", "--bundle", sandbox, "--pid-file", f"{tmp}/rpid", "m"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            init = _mem(int(open(f"{tmp}/rpid").read()))
+            subprocess.run([runc, "--root", root, "delete", "--force", "m"], check=True)
+            system_reap()
+            print(f"runc init (created) {init[0]}, {init[1]}")
+
+
 def main() -> None:
+    global RUNU
     ap = argparse.ArgumentParser(description="runu vs runc/crun lifecycle, and unikernel boot through runu")
     ap.add_argument("-n", type=int, default=50, help="iterations (default 50)")
+    ap.add_argument("--runu", default=RUNU, help="the runu to measure (default: runu on PATH)")
+    ap.add_argument("--baseline", help="an older runu to put beside it in the unikernel lifecycle")
+    ap.add_argument("--density", type=int, default=50, help="guests started at once (default 50)")
+    ap.add_argument("--only", help="comma-separated parts: lifecycle,start,boot,unikernel,density,cpu,memory")
     opts = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root")
+    RUNU = opts.runu
+    parts = set((opts.only or "lifecycle,start,boot,unikernel,density,cpu,memory").split(","))
     system.set_child_subreaper()
-    bench_lifecycle(opts.n)
-    bench_boot(max(10, opts.n // 2), "qemu")
-    from mocktainer.unikraft.qemu import kvm_usable
+    if "lifecycle" in parts:
+        bench_lifecycle(opts.n)
+    if "start" in parts:
+        bench_start(max(10, opts.n // 2))
+    if "boot" in parts:
+        bench_boot(max(10, opts.n // 2), "qemu")
+        from mocktainer.unikraft.host import kvm_usable
 
-    if shutil.which("firecracker") and kvm_usable():
-        bench_boot(max(10, opts.n // 2), "firecracker")
-    else:
-        print("\nFirecracker: not installed (bash scripts/setup-firecracker.sh) or /dev/kvm not usable; skipped")
+        if shutil.which("firecracker") and kvm_usable():
+            bench_boot(max(10, opts.n // 2), "firecracker")
+        else:
+            print("\nFirecracker: not installed (bash scripts/setup-firecracker.sh) or /dev/kvm not usable; skipped")
+    if "unikernel" in parts:
+        bench_unikernel_lifecycle(max(10, opts.n // 2), opts.baseline)
+    if "density" in parts:
+        bench_density(opts.density)
+    if "cpu" in parts:
+        bench_cpu(max(10, opts.n // 2))
+    if "memory" in parts:
+        bench_memory()
 
 
 if __name__ == "__main__":

@@ -120,7 +120,8 @@ def test_firecracker_config():
     tap = nic(["netdev.ipv4_addr=1.2.3.4"], True, "tap", mac="aa:bb:cc:dd:ee:ff")
     assert firecracker.boot_source(cfg, tap) == {"kernel_image_path": "/k",
                                                  "boot_args": "console=ttyS0 reboot=k netdev.ipv4_addr=1.2.3.4"}
-    assert firecracker.interface(tap) == {"iface_id": "eth0", "host_dev_name": "runu0", "guest_mac": "aa:bb:cc:dd:ee:ff"}
+    assert firecracker.interface(tap) == {"iface_id": "eth0", "host_dev_name": "runu0",
+                                          "guest_mac": "aa:bb:cc:dd:ee:ff"}
     assert cfg["boot-source"]["boot_args"] == "console=ttyS0 reboot=k"
     assert firecracker.boot_source(cfg) == cfg["boot-source"]
 
@@ -138,7 +139,8 @@ def test_has_default_route(tmp_path):
 
 # -- netlink paths in throw-away namespaces ------------------------------------------------------------------------
 
-NIC_JSON = "None if n is None else {'device': n.device, 'name': n.name, 'fd': n.fd >= 0, 'mac': n.mac, 'params': n.params}"
+NIC_JSON = ("None if n is None else "
+            "{'device': n.device, 'name': n.name, 'fd': n.fd >= 0, 'mac': n.mac, 'params': n.params}")
 
 
 def run_setup(ns: str, state_dir: Path, device: str = "macvtap") -> dict:

@@ -39,8 +39,9 @@ MIB = 1 << 20
 
 def integration(test):
     """Real QEMU, as root."""
+    no_qemu = shutil.which("qemu-system-x86_64") is None
     for mark in (needs_root, pytest.mark.integration,
-                 pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 is not installed")):
+                 pytest.mark.skipif(no_qemu, reason="qemu-system-x86 is not installed")):
         test = mark(test)
     return test
 

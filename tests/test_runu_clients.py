@@ -34,6 +34,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import clients  # noqa: E402
+from conftest import vmm_of  # noqa: E402
 
 pytestmark = [
     pytest.mark.clients,
@@ -259,8 +260,8 @@ def test_ctr_run_rm_shows_guest_and_exit_status(containerd, runu, ctr_ids, fmt):
 
 
 def test_ctr_run_vmm_dying_at_boot_gives_its_exit_status(containerd, runu, ctr_ids):
-    """The VMM fails to load the kernel and exits 1: the task stops, ctr gets 1 and QEMU's message, and
-    nothing of the container is left."""
+    """The VMM fails to load the kernel: `create` fails (the VMM is built then), ctr gets 1 and QEMU's
+    message, and nothing of the container is left."""
     cid = ctr_ids("vmm-dies")
     res = clients.ctr_run(containerd, containerd.images["broken"], cid, runu, annotations=ANNOTATIONS["pvh"],
                           timeout=TIMEOUT)
@@ -278,10 +279,11 @@ def test_ctr_run_detached_ps_kill_delete(containerd, runu, ctr_ids):
                           detach=True, annotations=ANNOTATIONS["multiboot"], timeout=TIMEOUT)
     assert res.returncode == 0, res
     task = clients.wait_task_status(containerd, cid, "RUNNING", timeout=10)
-    pid = task["pid"]
-    assert clients.task_ps(containerd, cid) == [pid]
-    assert our_qemus(containerd.base) == [pid]
-    argv = clients._cmdline(pid)
+    pid = task["pid"]  # the VMM's supervisor (unikraft/supervisor.py)
+    vmm = vmm_of(pid)
+    assert clients.task_ps(containerd, cid) == [pid, vmm]
+    assert our_qemus(containerd.base) == [vmm]
+    argv = clients._cmdline(vmm)
     assert os.path.basename(argv[0]) == "qemu-system-x86_64", argv
     assert argv[argv.index("-accel") + 1].split(",")[0] == "tcg"  # the annotation reached runu
     assert argv[argv.index("-M") + 1] == "pc"  # multiboot kernels boot on -M pc
@@ -414,8 +416,9 @@ def test_podman_run_detached_logs_exec_stop(podman, podman_cids):
     assert logs[0] == GREETING and logs[-2:] == ["arg: podman-detached", "idling"], logs
     pid = int(podman.podman("inspect", "--format", "{{.State.Pid}}", cid, timeout=TIMEOUT,
                             check=True).stdout)
-    assert os.path.basename(clients._cmdline(pid)[0]) == "qemu-system-x86_64"
-    assert our_qemus(podman.base) == [pid]
+    vmm = vmm_of(pid)  # the container's pid is the VMM's supervisor
+    assert os.path.basename(clients._cmdline(vmm)[0]) == "qemu-system-x86_64"
+    assert our_qemus(podman.base) == [vmm]
     assert (PODMAN_RUNU_ROOT / cid / "state.json").is_file()
 
     res = podman.podman("exec", cid, "/bin/sh", timeout=TIMEOUT)

@@ -9,10 +9,14 @@ in the file `control` there: one line `<protocol> <socket name>`, e.g.
 `request_poweroff(container)` (what `runtime.kill` does for SIGTERM on a
 running container with that file) connects and asks:
 
-- qmp: read the greeting, `{"execute": "qmp_capabilities"}`, then
+Each backend speaks its own protocol (`request_poweroff` of the backend whose
+CONTROL_PROTOCOL the record names; this module holds what they share: connect,
+lines, HTTP):
+
+- qmp (qemu): read the greeting, `{"execute": "qmp_capabilities"}`, then
   `{"execute": "system_powerdown"}`: the ACPI power button (a Linux guest with
   ACPI powers off; QEMU then exits, -no-reboot);
-- firecracker: `PUT /actions {"action_type": "SendCtrlAltDel"}` over HTTP/1.1:
+- firecracker (firecracker): `PUT /actions {"action_type": "SendCtrlAltDel"}` over HTTP/1.1:
   a Ctrl+Alt+Del on the i8042 keyboard (Linux reboots, which ends Firecracker).
 
 It returns True once the VMM has accepted the request (QMP's `return`, HTTP
@@ -61,7 +65,8 @@ def request_poweroff(container):
     """Ask the guest of `container` (a running mocktainer Container) to power off; True when the
     VMM accepted the request, False when the caller should send the signal instead."""
     rec = read_record(container.dir)
-    if rec is None or rec[0] not in _PROTOCOLS:
+    backend = _backend_for(rec[0]) if rec is not None else None
+    if backend is None:
         return False
     protocol, name = rec
     try:
@@ -69,7 +74,7 @@ def request_poweroff(container):
     except OSError:
         return False
     try:
-        return _PROTOCOLS[protocol]("/proc/self/fd/%d/%s" % (dirfd, name))
+        return backend.request_poweroff("/proc/self/fd/%d/%s" % (dirfd, name))
     except (OSError, ValueError) as e:
         _warn("graceful stop of container %r through %s failed (%s); sending the signal instead"
               % (container.id, name, e))
@@ -84,7 +89,7 @@ def _warn(msg):
     warn(msg)
 
 
-def _connect(path):
+def connect(path):
     import socket
     import time
 
@@ -124,63 +129,19 @@ class Lines:
         return line
 
 
-def _qmp(path):
-    from mocktainer import fastjson
-
-    sock = _connect(path)
-    try:
-        lines = Lines(sock)
-        greeting = fastjson.loads(lines.line())
-        if not isinstance(greeting, dict) or "QMP" not in greeting:
-            raise ValueError("no QMP greeting")
-        for command in ("qmp_capabilities", "system_powerdown"):
-            sock.sendall(b'{"execute": "%s"}\n' % command.encode())
-            while True:
-                reply = fastjson.loads(lines.line())
-                if not isinstance(reply, dict) or "event" in reply:
-                    continue  # asynchronous events (POWERDOWN) come before or after the answer
-                if "return" in reply:
-                    break
-                raise ValueError("QMP %s: %s" % (command, (reply.get("error") or {}).get("desc", reply)))
-        return True
-    finally:
-        sock.close()
-
-
-_CTRL_ALT_DEL = b'{"action_type": "SendCtrlAltDel"}'
-
-
-def _firecracker(path):
-    sock = _connect(path)
-    try:
-        sock.sendall(b"PUT /actions HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                     % (len(_CTRL_ALT_DEL), _CTRL_ALT_DEL))
-        status, body = http_response(sock)
-    finally:
-        sock.close()
-    if status == 204:
-        return True
-    if status == 400 and b"buffer full" in body:
-        # The guest has not read the keys of an earlier request yet (Firecracker's i8042 buffer holds a
-        # few): the power-off request is pending already.
-        return True
-    raise ValueError("firecracker answered %d %s" % (status, body.decode("utf-8", "replace").strip()))
-
-
 def http_response(sock):
     """(status code, body) of one HTTP/1.1 response (body by Content-Length, at most 64 KiB)."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(4096)
         if not chunk or len(data) > 1 << 16:
-            raise ValueError("no HTTP response from firecracker")
+            raise ValueError("no HTTP response from the VMM")
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = lines[0].split()
     if len(status) < 2 or not status[0].startswith(b"HTTP/1.") or not status[1].isdigit():
-        raise ValueError("firecracker answered %r" % lines[0][:200])
+        raise ValueError("the VMM answered %r" % lines[0][:200])
     length = 0
     for line in lines[1:]:
         name, _, value = line.partition(b":")
@@ -194,4 +155,23 @@ def http_response(sock):
     return int(status[1]), body
 
 
-_PROTOCOLS = {"qmp": _qmp, "firecracker": _firecracker}
+def _backend_for(protocol):
+    """The VMM backend whose control socket speaks `protocol` (its CONTROL_PROTOCOL), or None."""
+    from mocktainer.unikraft import vmm
+
+    for name in vmm.BACKENDS:
+        module = vmm.backend(name)
+        if getattr(module, "CONTROL_PROTOCOL", None) == protocol:
+            return module
+    return None
+
+
+def request(sock, method, path, body, wait=None):
+    """One HTTP/1.1 request with a JSON `body` (bytes) on `sock`; (status code, body) of the answer.
+    `wait`, when given, is called before the answer is read (to wait for it without blocking on it)."""
+    sock.sendall(b"%s %s HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                 % (method.encode(), path.encode(), len(body), body))
+    if wait is not None:
+        wait()
+    return http_response(sock)

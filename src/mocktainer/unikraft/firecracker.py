@@ -142,7 +142,6 @@ def vm_config(vm):
 
 def launch(vm, kvm_check=host.kvm_usable, hwvirt_check=host.hardware_virtualization):
     """The Firecracker backend: argv and `firecracker.json` for `vm` (see vmm.VM)."""
-    import os
 
     from mocktainer import fastjson
 
@@ -172,6 +171,28 @@ def launch(vm, kvm_check=host.kvm_usable, hwvirt_check=host.hardware_virtualizat
 
 CONTROL_PROTOCOL = "firecracker"
 API_SOCKET = "firecracker.sock"
+
+
+_CTRL_ALT_DEL = b'{"action_type": "SendCtrlAltDel"}'
+
+
+def request_poweroff(path):
+    """Graceful stop (see control): a Ctrl+Alt+Del through the API socket at `path`; True once Firecracker
+    accepted it. OSError or ValueError when it cannot be asked."""
+    from mocktainer.unikraft.control import connect, request
+
+    sock = connect(path)
+    try:
+        status, body = request(sock, "PUT", "/actions", _CTRL_ALT_DEL)
+    finally:
+        sock.close()
+    if status == 204:
+        return True
+    if status == 400 and b"buffer full" in body:
+        # The guest has not read the keys of an earlier request yet (Firecracker's i8042 buffer holds a
+        # few): the power-off request is pending already.
+        return True
+    raise ValueError("firecracker answered %d %s" % (status, body.decode("utf-8", "replace").strip()))
 
 
 def api_args(control_dir):
@@ -313,16 +334,13 @@ class Session:
 
     def _put(self, path, body, deadline):
         from mocktainer import fastjson
-        from mocktainer.unikraft.control import http_response
+        from mocktainer.unikraft.control import request
         from mocktainer.unikraft.vmmproc import VMMError
 
         data = fastjson.dumps(body).encode()
         try:
-            self.sock.sendall(b"PUT %s HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
-                              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                              % (path.encode(), len(data), data))
-            self.child.wait_readable(self.sock.fileno(), deadline, "answer PUT %s" % path)
-            status, answer = http_response(self.sock)
+            status, answer = request(self.sock, "PUT", path, data, lambda: self.child.wait_readable(
+                self.sock.fileno(), deadline, "answer PUT %s" % path))
         except (OSError, ValueError) as e:
             if self.child.exited():
                 raise VMMError(self.child.failure("answer PUT %s" % path)) from None

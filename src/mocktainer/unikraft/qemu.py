@@ -47,7 +47,7 @@ import os
 import struct
 
 from mocktainer.error import ConfigError
-from mocktainer.unikraft.host import find_binary, hardware_virtualization, host_arch, kvm_obstacle, kvm_usable
+from mocktainer.unikraft.host import find_binary, hardware_virtualization, kvm_obstacle, kvm_usable
 from mocktainer.unikraft.vmm import ACCEL_ANNOTATION, ACCEL_ENV, ACCEL_VALUES, Launch
 
 NAME = "qemu"
@@ -496,6 +496,32 @@ def launch(vm):
 
 CONTROL_PROTOCOL = "qmp"
 QMP_SOCKET = "qmp.sock"
+
+
+def request_poweroff(path):
+    """Graceful stop (see control): `system_powerdown`, the ACPI power button, through the QMP socket at
+    `path`; True once QEMU accepted it. OSError or ValueError when it cannot be asked."""
+    from mocktainer import fastjson
+    from mocktainer.unikraft.control import Lines, connect
+
+    sock = connect(path)
+    try:
+        lines = Lines(sock)
+        greeting = fastjson.loads(lines.line())
+        if not isinstance(greeting, dict) or "QMP" not in greeting:
+            raise ValueError("no QMP greeting")
+        for command in ("qmp_capabilities", "system_powerdown"):
+            sock.sendall(b'{"execute": "%s"}\n' % command.encode())
+            while True:
+                reply = fastjson.loads(lines.line())
+                if not isinstance(reply, dict) or "event" in reply:
+                    continue  # asynchronous events (POWERDOWN) come before or after the answer
+                if "return" in reply:
+                    break
+                raise ValueError("QMP %s: %s" % (command, (reply.get("error") or {}).get("desc", reply)))
+        return True
+    finally:
+        sock.close()
 
 
 def qmp_args(control_dir):
