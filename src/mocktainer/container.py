@@ -12,7 +12,7 @@ from . import system
 from . import state as statefile
 from .configs import Config
 from .error import Error, NotRunningError, RunningError
-from .process import InitProcess, Process, alive, wait_gone
+from .process import InitProcess, Process, alive, kill_quietly, reap
 from .state import EXEC_FIFO, State, Status
 
 TYPE_CHECKING = False
@@ -186,11 +186,8 @@ class Container:
         if status == Status.CREATED:
             assert self._state is not None
             pid, start = self._state.init_process_pid, self._state.init_process_start
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-            self._reap(pid, start)
+            kill_quietly(pid)
+            reap(pid, start)
         if self._state is not None and self._state.cgroup_paths:
             # After the init is gone; a cgroup still holding processes is an error and keeps the state, so
             # that a later delete (runu delete kills what is left in it) can finish the job.
@@ -337,14 +334,6 @@ class Container:
         """poststart and poststop failures are warnings, as the runtime spec asks."""
         if self._config.hooks.get(name):
             self._config.hooks.run_warn(name, self._hook_state(str(status)))
-
-    def _reap(self, pid: int, start: int) -> None:
-        try:
-            os.waitpid(pid, 0)
-            return
-        except ChildProcessError:
-            pass
-        wait_gone(pid, start)
 
 
 def _remove_dir(path: str) -> None:

@@ -105,6 +105,24 @@ def alive(pid: int, start_time: int | None = None) -> bool:
     return st is not None and st[0] not in "ZX" and (start_time is None or st[1] == start_time)
 
 
+def kill_quietly(pid: int, sig: int = 9) -> None:
+    """Signal `pid`; one that is gone already is no error."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def reap(pid: int, start_time: int | None = None) -> None:
+    """Wait until `pid` has ended: reaped when it is our child, else watched until it is gone."""
+    try:
+        os.waitpid(pid, 0)
+        return
+    except ChildProcessError:
+        pass
+    wait_gone(pid, start_time)
+
+
 def wait_gone(pid: int, start_time: int | None = None, timeout: float | None = None) -> bool:
     """Wait for a process that is not our child to end; False on timeout."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -294,10 +312,7 @@ class InitProcess:
         """SIGKILL the init and reap it (it is our child here)."""
         if not self.pid:
             return
-        try:
-            os.kill(self.pid, 9)
-        except ProcessLookupError:
-            pass
+        kill_quietly(self.pid)
         try:
             os.waitpid(self.pid, 0)
         except ChildProcessError:

@@ -12,7 +12,7 @@ import os
 from . import factory
 from .container import Container
 from .error import ConfigError, Error, NotExistError, RunningError
-from .process import Process, descendants, wait_gone
+from .process import Process, descendants, kill_quietly, reap
 from .state import Status
 
 TYPE_CHECKING = False
@@ -317,10 +317,7 @@ def _kill(root: str, id: str, sig: int, all: bool) -> None:
         return
     # A stopped container's init is gone, but its cgroup may still hold processes (runc signals them too).
     for pid in container_pids(c, stopped_too=True):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+        kill_quietly(pid, sig)
 
 
 def _request_poweroff(c: Container) -> bool:
@@ -366,28 +363,15 @@ def _delete(root: str, id: str, force: bool) -> None:
             raise RunningError(f"container {id!r} is {status}, not stopped; use --force to delete it")
         st = c.state()
         for pid in reversed(container_pids(c)):
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        _reap_or_wait(st.init_process_pid, st.init_process_start)
+            kill_quietly(pid)
+        reap(st.init_process_pid, st.init_process_start)
     else:
         # Processes left in a stopped container's cgroup would keep it from being removed; like runc (whose
         # containers share the host's pid namespace here too), delete kills them.
         for pid in container_pids(c, stopped_too=True):
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
+            kill_quietly(pid)
     _cleanup_guest_network(c)
     c.destroy()
-
-
-def _reap_or_wait(pid: int, start: int) -> None:
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        wait_gone(pid, start)
 
 
 def ps(root: str, id: str) -> list[int]:
@@ -440,10 +424,7 @@ def run(root: str, id: str, bundle: str, *, detach: bool = False, **kw: Any) -> 
         # TERM asks a guest to power off, as `runu kill ID TERM` does (graceful stop)
         if signum in GRACEFUL_SIGNALS and _request_poweroff(c):
             return
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
+        kill_quietly(pid, signum)
 
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(s, forward)
