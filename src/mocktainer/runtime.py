@@ -492,7 +492,7 @@ def spec_template(args: list[str] | None = None) -> dict[str, Any]:
         "annotations": {},
         "linux": {
             "namespaces": [{"type": "network"}],
-            # 64 MiB for the guest after QEMU's own 64 MiB (see unikraft/bundle.py)
-            "resources": {"memory": {"limit": 128 * 1024 * 1024}},
+            # 64 MiB for the guest after QEMU's own 64 MiB and its supervisor's 8 (see unikraft/bundle.py)
+            "resources": {"memory": {"limit": 136 * 1024 * 1024}},
         },
     }
