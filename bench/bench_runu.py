@@ -165,6 +165,7 @@ def tiny_bundle(tmp: str, backend: str = "qemu", runu: str | None = None) -> tup
     subprocess.run([runu or RUNU, "spec", "--bundle", bundle], check=True)
     spec = json.load(open(os.path.join(bundle, "config.json")))
     spec["process"]["args"] = ["/unikraft/bin/kernel", "idle"]
+    spec["process"]["env"] = []  # the guest command line is just "idle": the tiny kernel stays up
     spec["annotations"] = {"org.unikraft.runu.vmm": backend}
     if backend == "qemu":
         spec["annotations"]["org.unikraft.runu.accel"] = "tcg"

@@ -48,13 +48,18 @@ def addrs(ns: str, dev: str) -> list[str]:
 def veth_pod(netns, subnet: str) -> tuple[str, str]:
     """(peer netns, pod netns): a veth between them; the pod end has .2/24 and a default route via .1."""
     peer, pod = netns(), netns()
+    connect(peer, pod, subnet)
+    return peer, pod
+
+
+def connect(peer: str, pod: str, subnet: str) -> None:
+    """What a CNI plugin does: a veth from `pod` (eth0, .2/24, default route via .1) to `peer` (.1)."""
     ip("link", "add", "vpeer", "netns", peer, "type", "veth", "peer", "name", "eth0", "netns", pod)
     ip("-n", peer, "addr", "add", f"{subnet}.1/24", "dev", "vpeer")
     ip("-n", peer, "link", "set", "vpeer", "up")
     ip("-n", pod, "addr", "add", f"{subnet}.2/24", "dev", "eth0")
     ip("-n", pod, "link", "set", "eth0", "up")
     ip("-n", pod, "route", "add", "default", "via", f"{subnet}.1")
-    return peer, pod
 
 
 def in_ns(ns: str, code: str) -> subprocess.CompletedProcess:
@@ -409,12 +414,7 @@ def test_network_between_create_and_start_reaches_the_guest(guest, tmp_path, net
     log = tmp_path / "console.log"
     runu.create(b, "late", log)
     pid = json.loads(runu("state", "late").stdout)["pid"]
-    ip("link", "add", "vpeer", "netns", peer, "type", "veth", "peer", "name", "eth0", "netns", pod)
-    ip("-n", peer, "addr", "add", "10.50.0.1/24", "dev", "vpeer")
-    ip("-n", peer, "link", "set", "vpeer", "up")
-    ip("-n", pod, "addr", "add", "10.50.0.2/24", "dev", "eth0")
-    ip("-n", pod, "link", "set", "eth0", "up")
-    ip("-n", pod, "route", "add", "default", "via", "10.50.0.1")
+    connect(peer, pod, "10.50.0")
     r = runu("start", "late")
     assert r.returncode == 0, r.stderr
     st = json.loads(runu("state", "late").stdout)
@@ -462,12 +462,7 @@ def test_firecracker_boots_with_the_tap(tmp_path, netns, runu, order):
     runu.create(b, "fc", log)
     if order != "before create":
         assert vm_config(os.path.join(runu.root, "fc")).get("network-interfaces") in (None, [])
-        ip("link", "add", "vpeer", "netns", peer, "type", "veth", "peer", "name", "eth0", "netns", pod)
-        ip("-n", peer, "addr", "add", "10.30.0.1/24", "dev", "vpeer")
-        ip("-n", peer, "link", "set", "vpeer", "up")
-        ip("-n", pod, "addr", "add", "10.30.0.2/24", "dev", "eth0")
-        ip("-n", pod, "link", "set", "eth0", "up")
-        ip("-n", pod, "route", "add", "default", "via", "10.30.0.1")
+        connect(peer, pod, "10.30.0")
     assert runu("start", "fc").returncode == 0
     wait_console(log, "Hello from the runu test kernel", timeout=20)
     fc = vm_config(os.path.join(runu.root, "fc"))

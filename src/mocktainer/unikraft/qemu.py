@@ -47,6 +47,7 @@ import os
 import struct
 
 from mocktainer.error import ConfigError
+from mocktainer.unikraft import vmmproc
 from mocktainer.unikraft.host import find_binary, hardware_virtualization, kvm_obstacle, kvm_usable
 from mocktainer.unikraft.vmm import ACCEL_ANNOTATION, ACCEL_ENV, ACCEL_VALUES, Launch
 
@@ -581,7 +582,7 @@ def with_nic(args, nic, fd):
     return args + nic_args(args, [(fd, nic.mac)])
 
 
-class Session:
+class Session(vmmproc.Session):
     """QEMU built paused (-S) at create and resumed (QMP `cont`) at start, watched through a private QMP
     monitor on a socketpair (the `qmp.sock` of graceful stop stays free for `runu kill`).
 
@@ -601,9 +602,6 @@ class Session:
     def control_fd(self):
         return self.sock.fileno() if self.sock is not None else -1
 
-    def fds(self):
-        """The descriptors the supervisor must keep open."""
-        return {self.sock.fileno()} if self.sock is not None else set()
 
     def prepare(self, nic=None):
         """Start QEMU paused and wait until its monitor answers; VMMError (QEMU's own words) otherwise."""
@@ -722,16 +720,6 @@ class Session:
         from mocktainer.unikraft.vmmproc import VMMError
 
         return VMMError(msg)
-
-    def abort(self):
-        """End QEMU (a failed start, or before it is replaced)."""
-        if self.child is not None:
-            self.child.kill()
-            self.child.close()
-            self.child = None
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
 
 
 def _json(line):

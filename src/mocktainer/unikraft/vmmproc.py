@@ -12,7 +12,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from typing import Any, Callable
 
 # How long a VMM may take to come up (answer on its control channel) at create.
 READY_TIMEOUT = 60.0
@@ -145,6 +145,28 @@ class Child:
                 os.close(fd)
             except OSError:
                 pass
+
+
+class Session:
+    """What a backend's Session (see supervisor.py) shares: the VMM `child` and the socket `sock` to its
+    control channel, both None until prepared."""
+
+    child: Child | None = None
+    sock: Any = None
+
+    def fds(self) -> set[int]:
+        """The descriptors the supervisor must keep open."""
+        return {self.sock.fileno()} if self.sock is not None else set()
+
+    def abort(self) -> None:
+        """End the VMM (a failed create or start, or before it is replaced)."""
+        if self.child is not None:
+            self.child.kill()
+            self.child.close()
+            self.child = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 def write_all(fd: int, data: bytes) -> None:
