@@ -700,7 +700,7 @@ class TestPlanUnikernel:
         assert p.env == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
         assert p.cmdline == "env.vars=A=1 -- -v"
         assert opt(p.args, "-append") == ["env.vars=A=1 -- -v"]
-        assert opt(p.args, "-m") == ["100M"] and p.memory_mib == 100
+        assert opt(p.args, "-m") == ["92M"] and p.memory_mib == 92  # 164 - 64 (QEMU) - 8 (its supervisor)
         assert opt(p.args, "-accel") == ["tcg,tb-size=32"] and p.accel == "tcg"
         assert opt(p.args, "-M") == ["microvm"] and p.machine == "microvm"
         assert opt(p.args, "-kernel") == [str(root / "unikraft/bin/kernel")]
