@@ -1128,7 +1128,7 @@ class TestPlanBackends:
         assert p.vmm == "firecracker" and p.args[0] == str(tmp_path / "bin" / "firecracker")
         assert p.memory_mib == 80 - firecracker.OVERHEAD_MIB - vmm.SUPERVISOR_MIB == 56 and p.vcpus == 1
         config = json.loads(p.files["firecracker.json"])
-        assert config["machine-config"] == {"vcpu_count": 1, "mem_size_mib": 64}
+        assert config["machine-config"] == {"vcpu_count": 1, "mem_size_mib": 56}
         assert config["boot-source"]["boot_args"] == p.cmdline == "env.vars=A=1 -- exit=3"
 
     def test_config_file_and_env_choose(self, tmp_path, monkeypatch):
@@ -1197,11 +1197,11 @@ class TestPlanBackends:
     def test_memory_below_the_minimum_names_the_backend(self, tmp_path):
         root, environ = self.setup(tmp_path)
         spec = {"process": {"args": []}, "linux": {"resources": {"memory": {"limit": 64 << 20}}}}
-        with pytest.raises(ConfigError, match="too small for a qemu VM: runu keeps 64 MiB .* at least 72 MiB"):
+        with pytest.raises(ConfigError, match="too small for a qemu VM: runu keeps 72 MiB .* at least 80 MiB"):
             bundle.plan(spec, str(root), dict(environ, RUNU_ACCEL="tcg"))
         spec["annotations"] = {"org.unikraft.runu.vmm": "firecracker"}
         spec["linux"]["resources"]["memory"]["limit"] = 20 << 20
-        with pytest.raises(ConfigError, match="too small for a firecracker VM: .* at least 24 MiB"):
+        with pytest.raises(ConfigError, match="too small for a firecracker VM: .* at least 32 MiB"):
             bundle.plan(spec, str(root), environ, "/s/c")
 
 

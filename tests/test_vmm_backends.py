@@ -225,11 +225,11 @@ def test_refusals_leave_nothing(tmp_path, root, kernel, case):
     elif case == "memory-qemu":
         resources = {"memory": {"limit": 64 * MIB}}
         words = ["memory limit of 67108864 bytes is too small for a qemu VM", "at least 8 MiB",
-                 "at least 72 MiB (75497472 bytes)", "linux.resources.memory.limit"]
+                 "at least 80 MiB (83886080 bytes)", "linux.resources.memory.limit"]
     elif case == "memory-firecracker":
         annotations[VMM] = "firecracker"
         resources = {"memory": {"limit": 20 * MIB}}
-        words = ["too small for a firecracker VM", "at least 24 MiB (25165824 bytes)"]
+        words = ["too small for a firecracker VM", "at least 32 MiB (33554432 bytes)"]
     elif case == "fc-missing-env":
         annotations[VMM] = "firecracker"
         env = base_env(RUNU_FIRECRACKER_BINARY=str(tmp_path / "nowhere" / "firecracker"))
