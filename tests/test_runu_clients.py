@@ -36,6 +36,8 @@ sys.path.insert(0, str(HERE))
 import clients  # noqa: E402
 from conftest import vmm_of  # noqa: E402
 
+from mocktainer import system  # noqa: E402
+
 pytestmark = [
     pytest.mark.clients,
     pytest.mark.skipif(os.geteuid() != 0, reason="real container clients need root"),
@@ -204,12 +206,31 @@ def control_sockets(pid: int) -> set[str]:
     return out
 
 
+def supervisor_channel(pid: int) -> set[str]:
+    """`socket:[inode]` of the VMM's end of its supervisor's private monitor (a socketpair whose other end
+    the VMM's parent, the container's supervisor, holds; see unikraft/supervisor.py)."""
+    import re
+    import subprocess
+
+    parent = system.proc_stat(pid)[1]
+    peers, holders = {}, {}
+    for line in subprocess.run(["ss", "-xpn"], capture_output=True, text=True).stdout.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) < 8 or not cols[5].isdigit() or not cols[7].isdigit():
+            continue
+        peers[cols[5]] = cols[7]
+        holders[cols[5]] = {int(p) for p in re.findall(r"pid=(\d+)", line)}
+    return {f"socket:[{inode}]" for inode, peer in peers.items()
+            if pid in holders.get(inode, ()) and parent in holders.get(peer, ())}
+
+
 def assert_no_runtime_fds(pid: int, runu_root_dir: Path, cid: str) -> None:
     """The VMM inherited none of runu's descriptors: no pty master, no init socket, no exec fifo. It has
-    the one runu means it to have: its state directory (fd 3), where it binds its control socket."""
+    the ones runu means it to have: its state directory (fd 3), where it binds its control socket, and
+    its supervisor's monitor."""
     fds = vmm_fds(pid)
     ours = str(runu_root_dir) + "/"
-    own = control_sockets(pid)
+    own = control_sockets(pid) | supervisor_channel(pid)
     leaked = {fd: t for fd, t in fds.items()
               if t in ("/dev/ptmx", "/dev/pts/ptmx") or (t.startswith("socket:") and t not in own)
               or (t.startswith(ours) and not (fd == 3 and t == ours + cid))}
@@ -290,9 +311,9 @@ def test_ctr_run_detached_ps_kill_delete(containerd, runu, ctr_ids):
     wait_for(lambda: "idling" in containerd.task_log(cid), "the guest to idle")
     log = guest_lines(containerd.task_log(cid))
     assert log[0] == GREETING and log[-2:] == ["arg: detached", "idling"], log
-    fds = vmm_fds(pid)
+    fds = vmm_fds(vmm)
     assert fds[0] == "/dev/null" and fds[1].startswith("pipe:") and fds[2].startswith("pipe:"), fds
-    assert_no_runtime_fds(pid, containerd.runtime_state_dir, cid)
+    assert_no_runtime_fds(vmm, containerd.runtime_state_dir, cid)
 
     # runu's view of it, in the root the shim gave runu
     state_dir = containerd.runtime_state_dir / cid
@@ -339,9 +360,12 @@ def test_ctr_run_tty_idle_guest_killed(containerd, runu, ctr_ids):
                          annotations=ANNOTATIONS["multiboot"], tty=True) as term:
         term.read_until("idling", timeout=TTY_TIMEOUT)
         pid = clients.wait_task_status(containerd, cid, "RUNNING", timeout=10)["pid"]
-        fds = vmm_fds(pid)
-        assert fds[0].startswith("/dev/pts/") and fds[0] == fds[1] == fds[2], fds
-        assert_no_runtime_fds(pid, containerd.runtime_state_dir, cid)
+        sup = vmm_fds(pid)  # the supervisor: the terminal on all three
+        assert sup[0].startswith("/dev/pts/") and sup[0] == sup[1] == sup[2], sup
+        vmm = vmm_of(pid)
+        fds = vmm_fds(vmm)  # the VMM: the terminal, and its stderr through the supervisor, which copies it there
+        assert fds[0] == fds[1] == sup[0] and fds[2].startswith("pipe:"), fds
+        assert_no_runtime_fds(vmm, containerd.runtime_state_dir, cid)
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read().rsplit(")", 1)[1].split()
         assert int(stat[3]) == pid and int(stat[4]) != 0  # session leader with a controlling tty
