@@ -214,7 +214,8 @@ def supervisor_channel(pid: int) -> set[str]:
 
     parent = system.proc_stat(pid)[1]
     peers, holders = {}, {}
-    for line in subprocess.run(["ss", "-xpn"], capture_output=True, text=True).stdout.splitlines()[1:]:
+    ss = ["nsenter", f"--net=/proc/{pid}/ns/net", "ss", "-xpn"]  # unix sockets are listed per network namespace
+    for line in subprocess.run(ss, capture_output=True, text=True).stdout.splitlines()[1:]:
         cols = line.split()
         if len(cols) < 8 or not cols[5].isdigit() or not cols[7].isdigit():
             continue

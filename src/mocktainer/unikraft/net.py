@@ -332,6 +332,15 @@ class Nic:
             os.close(self.fd)
             self.fd = -1
 
+    def as_dict(self) -> dict[str, Any]:
+        """Everything but the fd (which travels apart, see supervisor.py)."""
+        return {"device": self.device, "name": self.name, "mac": self.mac, "params": self.params,
+                "linux": self.linux, "uplink": self.uplink}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], fd: int = -1) -> Nic:
+        return cls(d["device"], d["name"], fd, d["mac"], list(d["params"]), bool(d["linux"]), d["uplink"])
+
 
 def attach(instr: dict[str, Any]) -> Nic | None:
     """Give the guest the netns' network (see module doc): the Nic for the VMM, or None when the netns has

@@ -51,6 +51,61 @@ def prepare(config: dict[str, Any], launch: Any) -> Supervisor:
     return sup
 
 
+def _attach_in_a_child(instr: dict[str, Any]) -> Any:
+    """net.attach in a short-lived child, so that pyroute2 (some 24 MiB, in the container's memory limit)
+    never loads into the supervisor, which lives as long as the container. The Nic comes back as JSON on a
+    socketpair, the macvtap's fd beside it (SCM_RIGHTS)."""
+    import _socket
+    import struct
+
+    from mocktainer import fastjson
+    from mocktainer.unikraft import net
+
+    mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            mine.close()
+            fds: list[int] = []
+            try:
+                nic = net.attach(instr)
+                msg: dict[str, Any] = {"nic": None if nic is None else nic.as_dict()}
+                if nic is not None and nic.fd >= 0:
+                    fds = [nic.fd]
+            except Exception as e:
+                msg = {"error": str(e) or type(e).__name__}
+            rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("%di" % len(fds), *fds))] if fds else []
+            theirs.sendmsg([fastjson.dumps(msg).encode()], rights)
+        finally:
+            os._exit(0)
+    theirs.close()
+    fd = -1
+    try:
+        data, ancillary, _flags, _addr = mine.recvmsg(1 << 16, _socket.CMSG_SPACE(struct.calcsize("i")))
+        for level, kind, payload in ancillary:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(payload) >= 4:
+                fd = struct.unpack_from("i", payload)[0]
+        while chunk := mine.recv(1 << 16):
+            data += chunk
+    finally:
+        mine.close()
+        os.waitpid(pid, 0)
+    answer: Any
+    try:
+        answer = fastjson.loads(data) if data else {"error": "the guest network's helper process died"}
+    except ValueError:
+        answer = {"error": "the guest network's helper process answered %r" % data[:200]}
+    if not isinstance(answer, dict) or "nic" not in answer:
+        if fd >= 0:
+            os.close(fd)
+        raise net.GuestNetError(str(answer.get("error") if isinstance(answer, dict) else answer))
+    if answer["nic"] is None:
+        return None
+    if fd >= 0:
+        os.set_inheritable(fd, True)
+    return net.Nic.from_dict(answer["nic"], fd)
+
+
 class Supervisor:
     def __init__(self, config: dict[str, Any], launch: Any) -> None:
         from mocktainer.unikraft import vmm
@@ -75,7 +130,7 @@ class Supervisor:
 
         if not net.has_default_route():
             return None
-        return net.attach(self.network)
+        return _attach_in_a_child(self.network)
 
     def _release_network(self) -> None:
         if self.nic is not None:
