@@ -301,3 +301,20 @@ def test_signals_reach_the_vmm_through_the_supervisor(tmp_path, root, kernel):
         assert "terminating on signal 2" in log.read_text()
     finally:
         kill_and_reap(pid)
+
+
+def test_firecracker_is_listed_only_where_kvm_works(tmp_path, monkeypatch):
+    """`runu features` lists a backend when `find` says it can run here: Firecracker needs its binary and
+    a KVM that works (host.kvm_usable), QEMU only its binary."""
+    from mocktainer.unikraft import host, settings, vmm
+
+    for name in ("firecracker", "qemu-system-x86_64"):
+        exe = tmp_path / name
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
+    current = settings.Settings(environ={"PATH": str(tmp_path)})
+    monkeypatch.setattr(host, "host_arch", lambda: "x86_64")
+    monkeypatch.setattr(host, "kvm_usable", lambda device=host.KVM_DEVICE: True)
+    assert [n for n, _ in vmm.available(current, "x86_64")] == ["qemu", "firecracker"]
+    monkeypatch.setattr(host, "kvm_usable", lambda device=host.KVM_DEVICE: False)
+    assert [n for n, _ in vmm.available(current, "x86_64")] == ["qemu"]

@@ -58,13 +58,16 @@ def _attach_in_a_child(instr: dict[str, Any]) -> Any:
     import _socket
     import struct
 
-    from mocktainer import fastjson
+    from mocktainer import fastjson, system
     from mocktainer.unikraft import net
 
     mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    parent = os.getpid()
+    system.load_libc()
     pid = os.fork()
     if pid == 0:
         try:
+            system.die_with_parent(parent)  # what it made is in guestnet.json: `delete` undoes it
             mine.close()
             fds: list[int] = []
             try:
