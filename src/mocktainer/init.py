@@ -128,10 +128,14 @@ class Supervisor:
     """A plug-in that keeps the init alive as the parent of the container's real process (a VMM), named
     by the init configuration's `supervisor` ({"module": ..., ...}): the module's `prepare(params, launch)`
     returns one, at create, once the container is set up (the init is in its namespaces and cgroup, the
-    createContainer hooks have run), with the process ready to run but not yet running. Then:
-    `start()` after `start` released exec.fifo, the startContainer hooks, `resume()`, and `supervise()`,
-    which never returns (the init exits with the container's status). `fds()` are the descriptors it
-    keeps; `alive()` whether the process still runs; `abort()` ends it (a failure)."""
+    createContainer hooks have run), with the process started but not yet running the container's work;
+    `ready()`, while the parent records the container, waits until it is ready (a failure fails create).
+    Then: `start()` after `start` released exec.fifo, the startContainer hooks, `resume()`, and
+    `supervise()`, which never returns (the init exits with the container's status). `fds()` are the
+    descriptors it keeps; `alive()` whether the process still runs; `abort()` ends it (a failure)."""
+
+    def ready(self) -> None:
+        raise NotImplementedError
 
     def fds(self) -> set[int]:
         raise NotImplementedError
@@ -221,12 +225,16 @@ def _setup(sync: SyncPipe, log: _Log, fifo_fd: int) -> _Launch:
         module = plugin["module"]
         __import__(module)  # (importlib would cost the import of `warnings`)
         launch.supervisor = sys.modules[module].prepare(plugin, launch)
-        keep |= launch.supervisor.fds()
 
     try:
         sync.send(PROC_READY)
         sync.expect(PROC_RUN)
-        if not plugin:
+        if launch.supervisor is not None:
+            # The parent wrote state.json meanwhile; it takes a failure from here as create's still (it waits
+            # until this socket closes), and removes the container.
+            launch.supervisor.ready()
+            keep |= launch.supervisor.fds()
+        else:
             _apply_security(config)
         _close_leaked_fds(keep)
         if config.get("parent_death_signal") and os.getppid() != init["parent_pid"]:

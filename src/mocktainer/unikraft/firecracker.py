@@ -254,27 +254,35 @@ class Session(vmmproc.Session):
         self.socket_path = setup["socket"]
         self.child = None
         self.sock = None
+        self.nic = None
 
-    def prepare(self, nic=None):
-        """Start Firecracker and configure the VM; VMMError (Firecracker's own words) when it cannot."""
+    def spawn(self, nic=None):
+        """Start Firecracker (with the network `nic`, a net.Nic, when given); `ready` configures the VM."""
         import os
-        import time
 
-        from mocktainer.unikraft.vmmproc import READY_TIMEOUT, Child
+        from mocktainer.unikraft.vmmproc import Child
 
         try:
             os.unlink(self.socket_path)  # Firecracker refuses to bind over a socket left behind
         except FileNotFoundError:
             pass
+        self.nic = nic
         self.child = Child(self.launch.spawn, list(self.launch.args), [], "firecracker")
+
+    def ready(self):
+        """Configure the VM through the API; VMMError (Firecracker's own words) when it cannot."""
+        import time
+
+        from mocktainer.unikraft.vmmproc import READY_TIMEOUT
+
         deadline = time.monotonic() + READY_TIMEOUT
         self.sock = self._connect(deadline)
         self._put("/machine-config", self.config["machine-config"], deadline)
-        self._put("/boot-source", boot_source(self.config, nic), deadline)
+        self._put("/boot-source", boot_source(self.config, self.nic), deadline)
         for drive in self.config.get("drives") or []:
             self._put("/drives/%s" % drive["drive_id"], drive, deadline)
-        if nic is not None:
-            self._put("/network-interfaces/" + IFACE_ID, interface(nic), deadline)
+        if self.nic is not None:
+            self._put("/network-interfaces/" + IFACE_ID, interface(self.nic), deadline)
         self.child.start_relaying()
 
     def attach(self, nic):

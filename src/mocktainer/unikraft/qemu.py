@@ -603,12 +603,11 @@ class Session(vmmproc.Session):
         return self.sock.fileno() if self.sock is not None else -1
 
 
-    def prepare(self, nic=None):
-        """Start QEMU paused and wait until its monitor answers; VMMError (QEMU's own words) otherwise."""
+    def spawn(self, nic=None):
+        """Start QEMU paused (-S), with the NIC of `nic` (a net.Nic) when given; `ready` waits for it."""
         import _socket
-        import time
 
-        from mocktainer.unikraft.vmmproc import READY_TIMEOUT, Child
+        from mocktainer.unikraft.vmmproc import Child
 
         mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         base = self.launch.fd_base
@@ -627,6 +626,13 @@ class Session(vmmproc.Session):
         finally:
             theirs.close()
         self.sock, self.buf = mine, b""
+
+    def ready(self):
+        """Wait until QEMU's monitor answers (its machine is built); VMMError (QEMU's own words) otherwise."""
+        import time
+
+        from mocktainer.unikraft.vmmproc import READY_TIMEOUT
+
         deadline = time.monotonic() + READY_TIMEOUT
         greeting = self._message(deadline, "start")
         if "QMP" not in greeting:
@@ -640,7 +646,8 @@ class Session(vmmproc.Session):
         built (the guest's address is on the command line), so the paused QEMU is replaced by one with the
         NIC, before the guest ever ran. The container's pid (the supervisor's) does not change."""
         self.abort()
-        self.prepare(nic)
+        self.spawn(nic)
+        self.ready()
 
     def resume(self):
         import time

@@ -45,7 +45,8 @@ def params(vmm: str, linux: bool, setup: dict[str, Any] | None = None,
 
 
 def prepare(config: dict[str, Any], launch: Any) -> Supervisor:
-    """The init's plug-in entry point (see init.Supervisor): the VMM prepared, ready to resume."""
+    """The init's plug-in entry point (see init.Supervisor): the VMM started (`ready` waits for it to answer,
+    while runu records the container), to be resumed at start."""
     sup = Supervisor(config, launch)
     sup.prepare()
     return sup
@@ -119,11 +120,19 @@ class Supervisor:
         self.nic: Any = None
 
     def prepare(self) -> None:
+        """The network when there is one, and the VMM started; `ready` waits for it."""
         self.nic = self._attach_network()
         try:
-            self.session.prepare(self.nic)
+            self.session.spawn(self.nic)
         except BaseException:
             self._release_network()
+            raise
+
+    def ready(self) -> None:
+        try:
+            self.session.ready()
+        except BaseException:
+            self.abort()
             raise
 
     def _attach_network(self) -> Any:
