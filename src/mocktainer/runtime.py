@@ -244,7 +244,7 @@ def _guest_network(config: Any, what: Any, state_dir: str) -> dict[str, Any] | N
             return None  # the init fails to join it anyway
         if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
             return None
-    return instruction(what.vmm, bool(what.kernel.linux), state_dir, netns)
+    return instruction(what.vmm, bool(what.kernel.linux), state_dir, netns, what.guest)
 
 
 def _cleanup_guest_network(c: Container) -> None:

@@ -68,6 +68,7 @@
 import os
 
 from mocktainer.error import ConfigError
+from mocktainer.unikraft import cmdline as _cmdline
 from mocktainer.unikraft import kernel as _kernel
 from mocktainer.unikraft import settings as _settings
 from mocktainer.unikraft import vmm as _vmm
@@ -84,9 +85,14 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VMM_ENV = ("PATH=" + DEFAULT_PATH,)
 
 ENTRYPOINT = "/" + _kernel.KERNEL
-ENV_PARAM = "env.vars="
-SEPARATOR = "--"
-_BLANKS_AND_QUOTES = frozenset(" \t\n\r\v\f'\"")
+ENV_PARAM = _cmdline.ENV_PARAM
+SEPARATOR = _cmdline.SEPARATOR
+# Unikraft's default CONFIG_LIBPOSIX_ENVIRON_LIBPARAM_MAXCOUNT: env.vars entries past it are dropped.
+ENV_MAX = 8
+FSTAB_PARAM = "vfs.fstab="
+# kraftkit's root file system for an image with an initrd: extracted into a RAM file system.
+INITRD_FSTAB = ("vfs.fstab=[", "initrd0:/:extract::ramfs=1:", "]")
+RESOLV_CONF = "/etc/resolv.conf"
 
 
 class Plan:
@@ -96,16 +102,17 @@ class Plan:
     absolute path); `env` the process environment as "K=V" strings; `files`
     {name: bytes} to write into the container's state directory before it
     starts (empty for most); `control` (protocol, socket name) of the VMM's
-    control socket in the state directory, or None. For a unikernel also `vmm` (the backend's name),
+    control socket in the state directory, or None. For a unikernel also `guest`: what the guest
+    network needs at start to rewrite the command line (`unikraft.net.instruction`), `vmm` (the backend's name),
     `kernel`, `cmdline`, `memory_mib`, `vcpus`, `accel` and `machine` (None
     for a sandbox; `machine` None under Firecracker).
     """
 
     __slots__ = ("kind", "args", "env", "kernel", "cmdline", "memory_mib", "vcpus", "accel",
-                 "machine", "vmm", "files", "control")
+                 "machine", "vmm", "files", "control", "guest")
 
     def __init__(self, kind, args, env, kernel=None, cmdline=None, memory_mib=None,
-                 vcpus=None, accel=None, machine=None, vmm=None, files=None, control=None):
+                 vcpus=None, accel=None, machine=None, vmm=None, files=None, control=None, guest=None):
         self.kind = kind
         self.args = args
         self.env = env
@@ -118,6 +125,7 @@ class Plan:
         self.vmm = vmm
         self.files = dict(files or {})
         self.control = control
+        self.guest = guest
 
     def __repr__(self):
         return "Plan(%s)" % ", ".join("%s=%r" % (a, getattr(self, a)) for a in self.__slots__)
@@ -157,9 +165,18 @@ def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
     name, _source = _vmm.choose(annotations, settings)
     backend = _vmm.backend(name)
     if kern.linux:
-        cmdline = linux_cmdline(args, env, backend.linux_params(kern))
+        line = linux_line(args, env, backend.linux_params(kern))
     else:
-        cmdline = guest_cmdline(args, env)
+        program = None if backend.prepends_program(kern) else program_name(args)
+        line = guest_line(args, env, program, bool(kern.initrd))
+        at_risk = env_at_risk(line.params)
+        if at_risk:
+            from mocktainer.error import warn
+
+            warn("the guest gets %d environment variables on its command line, but Unikraft takes only the "
+                 "first %d unless built with a larger CONFIG_LIBPOSIX_ENVIRON_LIBPARAM_MAXCOUNT; at risk: %s"
+                 % (ENV_MAX + len(at_risk), ENV_MAX, ", ".join(at_risk)))
+    cmdline = _cmdline.render(line)
     resources = _dict(_dict(spec.get("linux"), "linux").get("resources"), "linux.resources")
     memory = memory_mib(resources, backend.OVERHEAD_MIB, name,
                         DEFAULT_LINUX_MEMORY_MIB if kern.linux else DEFAULT_MEMORY_MIB)
@@ -167,9 +184,29 @@ def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
     vm = _vmm.VM(kern, cmdline, memory, vcpus, annotations, settings, state_dir,
                  os.path.basename(state_dir) if state_dir else None, control_dir)
     launch = backend.launch(vm)
+    guest = {"line": line.as_dict(), "machine": launch.machine or "",
+             "hostname": spec.get("hostname") if isinstance(spec.get("hostname"), str) else "",
+             "resolv_conf": resolv_conf_source(spec.get("mounts"))}
     return Plan("unikernel", launch.args, list(VMM_ENV), kernel=kern, cmdline=cmdline,
                 memory_mib=memory, vcpus=vcpus, accel=launch.accel, machine=launch.machine,
-                vmm=name, files=launch.files, control=launch.control)
+                vmm=name, files=launch.files, control=launch.control, guest=guest)
+
+
+def program_name(args):
+    """argv[0] for a guest whose VMM writes none: the image entrypoint as `process.args` names it."""
+    return args[0] if args and is_entrypoint(args[0]) else ENTRYPOINT
+
+
+def resolv_conf_source(mounts):
+    """The host file bind-mounted on /etc/resolv.conf (CRI and podman mount one), or "" (read at start,
+    when the guest network is configured: see unikraft.net)."""
+    found = ""
+    for m in mounts if isinstance(mounts, list) else ():
+        if (isinstance(m, dict) and isinstance(m.get("destination"), str) and isinstance(m.get("source"), str)
+                and os.path.normpath("/" + m["destination"].lstrip("/")) == RESOLV_CONF
+                and os.path.isabs(m["source"])):
+            found = m["source"]  # the last mount on a path is the one seen there
+    return found
 
 
 def _dict(value, what):
@@ -210,8 +247,10 @@ def split_args(args):
     return [], words
 
 
-def guest_cmdline(args, env=()):
-    """The Unikraft command line for `process.args` and `process.env` (see module doc)."""
+def guest_line(args, env=(), program=None, initrd=False):
+    """The parts (a cmdline.Line) of the Unikraft command line for `process.args` and `process.env`
+    (see module doc); `program` is argv[0] to write (None where the VMM writes one), `initrd` whether the
+    image has an initrd (then `vfs.fstab` mounts it as the root file system unless the user gave one)."""
     params, app = split_args(args)
     env_params = []
     for entry in env:
@@ -219,16 +258,39 @@ def guest_cmdline(args, env=()):
             raise ConfigError("process.env entry %r is not of the form NAME=value" % (entry,))
         env_params.append(ENV_PARAM + entry)
     params = env_params + params
-    if params or SEPARATOR in app:
-        out = [quote(p, "a library parameter") for p in params] + [SEPARATOR]
-    else:
-        out = []
-    out += [quote(a, "process.args") for a in app]
-    return " ".join(out)
+    if initrd and not any(p.startswith(FSTAB_PARAM) for p in params):
+        params += list(INITRD_FSTAB)
+    return _cmdline.Line(program, params, app)
 
 
-def linux_cmdline(args, env=(), defaults=()):
-    """The Linux kernel command line for `process.args` and `process.env` (see module doc).
+def guest_cmdline(args, env=(), program=None, initrd=False):
+    """The Unikraft command line for `process.args` and `process.env` (see module doc)."""
+    return _cmdline.render(guest_line(args, env, program, initrd))
+
+
+def env_at_risk(params):
+    """The names of the environment variables past the first ENV_MAX `env.vars` entries of `params`:
+    a Unikraft guest built with the default configuration drops them silently."""
+    names, in_list = [], False
+    for p in params:
+        if in_list:
+            value = p[:-1] if p.endswith("]") else p
+            in_list = not p.endswith("]")
+        elif p.startswith(ENV_PARAM):
+            value = p[len(ENV_PARAM):]
+            if value.startswith("["):
+                value, in_list = value[1:], True
+                if value.endswith("]"):
+                    value, in_list = value[:-1], False
+        else:
+            continue
+        if value:
+            names.append(value.split("=", 1)[0])
+    return names[ENV_MAX:]
+
+
+def linux_line(args, env=(), defaults=()):
+    """The parts (a cmdline.Line) of a Linux kernel command line (see module doc).
 
     `defaults` are "name=value" parameters added first unless a kernel parameter
     (a word before `--`, or an env entry) of that name is given.
@@ -240,35 +302,16 @@ def linux_cmdline(args, env=(), defaults=()):
     params = list(env) + params
     given = {p.split("=", 1)[0] for p in params}
     params = [d for d in defaults if d.split("=", 1)[0] not in given] + params
-    out = [linux_quote(p, "a kernel parameter") for p in params]
-    if app:
-        out += [SEPARATOR] + [linux_quote(a, "process.args") for a in app]
-    return " ".join(out)
+    return _cmdline.Line(None, params, app, linux=True)
 
 
-def linux_quote(word, what="argument"):
-    """`word` as one token of a Linux kernel command line (double quotes group blanks)."""
-    if word == "":
-        raise ConfigError("%s contains an empty string, which a kernel command line cannot carry" % what)
-    if "\0" in word or '"' in word:
-        raise ConfigError("%s %r contains a %s, which a Linux kernel command line cannot carry"
-                          % (what, word, "NUL byte" if "\0" in word else "double quote"))
-    if not any(c.isspace() for c in word):
-        return word
-    return '"' + word + '"'
+def linux_cmdline(args, env=(), defaults=()):
+    """The Linux kernel command line for `process.args` and `process.env` (see module doc)."""
+    return _cmdline.render(linux_line(args, env, defaults))
 
 
-def quote(word, what="argument"):
-    """`word` as one token for Unikraft's command-line splitter."""
-    if word == "":
-        raise ConfigError("%s contains an empty string, which a Unikraft command line cannot "
-                          "carry" % what)
-    if "\0" in word:
-        raise ConfigError("%s %r contains a NUL byte, which a kernel command line cannot carry"
-                          % (what, word))
-    if _BLANKS_AND_QUOTES.isdisjoint(word):
-        return word
-    return "'" + word.replace("'", "'\"'\"'") + "'"
+quote = _cmdline.quote
+linux_quote = _cmdline.linux_quote
 
 
 # -- resources -------------------------------------------------------------------

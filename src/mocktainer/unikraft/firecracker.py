@@ -88,6 +88,39 @@ def linux_params(kernel):
     return ("console=ttyS0", "reboot=k", "panic=1", "pci=off")
 
 
+def prepends_program(kernel):
+    """Firecracker passes boot_args to the guest as they are: no program name in front."""
+    return False
+
+
+# Firecracker's own exit codes (src/firecracker/src/main.rs, FcExitCode) worth a message.
+_EXIT_CODES = {
+    1: "Firecracker failed (see its messages)",
+    2: "Firecracker hit an unexpected error",
+    148: "Firecracker's seccomp filter stopped it (a bad system call)",
+    152: "Firecracker refused its configuration",
+    153: "Firecracker refused its arguments",
+}
+
+
+def exit_status(status):
+    """(container exit code, message or None) for Firecracker's raw wait `status` (as os.waitpid gives it).
+
+    Firecracker exits 0 when the guest resets through the i8042, which is how a Unikraft guest built for
+    Firecracker halts, cleanly or after a crash alike, and how a triple fault ends too: status 0 cannot
+    tell them apart, and is 0. Firecracker's own failures keep their code, with a message; killed by
+    signal N: 128 + N.
+    """
+    import os
+
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status), None
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+    if code == 0:
+        return 0, None
+    return code, _EXIT_CODES.get(code, "Firecracker exited with status %d" % code)
+
+
 def check_kernel(kernel):
     """ConfigError unless Firecracker can boot `kernel`."""
     path = kernel.path

@@ -24,7 +24,9 @@ The command line (see `qemu_args`) keeps the guest's serial console on the
 VMM's stdio and nothing else there: no monitor, no graphics, no default
 devices (runu's own QMP socket, `qmp_args`, lives in the state directory);
 a guest reset ends QEMU (`-no-reboot`) and on x86 the guest can pick
-QEMU's exit status through `isa-debug-exit` (status = (value << 1) | 1). Under
+QEMU's exit status through `isa-debug-exit` (status = (value << 1) | 1): a Unikraft guest at port 0x501
+(83 for a clean halt, 85 for a crash; `exit_status` turns them into the container's), runu's test
+kernels at 0xf4. Under
 TCG the translation cache is bounded (`tb-size`, TCG_TB_SIZE_MIB) so that
 QEMU's own memory stays within OVERHEAD_MIB.
 
@@ -74,9 +76,16 @@ QEMU_BINARIES = {
     "arm": ("qemu-system-arm", "qemu-system-arm"),
 }
 
-# Port and width of the isa-debug-exit device the guest writes its status to.
+# isa-debug-exit devices a guest writes its status N to (QEMU then exits with (N << 1) | 1): Unikraft's
+# (QEMU's default port, written with a 16-bit `out`: 41 for a clean halt, 42 for a crash), and the one at
+# 0xf4 that runu's own test kernels have used (any value).
+UNIKRAFT_EXIT_IOBASE = 0x501
+UNIKRAFT_EXIT_IOSIZE = 2
 DEBUG_EXIT_IOBASE = 0xF4
 DEBUG_EXIT_IOSIZE = 4
+# QEMU's exit status for Unikraft's clean halt and crash (see exit_status).
+UNIKRAFT_HALT_STATUS = (41 << 1) | 1
+UNIKRAFT_CRASH_STATUS = (42 << 1) | 1
 
 CONSOLE_ID = "console0"
 
@@ -385,6 +394,9 @@ def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, machine=None
     if kernel.arch == "x86_64":
         args += ["-device", "isa-debug-exit,iobase=%#x,iosize=%d"
                  % (DEBUG_EXIT_IOBASE, DEBUG_EXIT_IOSIZE)]
+        if not kernel.linux:
+            args += ["-device", "isa-debug-exit,iobase=%#x,iosize=%d"
+                     % (UNIKRAFT_EXIT_IOBASE, UNIKRAFT_EXIT_IOSIZE)]
         if kernel.linux:
             # panic=-1 makes a panicking kernel reset, which -no-reboot turns into exit status 0;
             # through pvpanic the container ends with a failure instead.
@@ -550,6 +562,52 @@ def linux_params(kernel):
     which with -no-reboot ends QEMU (a power-off ends it too)."""
     console = "ttyS0" if kernel.arch == "x86_64" else "ttyAMA0"
     return ("console=" + console, "panic=-1")
+
+
+def prepends_program(kernel):
+    """Whether QEMU puts a program name (the kernel's path) in front of the guest command line: its
+    multiboot loader does, its PVH and Linux loaders do not."""
+    return kernel.boot_protocol == "multiboot"
+
+
+# QMP's reasons (SHUTDOWN events, or the run state a STOP left) that mean the guest failed.
+_FAILED = {
+    "guest-reset": "the guest reset itself (a triple fault, or a reboot that -no-reboot turned into an exit)",
+    "guest-panic": "the guest panicked",
+    "guest-panicked": "the guest panicked",
+    "internal-error": "the VM stopped on a KVM internal error",
+    "io-error": "the VM stopped on an I/O error",
+}
+
+
+def exit_status(status, reason=None):
+    """(container exit code, message or None) for QEMU's raw wait `status` (as os.waitpid gives it) and
+    `reason`, the last QMP SHUTDOWN reason or stopped run state when known.
+
+    - 83 (Unikraft's clean halt through isa-debug-exit at 0x501): 0.
+    - 85 (Unikraft's crash): 1, "the guest crashed".
+    - 0 (ACPI power-off, which is how a Unikraft guest halts on `pc` when the ACPI write wins the race
+      with isa-debug-exit, or QEMU quit on request): 0, unless `reason` says the guest failed (a reset,
+      which -no-reboot turns into an exit: a triple fault; a panic; a KVM internal error): then 1 and why.
+    - 1: QEMU's own failure, or `-action panic=exit-failure` (Linux guests with pvpanic): 1 and a message.
+    - any other exit code: unchanged (runu's own test kernels write N to 0xf4 and QEMU exits (N << 1) | 1).
+    - killed by signal N: 128 + N, as a shell reports it.
+    """
+    import os
+
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status), None
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+    failed = _FAILED.get(reason or "")
+    if code == UNIKRAFT_HALT_STATUS:
+        return 0, None
+    if code == UNIKRAFT_CRASH_STATUS:
+        return 1, "the guest crashed (Unikraft reported a crash through isa-debug-exit: QEMU status 85)"
+    if code == 0:
+        return (1, failed) if failed else (0, None)
+    if code == 1:
+        return 1, failed or "QEMU exited with status 1: it failed (see its messages) or the guest panicked"
+    return code, None
 
 
 def launch(vm):
