@@ -394,7 +394,7 @@ class TestQemuArgs:
     def test_x86_pvh(self):
         a = self.args()
         assert opt(a, "-M") == ["microvm"]
-        assert opt(a, "-device") == ["isa-debug-exit,iobase=0xf4,iosize=4"]
+        assert opt(a, "-device") == ["isa-debug-exit,iobase=0xf4,iosize=4", "isa-debug-exit,iobase=0x501,iosize=2"]
         assert opt(a, "-kernel") == ["/bundle/rootfs/unikraft/bin/kernel"]
         assert opt(a, "-append") == ["a -- b"]
         assert opt(a, "-m") == ["64M"]
