@@ -457,39 +457,60 @@ class TestQemuArgs:
 # -- bundle.py: command line -----------------------------------------------------
 
 def uk_argnparse(line):
-    """Python model of Unikraft's uk_argnparse: blanks split, quotes group, no escapes."""
-    argv, cur, in_word, quote = [], [], False, None
+    """Python model of Unikraft's uk_argnparse: blanks split, quotes group, a backslash escapes outside
+    single quotes (inside double quotes only before `"` or a backslash); quotes alone make no word."""
+    argv, cur, in_word, quote, escape = [], [], False, None, False
     for ch in line:
+        if escape:
+            escape = False
+            if quote == '"' and ch not in '"\\':
+                cur.append("\\")
+            cur.append(ch)
+            continue
         if ch in " \r\n\t\v" and not quote:
             if in_word:
                 argv.append("".join(cur))
                 cur, in_word = [], False
             continue
-        if ch in "'\"":
-            if not quote:
-                quote = ch
-                continue
-            if quote == ch:
-                quote = None
-                continue
-        if not in_word:
-            in_word = True
+        if ch in "'\"" and (not quote or quote == ch):
+            quote = None if quote else ch
+            continue
+        in_word = True
+        if ch == "\\" and quote != "'":
+            escape = True
+            continue
         cur.append(ch)
+    if escape:
+        cur.append("\\")
     if in_word:
         argv.append("".join(cur))
     return argv
 
 
-def unikraft_view(line):
+def unikraft_argv(line, program=True):
+    """(argv[0], library params, application args) as Unikraft 0.16's ukboot splits `line`: the first word is
+    argv[0] (`program` False: QEMU's multiboot loader writes one first), the params run up to the first `--`
+    outside a list when at least one word stands before it."""
+    argv = uk_argnparse(line if program else "kernel " + line)
+    rest, in_list = argv[1:], False
+    for i, w in enumerate(rest):
+        if in_list:
+            in_list = not w.endswith("]")
+        elif w == "--":
+            if i > 0:
+                return argv[0], rest[:i], rest[i + 1:]
+            break
+        elif "=" in w and w.split("=", 1)[1].startswith("["):
+            value = w.split("=", 1)[1]
+            in_list = not (len(value) > 1 and value.endswith("]"))
+    return argv[0], [], rest
+
+
+def unikraft_view(line, program=False):
     """(env, library params, application args) as a Unikraft kernel sees `line`."""
-    argv = uk_argnparse(line)
-    if "--" in argv:
-        i = argv.index("--")
-        params, app = argv[:i], argv[i + 1:]
-    else:
-        params, app = [], argv
+    _, params, app = unikraft_argv(line, program)
     env = [p[len("env.vars="):] for p in params if p.startswith("env.vars=")]
-    return env, [p for p in params if not p.startswith("env.vars=")], app
+    return env, [p for p in params if not p.startswith("env.vars=") and p not in ("[", "]")], app
 
 
 AWKWARD = [
@@ -525,15 +546,62 @@ class TestCmdline:
 
     def test_app_double_dash_without_params_keeps_separator(self):
         line = bundle.guest_cmdline(["/unikraft/bin/kernel", "--", "-x", "--", "y"])
-        assert line == "-- -x -- y"
-        assert unikraft_view(line) == ([], [], ["-x", "--", "y"])
+        assert line == "env.vars=[ ] -- -x -- y"
+        assert unikraft_argv(line, False)[1:] == (["env.vars=[", "]"], ["-x", "--", "y"])
+
+    @pytest.mark.parametrize("args,env", [([], []), (["a", "b"], []), ([], ["A=1"]), (["a"], ["A=1"]),
+                                          (["-x", "--", "y"], []), (["--"], ["A=1"])])
+    @pytest.mark.parametrize("program", [None, "/unikraft/bin/kernel"])
+    def test_every_form_reads_exactly(self, args, env, program):
+        """Rules 1 and 2: argv[0], then the parameters only when they are there, the args exactly."""
+        line = bundle.guest_cmdline(["/unikraft/bin/kernel", "--"] + args, env, program)
+        argv0, params, app = unikraft_argv(line, program is not None)
+        assert argv0 == (program or "kernel") and app == args
+        assert [p for p in params if p.startswith("env.vars=") and p != "env.vars=["] == \
+            ["env.vars=" + e for e in env]
+
+    @pytest.mark.parametrize("args", [[], ["a", "b c"]])
+    @pytest.mark.parametrize("env", [[], ["A=1", "B=x -- y"]])
+    def test_firecracker_rewrite_keeps_the_nic_before_the_separator(self, args, env):
+        """Rule 3: Firecracker's split at ` -- ` and insertion of virtio_mmio.device, modelled."""
+        from mocktainer.unikraft import cmdline
+
+        line = bundle.guest_line(["/unikraft/bin/kernel", "--"] + args, env, "/unikraft/bin/kernel")
+        line.params.append("netdev.ip=10.0.0.2/24")
+        text = cmdline.render(line, firecracker_nic=True)
+        head, sep, tail = text.partition(" -- ")
+        dev = "virtio_mmio.device=4K@0xd0000000:5"
+        booted = (head + " " + dev + " -- " + tail) if sep and tail.strip() else (head + " " + dev)
+        argv0, params, app = unikraft_argv(booted)
+        assert argv0 == "/unikraft/bin/kernel" and app == args
+        assert dev in params and "netdev.ip=10.0.0.2/24" in params
+        assert [p[9:] for p in params if p.startswith("env.vars=")] == env
+
+    def test_program_name_and_backslash(self):
+        line = bundle.guest_cmdline(["/unikraft/bin/kernel", "--", "a\\b"], [], "/unikraft/bin/kernel")
+        assert line == "/unikraft/bin/kernel 'a\\b'"
+        assert unikraft_argv(line) == ("/unikraft/bin/kernel", [], ["a\\b"])
+
+    def test_initrd_fstab_unless_given(self):
+        line = bundle.guest_cmdline(["/unikraft/bin/kernel", "--", "x"], [], None, initrd=True)
+        assert line == "vfs.fstab=[ initrd0:/:extract::ramfs=1: ] -- x"
+        own = bundle.guest_cmdline(["/unikraft/bin/kernel", "vfs.fstab=[ a ]", "--"], [], None, initrd=True)
+        assert "initrd0" not in own
+        assert bundle.guest_cmdline(["/unikraft/bin/kernel", "--", "x"], [], None) == "x"
+
+    def test_env_at_risk(self):
+        params = ["env.vars=V%d=%d" % (i, i) for i in range(7)] + ["env.vars=[", "A=1", "B=2]", "x.y=1"]
+        assert bundle.env_at_risk(params) == ["B"]
+        assert bundle.env_at_risk(["env.vars=[A=1]"] * 8) == []
 
     @pytest.mark.parametrize("word", AWKWARD)
     def test_awkward_word_round_trips(self, word):
-        args = ["/unikraft/bin/kernel", "p.q=" + word, "--", "app", word, "end"]
+        # (a parameter whose value starts with `[` opens a list: the user's to write)
+        params = [] if word.startswith("[") else ["p.q=" + word]
+        args = ["/unikraft/bin/kernel"] + params + ["--", "app", word, "end"]
         env = ["V=" + word, "W=" + word + "]"]
         line = bundle.guest_cmdline(args, env)
-        assert unikraft_view(line) == (env, ["p.q=" + word], ["app", word, "end"])
+        assert unikraft_view(line) == (env, params, ["app", word, "end"])
 
     def test_all_awkward_at_once(self):
         line = bundle.guest_cmdline(["/unikraft/bin/kernel", "--"] + AWKWARD, ["X=" + "".join(AWKWARD)])
@@ -698,8 +766,8 @@ class TestPlanUnikernel:
         assert p.kind == "unikernel"
         assert p.args[0] == str(tmp_path / "bin" / "qemu-system-x86_64")
         assert p.env == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-        assert p.cmdline == "env.vars=A=1 -- -v"
-        assert opt(p.args, "-append") == ["env.vars=A=1 -- -v"]
+        assert p.cmdline == "/unikraft/bin/kernel env.vars=A=1 -- -v"  # PVH: argv[0] is runu's to write
+        assert opt(p.args, "-append") == [p.cmdline]
         assert opt(p.args, "-m") == ["100M"] and p.memory_mib == 100
         assert opt(p.args, "-accel") == ["tcg,tb-size=32"] and p.accel == "tcg"
         assert opt(p.args, "-M") == ["microvm"] and p.machine == "microvm"
@@ -712,7 +780,7 @@ class TestPlanUnikernel:
                 "process": {"args": []}}
         p = bundle.plan(spec, str(root), dict(environ, RUNU_ACCEL="kvm"))
         assert (p.accel, p.machine) == ("tcg", "pc")
-        assert "-append" not in p.args
+        assert opt(p.args, "-append") == ["/unikraft/bin/kernel"]  # a PVH kernel on pc: argv[0] only
 
     def test_default_memory(self, tmp_path):
         root, environ = self.setup(tmp_path)
@@ -1129,7 +1197,7 @@ class TestPlanBackends:
         assert p.memory_mib == 80 - firecracker.OVERHEAD_MIB == 64 and p.vcpus == 1
         config = json.loads(p.files["firecracker.json"])
         assert config["machine-config"] == {"vcpu_count": 1, "mem_size_mib": 64}
-        assert config["boot-source"]["boot_args"] == p.cmdline == "env.vars=A=1 -- exit=3"
+        assert config["boot-source"]["boot_args"] == p.cmdline == "/unikraft/bin/kernel env.vars=A=1 -- exit=3"
 
     def test_config_file_and_env_choose(self, tmp_path, monkeypatch):
         monkeypatch.setattr(firecracker, "check_accel", lambda vm, *a: None)
@@ -1311,7 +1379,8 @@ def test_awkward_args_reach_guest_verbatim(tmp_path, tiny_kernels):
     rc, out, err = run_vmm(p)
     cmdline = [ln for ln in out.splitlines() if ln.startswith("cmdline: ")][0]
     assert cmdline == "cmdline: " + p.cmdline
-    assert uk_argnparse(cmdline[len("cmdline: "):]) == args[2:]
+    assert unikraft_argv(cmdline[len("cmdline: "):]) == ("/unikraft/bin/kernel", [], args[2:])
+    assert [ln[5:] for ln in out.splitlines() if ln.startswith("arg: ")] == args[2:]
     assert rc == 1  # exit=0 by default
 
 
