@@ -71,48 +71,72 @@ def uplink(gateway="10.0.0.1") -> net.Uplink:
     return net.Uplink(2, "eth0", "aa:bb:cc:dd:ee:ff", "10.0.0.2", 24, gateway, {})
 
 
+LEGACY = ["netdev.ipv4_addr=10.0.0.2", "netdev.ipv4_gw_addr=10.0.0.1", "netdev.ipv4_subnet_mask=255.255.255.0"]
+
+
 def test_boot_params_and_mask():
-    assert net.boot_params(uplink()) == ["netdev.ipv4_addr=10.0.0.2", "netdev.ipv4_gw_addr=10.0.0.1",
-                                         "netdev.ipv4_subnet_mask=255.255.255.0"]
-    assert net.boot_params(uplink(None)) == ["netdev.ipv4_addr=10.0.0.2", "netdev.ipv4_subnet_mask=255.255.255.0"]
+    assert net.boot_params(uplink()) == ["netdev.ip=10.0.0.2/24:10.0.0.1"] + LEGACY
+    assert net.boot_params(uplink(None)) == ["netdev.ip=10.0.0.2/24", "netdev.ipv4_addr=10.0.0.2",
+                                             "netdev.ipv4_subnet_mask=255.255.255.0"]
+    assert net.boot_params(uplink(), ["8.8.8.8", "1.1.1.1", "9.9.9.9"], "web-1", "svc.local")[0] == \
+        "netdev.ip=10.0.0.2/24:10.0.0.1:8.8.8.8:1.1.1.1:web-1:svc.local"
+    assert net.boot_params(uplink(None), [], "web-1")[0] == "netdev.ip=10.0.0.2/24::::web-1"
+    assert net.boot_params(uplink(), [], "bad:name", "x y")[0] == "netdev.ip=10.0.0.2/24:10.0.0.1"
     assert [net.subnet_mask(n) for n in (0, 8, 20, 30, 32)] == [
         "0.0.0.0", "255.0.0.0", "255.255.240.0", "255.255.255.252", "255.255.255.255"]
     with pytest.raises(ValueError):
         net.subnet_mask(33)
 
 
-@pytest.mark.parametrize("cmdline, linux, expected", [
-    ("", False, "P Q --"),
-    ("app arg", False, "P Q -- app arg"),
-    ("env.vars=A=B -- app", False, "env.vars=A=B P Q -- app"),
-    ("-- app -- x", False, "P Q -- app -- x"),
-    ("'a -- b' -- c", False, "'a -- b' P Q -- c"),
-    ("console=ttyS0 panic=-1", True, "console=ttyS0 panic=-1 P Q"),
-    ("console=ttyS0 -- init args", True, "console=ttyS0 P Q -- init args"),
-    ('"x -- y" k=v', True, '"x -- y" k=v P Q'),
-    ("", True, "P Q"),
+def test_read_resolv_conf(tmp_path):
+    f = tmp_path / "resolv.conf"
+    f.write_text("# by CRI\nnameserver 10.96.0.10\nnameserver fd00::1\nnameserver 8.8.8.8 # g\n"
+                 "search default.svc.cluster.local svc.cluster.local\noptions ndots:5\n")
+    assert net.read_resolv_conf(str(f)) == (["10.96.0.10", "8.8.8.8"], "default.svc.cluster.local")
+    assert net.read_resolv_conf(str(tmp_path / "missing")) == ([], "")
+    assert net.read_resolv_conf(str(tmp_path)) == ([], "")  # not a regular file
+    assert net.read_resolv_conf("") == ([], "")
+    big = tmp_path / "big"
+    big.write_text("#" * 70000 + "\nnameserver 1.2.3.4\n")
+    assert net.read_resolv_conf(str(big)) == ([], "")  # bounded: the name server past 64 KiB is not read
+
+
+def guest(program="/unikraft/bin/kernel", params=(), args=(), linux=False, machine="microvm"):
+    return {"machine": machine, "line": {"program": program, "params": list(params), "args": list(args),
+                                         "linux": linux}}
+
+
+@pytest.mark.parametrize("g, vmm, expected", [
+    (guest(), "qemu", "/unikraft/bin/kernel P Q " + net.MICROVM_NIC_PARAM + " --"),
+    (guest(args=["app", "a b"], machine="pc"), "qemu", "/unikraft/bin/kernel P Q -- app 'a b'"),
+    (guest(None, ["env.vars=A=B"], ["app"], machine="pc"), "qemu", "env.vars=A=B P Q -- app"),
+    (guest(args=["app", "--", "x"], machine="pc"), "qemu", "/unikraft/bin/kernel P Q -- app -- x"),
+    (guest(params=["env.vars=A=B"]), "firecracker", "/unikraft/bin/kernel env.vars=A=B P Q -- ''"),
+    (guest(args=["app"]), "firecracker", "/unikraft/bin/kernel P Q -- app"),
+    (guest(None, ["console=ttyS0", "panic=-1"], linux=True), "qemu", "console=ttyS0 panic=-1 P Q"),
+    (guest(None, ["console=ttyS0"], ["init", "args"], linux=True), "firecracker", "console=ttyS0 P Q -- init args"),
 ])
-def test_merge_cmdline(cmdline, linux, expected):
-    assert net.merge_cmdline(cmdline, ["P", "Q"], linux) == expected
+def test_guest_cmdline(g, vmm, expected):
+    assert net.guest_cmdline(g, ["P", "Q"], vmm) == expected
 
 
-def test_qemu_args_merge_into_the_one_append_and_add_the_nic():
-    base = ["/usr/bin/qemu-system-x86_64", "-M", "microvm", "-kernel", "/k", "-append", "-- hello"]
-    out = net.qemu_args(base, ["netdev.ipv4_addr=1.2.3.4"], False, 7, "02:00:00:00:00:01")
+def test_qemu_args_replace_the_one_append_and_add_the_nic():
+    base = ["/usr/bin/qemu-system-x86_64", "-M", "microvm", "-kernel", "/k", "-append", "prog hello"]
+    out = net.qemu_args(base, "prog netdev.ip=1.2.3.4/24 -- hello", 7, "02:00:00:00:00:01", mmio=True)
     assert out.count("-append") == 1
-    assert out[out.index("-append") + 1] == "netdev.ipv4_addr=1.2.3.4 -- hello"
-    assert out[len(base):] == qemu.nic_args(base, [(7, "02:00:00:00:00:01")])
+    assert out[out.index("-append") + 1] == "prog netdev.ip=1.2.3.4/24 -- hello"
+    assert out[len(base):] == ["-machine", net.MICROVM_NO_ACPI] + qemu.nic_args(base, [(7, "02:00:00:00:00:01")])
     assert "virtio-net-device,netdev=net0,mac=02:00:00:00:00:01" in out  # microvm: virtio-mmio
-    no_append = net.qemu_args(["/q", "-M", "pc", "-kernel", "/k"], ["a=b"], True, 3, "02:00:00:00:00:02")
-    assert no_append[no_append.index("-append") + 1] == "a=b"
+    no_append = net.qemu_args(["/q", "-M", "pc", "-kernel", "/k"], "a=b", 3, "02:00:00:00:00:02")
+    assert no_append[no_append.index("-append") + 1] == "a=b" and "-machine" not in no_append
     assert any(a.startswith("virtio-net-pci,") for a in no_append)
 
 
 def test_firecracker_config():
     cfg = {"boot-source": {"kernel_image_path": "/k", "boot_args": "console=ttyS0 reboot=k"},
            "machine-config": {"vcpu_count": 1, "mem_size_mib": 64}, "drives": []}
-    out = net.firecracker_config(cfg, ["netdev.ipv4_addr=1.2.3.4"], True, "runu0", "aa:bb:cc:dd:ee:ff")
-    assert out["boot-source"]["boot_args"] == "console=ttyS0 reboot=k netdev.ipv4_addr=1.2.3.4"
+    out = net.firecracker_config(cfg, "console=ttyS0 reboot=k netdev.ip=1.2.3.4/24", "runu0", "aa:bb:cc:dd:ee:ff")
+    assert out["boot-source"]["boot_args"] == "console=ttyS0 reboot=k netdev.ip=1.2.3.4/24"
     assert out["network-interfaces"] == [{"iface_id": "eth0", "host_dev_name": "runu0",
                                           "guest_mac": "aa:bb:cc:dd:ee:ff"}]
     assert "network-interfaces" not in cfg and cfg["boot-source"]["boot_args"] == "console=ttyS0 reboot=k"
@@ -227,15 +251,19 @@ def test_setup_then_cleanup_from_the_record(netns, tmp_path, vmm, request):
         (state / "firecracker.json").write_text(json.dumps({"boot-source": {"boot_args": "console=ttyS0"}}))
     path = f"/run/netns/{pod}"
     code = """
-out = net.setup(net.instruction(%r, True, %r, %r), ["/q", "-M", "pc", "-append", "console=ttyS0"])
+guest = {"machine": "pc", "hostname": "pod-a", "resolv_conf": %r,
+         "line": {"program": None, "params": ["console=ttyS0"], "args": [], "linux": True}}
+out = net.setup(net.instruction(%r, True, %r, %r, guest), ["/q", "-M", "pc", "-append", "console=ttyS0"])
 print(json.dumps(out))
-""" % (vmm, str(state), path)
+""" % (str(tmp_path / "resolv.conf"), vmm, str(state), path)
+    (tmp_path / "resolv.conf").write_text("nameserver 10.3.0.53\nsearch pods.example\n")
     r = in_ns(pod, code)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert "runu0" in links(pod)
     assert addrs(pod, "eth0") == []
-    params = "netdev.ipv4_addr=10.3.0.2 netdev.ipv4_gw_addr=10.3.0.1 netdev.ipv4_subnet_mask=255.255.255.0"
+    params = ("netdev.ip=10.3.0.2/24:10.3.0.1:10.3.0.53::pod-a:pods.example "
+              "netdev.ipv4_addr=10.3.0.2 netdev.ipv4_gw_addr=10.3.0.1 netdev.ipv4_subnet_mask=255.255.255.0")
     record = json.loads((state / net.RECORD).read_text())
     assert record["netns"] == path and record["uplink"]["addr"] == "10.3.0.2"
     if vmm == "qemu":
@@ -397,8 +425,14 @@ def test_firecracker_boots_with_the_tap(tmp_path, netns, runu):
     fc = json.loads(Path(runu.root, "fc", "firecracker.json").read_text())
     eth_mac = json.loads(ip("-j", "-n", pod, "link", "show", "eth0"))[0]["address"]
     assert fc["network-interfaces"] == [{"iface_id": "eth0", "host_dev_name": "runu0", "guest_mac": eth_mac}]
+    # argv[0] first, the network's parameters before a `--` that Firecracker keeps (with nothing after it, the
+    # empty word ''), so its virtio_mmio.device lands before it
     assert fc["boot-source"]["boot_args"] == (
-        "idle netdev.ipv4_addr=10.30.0.2 netdev.ipv4_gw_addr=10.30.0.1 netdev.ipv4_subnet_mask=255.255.255.0 --")
+        "/unikraft/bin/kernel idle netdev.ip=10.30.0.2/24:10.30.0.1:::runu netdev.ipv4_addr=10.30.0.2 "
+        "netdev.ipv4_gw_addr=10.30.0.1 netdev.ipv4_subnet_mask=255.255.255.0 -- ''")
+    out = wait_console(log, "idling", timeout=20)
+    assert "uk: netdev.ip=10.30.0.2/24:10.30.0.1:::runu\n" in out and "uk: virtio_mmio.device=" in out, out
+    assert "arg: " not in out, out
     assert "runu0" in links(pod) and addrs(pod, "eth0") == []
     assert runu("state", "fc").returncode == 0 and '"running"' in runu("state", "fc").stdout
     assert runu("delete", "--force", "fc").returncode == 0

@@ -394,7 +394,8 @@ def setup(instr: dict[str, Any], args: list[str]) -> list[str]:
             raise GuestNetError(f"guest network: cannot read routes and addresses: {e}") from None
         if up is None:
             return args
-        guest = instr.get("guest") or {}
+        guest = dict(instr.get("guest") or {})
+        guest.setdefault("line", {"linux": bool(instr.get("linux"))})
         dns, domain = read_resolv_conf(guest.get("resolv_conf") or "")
         params = boot_params(up, dns, guest.get("hostname") or "", domain)
         line = guest_cmdline(guest, params, vmm)
