@@ -356,6 +356,14 @@ def test_two_guests_in_two_pods_ping_both_ways(guest, tmp_path, netns, runu):
     for n, (_peer, pod) in enumerate(pods):
         subnet = "10.2%d.0" % n
         b = linux_bundle(tmp_path, guest, f"/run/netns/{pod}", [f"ping={subnet}.1", "idle"], name=f"b{n}")
+        # the resolv.conf that CRI and podman bind-mount, and the spec's hostname, reach the guest (netdev.ip)
+        resolv = tmp_path / f"resolv{n}.conf"
+        resolv.write_text(f"nameserver {subnet}.53\nnameserver 8.8.4.4\nsearch pod{n}.example other.example\n")
+        cfg = json.loads(Path(b, "config.json").read_text())
+        cfg["hostname"] = f"guest-{n}"
+        cfg["mounts"] = list(cfg.get("mounts") or []) + [
+            {"destination": "/etc/resolv.conf", "type": "bind", "source": str(resolv), "options": ["rbind", "ro"]}]
+        Path(b, "config.json").write_text(json.dumps(cfg))
         log = tmp_path / f"console{n}.log"
         runu.create(b, f"net{n}", log)
         logs.append(log)
@@ -365,7 +373,10 @@ def test_two_guests_in_two_pods_ping_both_ways(guest, tmp_path, netns, runu):
     for n, (peer, pod) in enumerate(pods):
         subnet = "10.2%d.0" % n
         out = wait_console(logs[n], M + "idle")
+        assert f"{M}network: from netdev.ip" in out, out
         assert f"{M}network: eth0 {subnet}.2/24" in out, out
+        assert f"{M}network: dns {subnet}.53 8.8.4.4 search pod{n}.example" in out, out
+        assert f"{M}network: hostname guest-{n}" in out, out
         assert f"{M}ping {subnet}.1: ok" in out, out
         r = subprocess.run(["ip", "netns", "exec", peer, BUSYBOX, "ping", "-c", "2", "-W", "5", f"{subnet}.2"],
                            capture_output=True, text=True, timeout=30)
