@@ -416,6 +416,36 @@ def test_macvtap_refused_fails_start_with_a_message(guest, tmp_path, netns, runu
 
 
 @needs_root
+@pytest.mark.parametrize("fmt", ["pvh", "multiboot"])
+@pytest.mark.parametrize("app", [[], ["one", "two words"]])
+def test_tiny_kernel_reads_the_network_parameters_on_qemu(tmp_path, netns, runu, fmt, app):
+    """QEMU microvm (PVH) and pc (multiboot) with a NIC: the tiny kernel, which reads its command line as
+    Unikraft 0.16 does, gets argv[0], netdev.ip (and on microvm the NIC's virtio_mmio.device, QEMU's own)
+    as parameters and exactly the application's arguments."""
+    peer, pod = veth_pod(netns, "10.31.0")
+    kernel = build_tiny(str(tmp_path / "k"), fmt)
+    b = linux_bundle(tmp_path, (kernel, kernel), f"/run/netns/{pod}", [])
+    cfg = json.loads(Path(b, "config.json").read_text())
+    os.unlink(Path(b, "rootfs/unikraft/bin/initrd"))
+    cfg["process"]["args"] = ["/unikraft/bin/kernel", "idle", "--", *app]
+    cfg["process"]["env"] = ["A=1"]
+    cfg["linux"]["resources"] = {}
+    Path(b, "config.json").write_text(json.dumps(cfg))
+    log = tmp_path / "console.log"
+    runu.create(b, "tiny", log)
+    assert runu("start", "tiny").returncode == 0
+    out = wait_console(log, "idling", timeout=30)
+    uk = [ln for ln in out.splitlines() if ln.startswith(("uk: ", "arg: "))]
+    argv0 = "/unikraft/bin/kernel" if fmt == "pvh" else os.path.join(b, "rootfs/unikraft/bin/kernel")
+    expected = ["uk: argv0=" + argv0, "uk: netdev.ip=10.31.0.2/24:10.31.0.1:::runu"]
+    if fmt == "pvh":
+        expected.append("uk: " + net.MICROVM_NIC_PARAM)
+    assert uk == expected + ["uk: env A=1"] + ["arg: " + a for a in app], out
+    assert runu("delete", "--force", "tiny").returncode == 0
+    assert addrs(pod, "eth0") == ["10.31.0.2/24"]
+
+
+@needs_root
 @pytest.mark.skipif(FIRECRACKER is None or not qemu.kvm_usable(), reason="needs firecracker and a usable /dev/kvm")
 def test_firecracker_boots_with_the_tap(tmp_path, netns, runu):
     """The tiny kernel has no network driver: the tap, the tc redirects and the JSON are set up and the VM
