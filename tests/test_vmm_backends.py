@@ -108,8 +108,10 @@ def expected_vcpus(n: int) -> int:
 def test_run_boots_the_tiny_kernel(tmp_path, root, kernel, backend):
     b = make_bundle(tmp_path, kernel, args=["exit=3", "--", "hello", "world"], annotations={VMM: backend})
     r = runu(root, "run", "--bundle", b, f"run-{backend}")
-    lines = r.stdout.splitlines()
-    assert lines[:2] == [GREETING, "cmdline: exit=3 -- hello world"], r.stdout + r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if not ln.startswith("uk: ")]
+    # PVH and Firecracker pass the line as is: argv[0] is runu's to write
+    assert lines[:2] == [GREETING, "cmdline: /unikraft/bin/kernel exit=3 -- hello world"], r.stdout + r.stderr
+    assert "uk: argv0=/unikraft/bin/kernel" in r.stdout
     assert lines[2:4] == ["arg: hello", "arg: world"]
     assert r.returncode == EXIT3[backend], r
     assert r.stderr == ""  # nothing from the VMM itself (Firecracker logs errors only)
@@ -149,7 +151,7 @@ def test_create_start_sizes_the_vm(tmp_path, root, kernel, backend, cpu):
         assert config_file.stat().st_mode & 0o777 == 0o600
         config = json.loads(config_file.read_text())
         assert config == {
-            "boot-source": {"kernel_image_path": f"{b}/rootfs/unikraft/bin/kernel", "boot_args": "idle"},
+            "boot-source": {"kernel_image_path": f"{b}/rootfs/unikraft/bin/kernel", "boot_args": "/unikraft/bin/kernel idle"},
             "machine-config": {"vcpu_count": vcpus, "mem_size_mib": memory},
             "drives": [],
         }
@@ -164,7 +166,7 @@ def test_create_start_sizes_the_vm(tmp_path, root, kernel, backend, cpu):
                             str(state_dir / "firecracker.json"), "--level", "Error", "--id", cid]
     else:
         assert option(argv, "-m") == f"{memory}M" and option(argv, "-smp") == str(vcpus)
-        assert option(argv, "-monitor") == "none" and option(argv, "-append") == "idle"
+        assert option(argv, "-monitor") == "none" and option(argv, "-append") == "/unikraft/bin/kernel idle"
     assert json.loads(runu(root, "state", cid).stdout)["status"] == "running"
     # Whatever the backend, the VMM can never gain privileges through exec.
     status = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
@@ -334,9 +336,10 @@ def ctr_ids(containerd):
 def test_ctr_run_boots_the_tiny_kernel(containerd, ctr_ids, backend):
     cid = ctr_ids(f"vmm-{backend}")
     res = clients.ctr_run(containerd, containerd.image, cid, RUNU, annotations={VMM: backend}, timeout=30)
-    lines = [ln for ln in res.stdout.replace("\r", "").split("\n") if ln]
+    lines = [ln for ln in res.stdout.replace("\r", "").split("\n") if ln and not ln.startswith("uk: ")]
     assert lines and lines[0] == GREETING, res
     assert lines[1].endswith(" exit=3 -- from-cmd") and "env.vars=PATH=" in lines[1], lines
+    assert lines[1].startswith("cmdline: /unikraft/bin/kernel "), lines
     assert lines[2] == "arg: from-cmd"
     assert res.returncode == EXIT3[backend], res
 
