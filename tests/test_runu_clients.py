@@ -1,7 +1,8 @@
 """runu driven by real clients, no mocks: containerd + ctr (runc shim v2) and podman + conmon.
 
 The guest is the tiny test kernel (tests/guest): it prints ``Hello from the runu test kernel``,
-its command line and an ``arg: WORD`` line per word after ``--``, then exits through QEMU's
+its command line, how it parsed it (``uk: ...`` lines, read the way Unikraft 0.16 does) and an
+``arg: WORD`` line per application argument, then exits through QEMU's
 isa-debug-exit (``exit=N``: QEMU's, and so the container's, exit status is ``(N << 1) | 1``) or
 idles (``idle``).  The images are built offline (umoci) with Entrypoint ``/unikraft/bin/kernel``,
 so the image's Cmd / the client's extra args become the guest command line.  Both clients always
@@ -217,7 +218,8 @@ def assert_no_runtime_fds(pid: int, runu_root_dir: Path, cid: str) -> None:
 
 
 def guest_lines(text: str) -> list[str]:
-    return [ln for ln in text.replace("\r", "").split("\n") if ln]
+    """The guest's lines, without the `uk: ` lines that say how it parsed its command line."""
+    return [ln for ln in text.replace("\r", "").split("\n") if ln and not ln.startswith("uk: ")]
 
 
 def wait_for(probe, what: str, timeout: float = 10.0):
