@@ -1413,3 +1413,67 @@ def test_idle_guest_on_a_pty_is_killed(tmp_path, tiny_kernels):
         proc.wait(timeout=30)
         os.close(master)
     assert proc.returncode == -9
+
+
+# -- exit_status: the VMM's raw wait status -> the container's exit code ---------------------------------------
+
+def exited(code):
+    return code << 8
+
+
+def killed(sig):
+    return sig
+
+
+class TestExitStatus:
+    @pytest.mark.parametrize("status,reason,code,says", [
+        (exited(83), None, 0, None),                     # Unikraft's clean halt (41 to 0x501)
+        (exited(85), None, 1, "the guest crashed"),      # Unikraft's crash (42 to 0x501)
+        (exited(85), "guest-shutdown", 1, "the guest crashed"),
+        (exited(0), None, 0, None),                      # ACPI power-off, or QEMU quit
+        (exited(0), "guest-shutdown", 0, None),
+        (exited(0), "host-qmp-quit", 0, None),
+        (exited(0), "guest-reset", 1, "triple fault"),   # -no-reboot: a reset ends QEMU with 0
+        (exited(0), "guest-panic", 1, "panicked"),
+        (exited(0), "internal-error", 1, "KVM internal error"),
+        (exited(1), None, 1, "QEMU exited with status 1"),
+        (exited(1), "guest-panic", 1, "panicked"),       # -action panic=exit-failure
+        (exited(7), None, 7, None),                      # runu's test kernels: (3 << 1) | 1, unchanged
+        (exited(11), "guest-shutdown", 11, None),
+        (killed(9), None, 137, None),
+        (killed(15), "guest-reset", 143, None),
+    ])
+    def test_qemu(self, status, reason, code, says):
+        got, message = qemu.exit_status(status, reason)
+        assert got == code
+        if says is None:
+            assert message is None
+        else:
+            assert says in message
+
+    @pytest.mark.parametrize("status,code,says", [
+        (exited(0), 0, None),        # an i8042 reset: Unikraft's halt and crash alike, a triple fault too
+        (exited(1), 1, "failed"),
+        (exited(148), 148, "seccomp"),
+        (exited(152), 152, "configuration"),
+        (exited(42), 42, "status 42"),
+        (killed(9), 137, None),
+    ])
+    def test_firecracker(self, status, code, says):
+        got, message = firecracker.exit_status(status)
+        assert got == code
+        assert (message is None) if says is None else (says in message)
+
+    def test_real_wait_statuses(self):
+        """The mapping reads what os.waitpid really returns."""
+        import subprocess as sp
+
+        p = sp.Popen(["sh", "-c", "exit 83"])
+        _, status = os.waitpid(p.pid, 0)
+        p.returncode = 0
+        assert qemu.exit_status(status) == (0, None)
+        p = sp.Popen(["sleep", "30"])
+        p.kill()
+        _, status = os.waitpid(p.pid, 0)
+        p.returncode = 0
+        assert qemu.exit_status(status) == (137, None) and firecracker.exit_status(status) == (137, None)
