@@ -151,7 +151,8 @@ def test_create_start_sizes_the_vm(tmp_path, root, kernel, backend, cpu):
         assert config_file.stat().st_mode & 0o777 == 0o600
         config = json.loads(config_file.read_text())
         assert config == {
-            "boot-source": {"kernel_image_path": f"{b}/rootfs/unikraft/bin/kernel", "boot_args": "/unikraft/bin/kernel idle"},
+            "boot-source": {"kernel_image_path": f"{b}/rootfs/unikraft/bin/kernel",
+                            "boot_args": "/unikraft/bin/kernel idle"},
             "machine-config": {"vcpu_count": vcpus, "mem_size_mib": memory},
             "drives": [],
         }
