@@ -38,6 +38,7 @@ import pytest
 from conftest import RUNU, needs_root
 
 HERE = Path(__file__).resolve().parent
+POD_DNS, POD_SEARCH = "10.96.0.10", "default.svc.cluster.local"
 sys.path.insert(0, str(HERE))
 import clients  # noqa: E402
 from guest import linux  # noqa: E402
@@ -200,6 +201,9 @@ class Node:
         return pb.PodSandboxConfig(
             metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace="default", attempt=0),
             hostname=name,
+            # CRI writes the pod's resolv.conf from this and bind-mounts it into the containers: runu hands
+            # the name server and search domain to the guest in netdev.ip
+            dns_config=pb.DNSConfig(servers=[POD_DNS], searches=[POD_SEARCH]),
             log_directory=str(self.log_dir / f"default_{name}_{uid}"),
             annotations=annotations,
             linux=pb.LinuxPodSandboxConfig(
@@ -351,6 +355,8 @@ def test_unikernel_pod_through_cri_answers_ping(images, node: Node):
             pytest.fail(f"the guest did not come up (state {pb.ContainerState.Name(st.state)}, "
                         f"exit {st.exit_code}):\n{console[-4000:]}\n--- containerd ---\n{cd.log_tail()}")
         time.sleep(0.2)
+    assert f"{M}network: from netdev.ip" in console, console  # Unikraft 0.16's form
+    assert f"{M}network: dns {POD_DNS} - search {POD_SEARCH}" in console, console  # CRI's resolv.conf mount
     assert f"{M}network: eth0 {pod_ip}/24" in console, console
     assert f"{M}network: default via {node.gateway}" in console, console
     assert f"{M}ping {node.gateway}: ok" in console, console  # guest -> pod gateway (the bridge)
