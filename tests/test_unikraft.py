@@ -774,6 +774,35 @@ class TestPlanUnikernel:
         assert opt(p.args, "-kernel") == [str(root / "unikraft/bin/kernel")]
         assert p.kernel.boot_protocol == "pvh"
 
+    def test_guest_record_initrd_and_env_warning(self, tmp_path, monkeypatch):
+        """What the guest network needs at start (the line's parts, machine, hostname, resolv.conf mount), the
+        initrd's vfs.fstab, and the warning for env vars past the eighth."""
+        _, environ = self.setup(tmp_path)
+        root = make_rootfs(tmp_path, make_elf(64, 62, pvh=True), initrd=b"x", name="rootfs2")
+        warnings = []
+        monkeypatch.setattr(mocktainer_error, "warning_sink", warnings.append)
+        env = ["V%d=%d" % (i, i) for i in range(9)]
+        spec = {"process": {"args": ["unikraft/bin/kernel", "--", "app"], "env": env}, "hostname": "web-1",
+                "mounts": [{"destination": "/etc/resolv.conf", "source": "/old/resolv.conf"},
+                           {"destination": "etc//resolv.conf/", "source": "/pod/resolv.conf", "type": "bind"},
+                           {"destination": "/etc/hosts", "source": "/pod/hosts"}]}
+        p = bundle.plan(spec, str(root), environ)
+        assert p.guest == {"line": {"program": "unikraft/bin/kernel", "params": ["env.vars=" + e for e in env]
+                                    + ["vfs.fstab=[", "initrd0:/:extract::ramfs=1:", "]"], "args": ["app"],
+                                    "linux": False},
+                           "machine": "microvm", "hostname": "web-1", "resolv_conf": "/pod/resolv.conf"}
+        assert p.cmdline.startswith("unikraft/bin/kernel env.vars=V0=0 ")
+        assert p.cmdline.endswith(" vfs.fstab=[ initrd0:/:extract::ramfs=1: ] -- app")
+        assert len(warnings) == 1 and "at risk: V8" in warnings[0] and "only the first 8" in warnings[0]
+        del spec["process"]["env"][8:]
+        bundle.plan(spec, str(root), environ)
+        assert len(warnings) == 1  # 8 are fine
+
+    def test_multiboot_gets_no_program_name(self, tmp_path):
+        root, environ = self.setup(tmp_path, make_elf(32, 3, multiboot_at=64))
+        p = bundle.plan({"process": {"args": ["/unikraft/bin/kernel", "a"]}}, str(root), environ)
+        assert p.machine == "pc" and p.cmdline == "a" and p.guest["line"]["program"] is None
+
     def test_annotations(self, tmp_path):
         root, environ = self.setup(tmp_path)
         spec = {"annotations": {"org.unikraft.runu.accel": "tcg", "org.unikraft.runu.machine": "pc"},
