@@ -14,7 +14,8 @@
    Firecracker), with a clean environment (PATH only). The backend may also
    ask for files in the container's state directory (`Plan.files`).
 
-   Guest command line, following Unikraft's `<library params> -- <app args>`:
+   Guest command line, for Unikraft 0.16 and later (`[argv0] <library params> -- <app args>`;
+   the rules, the rendering and the quoting are `unikraft.cmdline`'s):
 
    - The image entrypoint is dropped: kraftkit's images set the OCI
      `Entrypoint` to `/unikraft/bin/kernel` and `Cmd` to the application's
@@ -28,16 +29,16 @@
      application's; without `--` all are the application's.
    - Each `process.env` entry `K=V` becomes a library parameter
      `env.vars=K=V` (posix-environ's `env.vars` array, one token per variable,
-     so values may contain spaces, `[` or `]`), placed before the user's.
-   - The line is `<params> -- <app args>`; without parameters it is just the
-     application arguments (a leading `--` is kept only when an application
-     argument is itself `--`, so that Unikraft does not take the words before
-     it for parameters).
-   - Quoting follows Unikraft's argument splitter (uk_argnparse): words are
-     split on blanks, `'...'` and `"..."` group (no backslash escapes), quotes
-     are removed and adjacent pieces join. A word with a blank or a quote is
-     wrapped in single quotes, a `'` inside written as `'"'"'`. An empty word
-     or a NUL byte cannot be expressed and is refused.
+     so values may contain spaces, `[` or `]`), placed before the user's. More
+     than ENV_MAX (8, Unikraft's default) is a warning naming the ones at risk.
+   - An image with an initrd gets INITRD_FSTAB (kraftkit's root file system)
+     unless the user gave a `vfs.fstab=` parameter.
+   - argv[0] comes first where the VMM writes none (`backend.prepends_program`:
+     QEMU's multiboot loader writes the kernel's path; PVH and Firecracker do
+     not): the entrypoint as `args[0]` names it, else `/unikraft/bin/kernel`.
+   - `Plan.guest` keeps the parts, the machine, the spec's hostname and the
+     source of the /etc/resolv.conf mount, for the guest network to write the
+     line again at start with its parameters (`unikraft.net`).
 
    A Linux kernel (`Kernel.linux`: a bzImage or an ELF vmlinux) gets the
    same words with Linux's rules instead (`linux_cmdline`): `process.env`
