@@ -118,6 +118,26 @@ def test_run_boots_the_tiny_kernel(tmp_path, root, kernel, backend):
     assert os.listdir(root) == []
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["halt", "crash"])
+def test_unikraft_halt_and_crash(tmp_path, root, kernel, backend, mode):
+    """The tiny kernel halting or crashing the way Unikraft does (41 or 42 to isa-debug-exit at 0x501, then
+    an i8042 reset): QEMU ends with 83 or 85, which exit_status turns into 0, or 1 and "the guest crashed";
+    Firecracker, which has no such device, ends with 0 either way (the documented limit)."""
+    from mocktainer.unikraft import firecracker, qemu
+
+    b = make_bundle(tmp_path, kernel, args=[mode, "--"], annotations={VMM: backend})
+    r = runu(root, "run", "--bundle", b, f"{mode}-{backend}")
+    assert "bye " + mode in r.stdout, r
+    if backend == "qemu":
+        assert r.returncode == {"halt": 83, "crash": 85}[mode], r
+        code, message = qemu.exit_status(r.returncode << 8)
+        assert (code, message is None) == ((0, True) if mode == "halt" else (1, False))
+    else:
+        assert r.returncode == 0, r
+        assert firecracker.exit_status(r.returncode << 8) == (0, None)
+
+
 @needs_firecracker
 def test_env_and_config_file_choose_the_backend(tmp_path, root, kernel):
     b = make_bundle(tmp_path, kernel, args=["exit=3"])

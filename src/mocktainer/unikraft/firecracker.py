@@ -103,8 +103,9 @@ _EXIT_CODES = {
 }
 
 
-def exit_status(status):
-    """(container exit code, message or None) for Firecracker's raw wait `status` (as os.waitpid gives it).
+def exit_status(status, reason=None):
+    """(container exit code, message or None) for Firecracker's raw wait `status` (as os.waitpid gives it);
+    `reason` is there for the backend interface (QEMU's takes a QMP reason) and is not used.
 
     Firecracker exits 0 when the guest resets through the i8042, which is how a Unikraft guest built for
     Firecracker halts, cleanly or after a crash alike, and how a triple fault ends too: status 0 cannot

@@ -16,9 +16,11 @@ container's state directory. The module provides:
     prepends_program(kernel)
                     whether the VMM itself puts a program name (argv[0]) in front of
                     the guest command line of `kernel` (see cmdline)
-    exit_status(status, ...)
+    exit_status(status, reason=None)
                     (container exit code, message or None) for the VMM's raw wait
-                    status (see the backends for the mapping)
+                    status and, when known, the last reason the VMM gave for
+                    stopping (QEMU: a QMP SHUTDOWN reason or run state); see the
+                    backends and docs/bundles.md#exit-status for the mapping
     find(settings, arch)
                     absolute path of the VMM binary for guests of `arch`, or
                     None when this machine has none (`runu features`)
