@@ -193,12 +193,12 @@ def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
                 vmm=name, files=launch.files, control=launch.control, guest=guest)
 
 
-def program_name(args):
+def program_name(args: list[str]) -> str:
     """argv[0] for a guest whose VMM writes none: the image entrypoint as `process.args` names it."""
     return args[0] if args and is_entrypoint(args[0]) else ENTRYPOINT
 
 
-def resolv_conf_source(mounts):
+def resolv_conf_source(mounts: object) -> str:
     """The host file bind-mounted on /etc/resolv.conf (CRI and podman mount one), or "" (read at start,
     when the guest network is configured: see unikraft.net)."""
     found = ""
@@ -248,7 +248,8 @@ def split_args(args):
     return [], words
 
 
-def guest_line(args, env=(), program=None, initrd=False):
+def guest_line(args: list[str], env: "list[str] | tuple[str, ...]" = (), program: "str | None" = None,
+               initrd: bool = False) -> _cmdline.Line:
     """The parts (a cmdline.Line) of the Unikraft command line for `process.args` and `process.env`
     (see module doc); `program` is argv[0] to write (None where the VMM writes one), `initrd` whether the
     image has an initrd (then `vfs.fstab` mounts it as the root file system unless the user gave one)."""
@@ -264,12 +265,13 @@ def guest_line(args, env=(), program=None, initrd=False):
     return _cmdline.Line(program, params, app)
 
 
-def guest_cmdline(args, env=(), program=None, initrd=False):
+def guest_cmdline(args: list[str], env: "list[str] | tuple[str, ...]" = (), program: "str | None" = None,
+                  initrd: bool = False) -> str:
     """The Unikraft command line for `process.args` and `process.env` (see module doc)."""
     return _cmdline.render(guest_line(args, env, program, initrd))
 
 
-def env_at_risk(params):
+def env_at_risk(params: list[str]) -> list[str]:
     """The names of the environment variables past the first ENV_MAX `env.vars` entries of `params`:
     a Unikraft guest built with the default configuration drops them silently."""
     names, in_list = [], False
@@ -290,7 +292,8 @@ def env_at_risk(params):
     return names[ENV_MAX:]
 
 
-def linux_line(args, env=(), defaults=()):
+def linux_line(args: list[str], env: "list[str] | tuple[str, ...]" = (),
+               defaults: "tuple[str, ...] | list[str]" = ()) -> _cmdline.Line:
     """The parts (a cmdline.Line) of a Linux kernel command line (see module doc).
 
     `defaults` are "name=value" parameters added first unless a kernel parameter

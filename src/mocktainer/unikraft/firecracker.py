@@ -41,6 +41,10 @@ from mocktainer.error import ConfigError
 from mocktainer.unikraft import qemu as _qemu
 from mocktainer.unikraft.vmm import Launch
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from mocktainer.unikraft.kernel import Kernel
+
 NAME = "firecracker"
 # Memory Firecracker needs beside the guest's RAM: ~2 MiB resident measured for a
 # tiny guest; the rest is margin for its threads, device queues and page tables.
@@ -88,7 +92,7 @@ def linux_params(kernel):
     return ("console=ttyS0", "reboot=k", "panic=1", "pci=off")
 
 
-def prepends_program(kernel):
+def prepends_program(kernel: "Kernel") -> bool:
     """Firecracker passes boot_args to the guest as they are: no program name in front."""
     return False
 
@@ -103,7 +107,7 @@ _EXIT_CODES = {
 }
 
 
-def exit_status(status, reason=None):
+def exit_status(status: int, reason: "str | None" = None) -> "tuple[int, str | None]":
     """(container exit code, message or None) for Firecracker's raw wait `status` (as os.waitpid gives it);
     `reason` is there for the backend interface (QEMU's takes a QMP reason) and is not used.
 

@@ -51,6 +51,10 @@ import struct
 from mocktainer.error import ConfigError
 from mocktainer.unikraft.vmm import Launch
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from mocktainer.unikraft.kernel import Kernel
+
 NAME = "qemu"
 # Memory QEMU needs beside the guest's RAM (see bundle.memory_mib): measured here
 # 40-53 MiB resident for a tiny guest (half of it shared libraries), up to ~60 MiB
@@ -564,7 +568,7 @@ def linux_params(kernel):
     return ("console=" + console, "panic=-1")
 
 
-def prepends_program(kernel):
+def prepends_program(kernel: "Kernel") -> bool:
     """Whether QEMU puts a program name (the kernel's path) in front of the guest command line: its
     multiboot loader does, its PVH and Linux loaders do not."""
     return kernel.boot_protocol == "multiboot"
@@ -580,7 +584,7 @@ _FAILED = {
 }
 
 
-def exit_status(status, reason=None):
+def exit_status(status: int, reason: "str | None" = None) -> "tuple[int, str | None]":
     """(container exit code, message or None) for QEMU's raw wait `status` (as os.waitpid gives it) and
     `reason`, the last QMP SHUTDOWN reason or stopped run state when known.
 
@@ -593,8 +597,6 @@ def exit_status(status, reason=None):
     - any other exit code: unchanged (runu's own test kernels write N to 0xf4 and QEMU exits (N << 1) | 1).
     - killed by signal N: 128 + N, as a shell reports it.
     """
-    import os
-
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status), None
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
