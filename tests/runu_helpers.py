@@ -21,6 +21,7 @@ import pytest
 from conftest import children_of
 
 RUNU = shutil.which("runu") or "/usr/local/bin/runu"
+RUNU_LIBRARY = shutil.which("runu-library")  # conftest: runu without the delegate
 CRUN = shutil.which("crun")
 BUSYBOX = "/bin/busybox"
 SCHEMA_DIR = "/usr/share/gocode/src/github.com/opencontainers/runtime-spec/schema"
@@ -74,7 +75,7 @@ class Runtime:
 
     def __init__(self, name: str, tmp: str) -> None:
         self.name = name
-        self.binary = RUNU if name == "runu" else CRUN
+        self.binary = {"runu": RUNU, "runu-library": RUNU_LIBRARY}.get(name) or CRUN
         self.tmp = tmp
         # root's parent holds nothing else of the test's: a runtime that lets an id like `..` through can only
         # do damage here
@@ -84,7 +85,7 @@ class Runtime:
 
     @property
     def is_runu(self) -> bool:
-        return self.name == "runu"
+        return self.name.startswith("runu")
 
     def global_flags(self, log: str | None = None) -> list[str]:
         return ["--root", self.root, "--log", log or self.log, "--log-format", "json"]
