@@ -136,7 +136,10 @@ def root(tmp_path):
     r = str(tmp_path / "root")
     yield r
     if os.path.isdir(r):
-        for cid in os.listdir(r):
+        delegated = os.path.join(r, "@delegate")  # runu.delegate.DELEGATE_DIR: the delegate runtime's containers
+        ids = [c for c in os.listdir(r) if c != "@delegate"]
+        ids += os.listdir(delegated) if os.path.isdir(delegated) else []
+        for cid in ids:
             subprocess.run([RUNU, "--root", r, "delete", "--force", cid], capture_output=True, timeout=30,
                            env=base_env())
 

@@ -173,8 +173,9 @@ def is_unikernel(bundle: str) -> bool | None:
     return os.path.lexists(os.path.join(bundle, path, KERNEL))
 
 
-def choose(environ: dict[str, str] | None = None) -> tuple[str | None, str]:
-    """(path of the delegate or None when there is none, where the choice came from)."""
+def choose(environ: dict[str, str] | None = None, dirs: tuple[str, ...] = SYSTEM_DIRS) -> tuple[str | None, str]:
+    """(path of the delegate or None when there is none, where the choice came from); `dirs`: where the
+    default and bare names are looked for."""
     environ = os.environ if environ is None else environ  # type: ignore[assignment]
     value = environ.get(ENV)
     source = f"environment variable {ENV}"
@@ -184,26 +185,25 @@ def choose(environ: dict[str, str] | None = None) -> tuple[str | None, str]:
         value, source = settings.load(dict(environ)).get("delegate", use_env=False)
     if not value:
         for name in CANDIDATES:
-            for d in SYSTEM_DIRS:
+            for d in dirs:
                 path = os.path.join(d, name)
                 if os.path.isfile(path) and os.access(path, os.X_OK):
-                    return path, f"default: the first of {', '.join(CANDIDATES)} in {':'.join(SYSTEM_DIRS)}"
-        return None, f"default: none of {', '.join(CANDIDATES)} is in {':'.join(SYSTEM_DIRS)}"
+                    return path, f"default: the first of {', '.join(CANDIDATES)} in {':'.join(dirs)}"
+        return None, f"default: none of {', '.join(CANDIDATES)} is in {':'.join(dirs)}"
     if "/" in value:
         return value, source
-    dirs = [d for d in environ.get("PATH", "").split(":") if d and os.path.isabs(d)] + list(SYSTEM_DIRS)
-    for d in dirs:
+    for d in [d for d in environ.get("PATH", "").split(":") if d and os.path.isabs(d)] + list(dirs):
         path = os.path.join(d, value)
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return path, source
     return value, source
 
 
-def binary(environ: dict[str, str] | None = None) -> str:
+def binary(environ: dict[str, str] | None = None, dirs: tuple[str, ...] = SYSTEM_DIRS) -> str:
     """The delegate's path; an error that says what to install or set when there is no usable one."""
     from mocktainer.error import ConfigError
 
-    path, source = choose(environ)
+    path, source = choose(environ, dirs)
     if path is None:
         raise ConfigError(f"no OCI runtime to run a container that is not a unikernel ({source}): {INSTALL_HINT}")
     if not os.path.isabs(path):
