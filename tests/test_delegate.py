@@ -163,7 +163,8 @@ def unikernel(tmp_path, kernel, name="uk", namespaces=None):
 @needs_root
 @needs_crun
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["crun", pytest.param("runc", marks=pytest.mark.skipif(RUNC is None, reason="no runc"))])
+@pytest.mark.parametrize("name", ["crun", pytest.param("runc", marks=pytest.mark.skipif(RUNC is None,
+                                                                                          reason="no runc"))])
 def test_plain_bundle_lifecycle_through_the_delegate(tmp_path, root, name):
     env = env_with(RUNU_DELEGATE=name)
     b = write_bundle(str(tmp_path / "b"), spec(["/bin/busybox", "sleep", "30"], annotations={}, namespaces=PID_NS))
@@ -233,8 +234,8 @@ def test_racing_creates_of_one_id_of_both_kinds_leave_one(tmp_path, root, tiny):
     uk = unikernel(tmp_path, tiny)
     for i in range(4):
         cid = f"race{i}"
-        results = {}
-        threads = [threading.Thread(target=lambda k=k, b=b: results.__setitem__(k, create(root, b, cid)))
+        results: dict[str, subprocess.CompletedProcess] = {}
+        threads = [threading.Thread(target=lambda k=k, b=b, c=cid, out=results: out.__setitem__(k, create(root, b, c)))
                    for k, b in (("plain", plain), ("uk", uk))]
         for t in threads:
             t.start()
@@ -306,6 +307,7 @@ def test_ignored_namespace_path_must_be_of_its_type(tmp_path, root, tiny):
     r = create(root, b, "u1")
     assert r.returncode == 1 and "pid namespace path /proc/self/ns/net is a network namespace" in r.stderr, r.stderr
     assert left(root) == []
-    b = unikernel(tmp_path, tiny, name="ok", namespaces=[{"type": "network"}, {"type": "pid", "path": "/proc/self/ns/pid"}])
+    b = unikernel(tmp_path, tiny, name="ok",
+                  namespaces=[{"type": "network"}, {"type": "pid", "path": "/proc/self/ns/pid"}])
     assert create(root, b, "u2").returncode == 0  # the right type: still ignored
     assert runu(root, "delete", "--force", "u2").returncode == 0

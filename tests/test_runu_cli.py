@@ -511,7 +511,8 @@ def test_failing_start_container_hook_stops_the_container(rt, mk, shared):
     assert rt.status("c1") == "stopped"
 
 
-@pytest.mark.parametrize("rt", ["runu-library", *crun("crun 1.8.1: `start` exits 0 and runs poststart too")], indirect=True)
+@pytest.mark.parametrize("rt", ["runu-library", *crun("crun 1.8.1: `start` exits 0 and runs poststart too")],
+                         indirect=True)
 def test_failing_start_container_hook_fails_start(rt, mk, shared):
     """Lifecycle step 7: 'If any startContainer hook fails, the runtime MUST generate an error, stop the container,
     and continue the lifecycle at step 12' (so no poststart, which is step 9)."""
@@ -870,8 +871,9 @@ def test_bad_bundle(rt, tmp_path, case):
     assert not os.path.exists(tmp_path / "init.pid")
 
 
-@pytest.mark.parametrize("rt", ["runu-library", *crun("a symlinked rootfs is runu's (and runc's libcontainer validator's) "
-                                             "refusal; the spec is silent and crun follows the link")], indirect=True)
+@pytest.mark.parametrize("rt", ["runu-library", *crun("a symlinked rootfs is runu's (and runc's libcontainer "
+                                                      "validator's) refusal; the spec is silent and crun follows "
+                                                      "the link")], indirect=True)
 def test_rootfs_symlink_is_refused(rt, mk, tmp_path):
     b = mk()
     os.rename(os.path.join(b, "rootfs"), tmp_path / "real-rootfs")
