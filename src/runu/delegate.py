@@ -34,6 +34,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 DELEGATE_DIR = "@delegate"
@@ -176,13 +177,13 @@ def is_unikernel(bundle: str) -> bool | None:
 def choose(environ: dict[str, str] | None = None, dirs: tuple[str, ...] = SYSTEM_DIRS) -> tuple[str | None, str]:
     """(path of the delegate or None when there is none, where the choice came from); `dirs`: where the
     default and bare names are looked for."""
-    environ = os.environ if environ is None else environ  # type: ignore[assignment]
-    value = environ.get(ENV)
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    value = env.get(ENV)
     source = f"environment variable {ENV}"
     if not value:
         from mocktainer.unikraft import settings
 
-        value, source = settings.load(dict(environ)).get("delegate", use_env=False)
+        value, source = settings.load(dict(env)).get("delegate", use_env=False)
     if not value:
         for name in CANDIDATES:
             for d in dirs:
@@ -192,7 +193,7 @@ def choose(environ: dict[str, str] | None = None, dirs: tuple[str, ...] = SYSTEM
         return None, f"default: none of {', '.join(CANDIDATES)} is in {':'.join(dirs)}"
     if "/" in value:
         return value, source
-    for d in [d for d in environ.get("PATH", "").split(":") if d and os.path.isabs(d)] + list(dirs):
+    for d in [d for d in env.get("PATH", "").split(":") if d and os.path.isabs(d)] + list(dirs):
         path = os.path.join(d, value)
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return path, source
