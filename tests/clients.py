@@ -1158,7 +1158,16 @@ class CtrIds:
         eventually("VMM processes left",
                    lambda: processes_mentioning(str(cd.base) + "/", names=["qemu-system", "firecracker"]))
         root = cd.runtime_state_dir
-        eventually(f"runtime state left in {root}", lambda: root.is_dir() and os.listdir(root))
+        eventually(f"runtime state left in {root}", lambda: runtime_state_left(root))
+
+
+def runtime_state_left(root: Path) -> list[str]:
+    """Container directories in a runu root: runu's own and its delegate OCI runtime's (in ``@delegate``)."""
+    if not root.is_dir():
+        return []
+    delegated = root / "@delegate"
+    return ([n for n in os.listdir(root) if n != "@delegate"]
+            + (["@delegate/" + n for n in os.listdir(delegated)] if delegated.is_dir() else []))
 
 
 # ---------------------------------------------------------------------------------------------

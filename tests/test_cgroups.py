@@ -22,7 +22,7 @@ from mocktainer import cgroups, configs, specconv
 from mocktainer.cgroups import Host, Limits, cgroup_mode, inner_path, parse_mountinfo, parse_proc_cgroup
 
 from conftest import SRC, needs_root
-from runu_helpers import RUNU, Runtime, alive, spec, wait_exit, wait_for, write_bundle
+from runu_helpers import RUNU_LIBRARY, Runtime, alive, spec, wait_exit, wait_for, write_bundle
 
 # ---- cgroupsPath: cgroupfs -------------------------------------------------------------------
 
@@ -441,7 +441,7 @@ def cg():
 
 @pytest.fixture
 def rt(tmp_path):
-    r = Runtime("runu", str(tmp_path))
+    r = Runtime("runu-library", str(tmp_path))  # the library's cgroup code, with a cheap plain process
     try:
         yield r
     finally:
@@ -746,7 +746,7 @@ def test_runu_run_in_the_foreground(tmp_path, cg):
     b = sandbox(tmp_path, cgroups_path=inner, resources={"pids": {"limit": 5}},
                 args=["/bin/busybox", "sh", "-c", "cat /proc/self/cgroup"])
     root = str(tmp_path / "root")
-    r = subprocess.run([RUNU, "--root", root, "run", "--bundle", b, "r1"], capture_output=True, text=True,
+    r = subprocess.run([RUNU_LIBRARY, "--root", root, "run", "--bundle", b, "r1"], capture_output=True, text=True,
                        timeout=30, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r
     assert f":pids:{inner}" in r.stdout and f"0::{inner}" in r.stdout

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import RUNU, base_env, children_of, needs_root, reap_zombies
+from conftest import RUNU_LIBRARY as RUNU, base_env, children_of, needs_root, reap_zombies
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clients  # noqa: E402

@@ -5,25 +5,8 @@ import os
 from . import state as statefile
 from .configs import Config, NamespaceType
 from .container import Container
-from .error import ConfigError, ExistsError, InvalidIDError, NotExistError, StateError
-
-_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+-.")
-MAX_ID_LEN = 255  # the id names a directory; NAME_MAX is 255 bytes
-
-
-def validate_id(id: str) -> None:
-    if not isinstance(id, str) or not id:
-        raise InvalidIDError("invalid container id: it must not be empty")
-    if id in (".", ".."):
-        raise InvalidIDError(f"invalid container id {id!r}")
-    if len(id) > MAX_ID_LEN:
-        raise InvalidIDError(f"invalid container id: {len(id)} characters long; at most {MAX_ID_LEN} are allowed")
-    bad = set(id) - _ID_CHARS
-    if bad:
-        raise InvalidIDError(
-            f"invalid container id {id!r}: only letters, digits and '_', '+', '-', '.' are allowed"
-            f" (found {''.join(sorted(bad))!r})"
-        )
+from .error import ConfigError, ExistsError, NotExistError, StateError
+from .ids import MAX_ID_LEN, validate_id  # noqa: F401  (MAX_ID_LEN: re-exported)
 
 
 def validate_config(config: Config) -> None:
@@ -46,6 +29,8 @@ def validate_config(config: Config) -> None:
 # clone flag (what the NS_GET_NSTYPE ioctl answers) -> OCI namespace name
 _NS_KINDS = {0x00020000: "mount", 0x02000000: "cgroup", 0x04000000: "uts", 0x08000000: "ipc", 0x10000000: "user",
              0x20000000: "pid", 0x40000000: "network", 0x00000080: "time"}
+_NS_FLAGS = {oci: flag for flag, oci in _NS_KINDS.items()}
+_NS_FILES = {"network": "net", "mount": "mnt"}  # /proc/<pid>/ns/ names that differ from the OCI ones
 _NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), Linux 4.11
 
 
@@ -56,33 +41,40 @@ def check_namespace_paths(config: Config) -> None:
     with a bare EINVAL (or the path's absence is only noticed in the child).
     """
     for ns in config.namespaces:
-        if not ns.path:
-            continue
-        oci, _, flag = NamespaceType.INFO[ns.type]
-        what = f"{oci} namespace path {ns.path}"
-        try:
-            st = os.stat(ns.path)
-        except FileNotFoundError:
-            raise ConfigError(f"{what} does not exist") from None
-        except OSError as e:
-            raise ConfigError(f"cannot use {what}: {e.strerror}") from None
-        hint = f"expected a namespace file such as /proc/<pid>/ns/{NamespaceType.INFO[ns.type][1]}"
-        if (st.st_mode & 0o170000) != 0o100000:  # nsfs files are regular; never open a fifo or a device here
-            raise ConfigError(f"{what} is not a namespace file ({hint})")
-        try:
-            fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
-        except OSError as e:
-            raise ConfigError(f"cannot open {what}: {e.strerror}") from None
-        try:
-            import fcntl
+        if ns.path:
+            check_namespace_path(NamespaceType.INFO[ns.type][0], ns.path)
 
-            kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
-        except OSError:
-            raise ConfigError(f"{what} is not a namespace file ({hint})") from None
-        finally:
-            os.close(fd)
-        if kind != flag:
-            raise ConfigError(f"{what} is a {_NS_KINDS.get(kind, f'{kind:#x}')} namespace, not a {oci} namespace")
+
+def check_namespace_path(oci: str, path: str) -> None:
+    """`path` must be a namespace file of the OCI namespace type `oci` (config-linux requires it even of a
+    namespace the runtime does not set up itself)."""
+    flag = _NS_FLAGS.get(oci)
+    if flag is None:
+        return  # a type the kernel has no namespace file for: nothing to compare
+    what = f"{oci} namespace path {path}"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"cannot use {what}: {e.strerror}") from None
+    hint = f"expected a namespace file such as /proc/<pid>/ns/{_NS_FILES.get(oci, oci)}"
+    if (st.st_mode & 0o170000) != 0o100000:  # nsfs files are regular; never open a fifo or a device here
+        raise ConfigError(f"{what} is not a namespace file ({hint})")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as e:
+        raise ConfigError(f"cannot open {what}: {e.strerror}") from None
+    try:
+        import fcntl
+
+        kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError:
+        raise ConfigError(f"{what} is not a namespace file ({hint})") from None
+    finally:
+        os.close(fd)
+    if kind != flag:
+        raise ConfigError(f"{what} is a {_NS_KINDS.get(kind, f'{kind:#x}')} namespace, not a {oci} namespace")
 
 
 def _ensure_root(root: str) -> None:

@@ -67,6 +67,13 @@ def supported_spec(spec: dict[str, Any]) -> dict[str, Any]:
     # Entries that are not well-formed stay, so that specconv names what is wrong with them.
     kept = [ns for ns in linux["namespaces"]
             if not isinstance(ns, dict) or not isinstance(ns.get("type"), str) or ns["type"] in known]
+    for ns in linux["namespaces"]:
+        if ns not in kept and ns.get("path") not in (None, ""):
+            # ignored, but a path given for it must still be a namespace of its type (config-linux)
+            path = ns["path"]
+            if not isinstance(path, str) or not os.path.isabs(path):
+                raise ConfigError(f"{ns['type']} namespace path {path!r} must be an absolute path")
+            factory.check_namespace_path(ns["type"], path)
     return {**spec, "linux": {**linux, "namespaces": kept}}
 
 

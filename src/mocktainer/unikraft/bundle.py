@@ -69,12 +69,12 @@
 import os
 
 from mocktainer.error import ConfigError
+from mocktainer.unikraft import SANDBOX_ANNOTATION
 from mocktainer.unikraft import cmdline as _cmdline
 from mocktainer.unikraft import kernel as _kernel
 from mocktainer.unikraft import settings as _settings
 from mocktainer.unikraft import vmm as _vmm
 
-SANDBOX_ANNOTATION = "io.kubernetes.cri.container-type"
 DEFAULT_MEMORY_MIB = 64
 # A distribution kernel resets while decompressing itself in 64 MiB (and a reset
 # looks like a clean exit): Linux guests without a limit get more.

@@ -26,8 +26,7 @@ import struct
 
 from mocktainer.error import ConfigError
 
-KERNEL = "unikraft/bin/kernel"
-INITRD = "unikraft/bin/initrd"
+from mocktainer.unikraft import INITRD, KERNEL  # noqa: F401  (re-exported)
 
 # ELF e_machine values we can run, and the QEMU architecture they map to.
 EM_386 = 3
