@@ -159,7 +159,7 @@ def create(
 def _create(root: str, id: str, bundle: str, *, pid_file: str | None, console_socket: str | None,
             preserve_fds: int, no_new_keyring: bool, environ: dict[str, str] | None, log_level: str | None,
             systemd_cgroup: bool) -> Container:
-    from . import failpoint, specconv
+    from . import specconv
     from .unikraft.bundle import plan
 
     factory.validate_id(id)
@@ -173,8 +173,22 @@ def _create(root: str, id: str, bundle: str, *, pid_file: str | None, console_so
     # The VMM gets an fd of the state directory right after the preserved fds, and binds its control
     # socket through it (a unix socket path must fit in 108 bytes; see unikraft/control.py).
     control_fd = 3 + preserve_fds
+    # The kernel and initrd checked by plan() stay open and follow the state directory's fd (see
+    # unikraft/kernel.Kernel): the VMM boots those very files as /proc/self/fd/N, whatever the bundle
+    # becomes after create.
     what = plan(spec, config.rootfs, dict(os.environ) if environ is None else environ, state_dir,
-                control_dir=f"/proc/self/fd/{control_fd}")
+                control_dir=f"/proc/self/fd/{control_fd}", fd_base=control_fd + 1)
+    try:
+        return _create_container(root, id, config, spec, what, pid_file, console_socket, preserve_fds, log_level)
+    finally:
+        for fd in what.fds:
+            os.close(fd)
+
+
+def _create_container(root: str, id: str, config: Any, spec: dict[str, Any], what: Any, pid_file: str | None,
+                      console_socket: str | None, preserve_fds: int, log_level: str | None) -> Container:
+    from . import failpoint
+
     terminal = bool((spec.get("process") or {}).get("terminal"))
     if terminal and not console_socket:
         raise ConfigError("process.terminal is true but no --console-socket was given to send the terminal to")
@@ -194,9 +208,10 @@ def _create(root: str, id: str, bundle: str, *, pid_file: str | None, console_so
             files[control.CONTROL_FILE] = control.record(*what.control)
         write_files(container.dir, files)
         extra_files = list(range(3, 3 + preserve_fds))
-        if what.control:
+        if what.control or what.fds:
             dirfd = os.open(container.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             extra_files.append(dirfd)  # becomes control_fd in the VMM
+        extra_files += what.fds  # control_fd + 1, ...
         stdio: list[Any] = [0, 1, 2]
         if terminal:
             from .console import open_pty, send_console

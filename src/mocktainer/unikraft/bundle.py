@@ -102,7 +102,7 @@ class Plan:
     """
 
     __slots__ = ("kind", "args", "env", "kernel", "cmdline", "memory_mib", "vcpus", "accel",
-                 "machine", "vmm", "files", "control")
+                 "machine", "vmm", "files", "control", "fds")
 
     def __init__(self, kind, args, env, kernel=None, cmdline=None, memory_mib=None,
                  vcpus=None, accel=None, machine=None, vmm=None, files=None, control=None):
@@ -118,19 +118,22 @@ class Plan:
         self.vmm = vmm
         self.files = dict(files or {})
         self.control = control
+        self.fds = []  # open files the VMM must inherit at plan(fd_base=N)'s N, N+1, ... (the caller closes them)
 
     def __repr__(self):
         return "Plan(%s)" % ", ".join("%s=%r" % (a, getattr(self, a)) for a in self.__slots__)
 
 
-def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
+def plan(spec, rootfs, environ, state_dir=None, control_dir=None, fd_base=None):
     """Decide what the container runs. Raises ConfigError with a user-facing message.
 
     `environ` is the runu process' environment (knobs, PATH for the VMM lookup,
     RUNU_CONFIG); `state_dir` the container's directory under the runtime root,
     where `Plan.files` will be written (its base name is the container id);
     `control_dir` the short path by which the VMM will reach that directory
-    (see vmm.VM), or None for a VMM without a control socket.
+    (see vmm.VM), or None for a VMM without a control socket. With `fd_base`,
+    the kernel and initrd that were checked stay open (`Plan.fds`) and the VMM
+    boots them as the fds fd_base, fd_base+1 it will inherit (kernel.Kernel).
     """
     if not isinstance(spec, dict):
         raise ConfigError("the OCI config must be a JSON object")
@@ -146,7 +149,16 @@ def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
         exe = resolve_executable(rootfs, args[0], env)
         return Plan("sandbox", [exe] + args[1:], list(env))
 
-    kern = _kernel.find_kernel(rootfs)
+    kern = _kernel.find_kernel(rootfs, keep_open=fd_base is not None)
+    try:
+        return _unikernel_plan(kern, spec, rootfs, environ, args, env, annotations, state_dir, control_dir, fd_base)
+    except BaseException:
+        if kern is not None:
+            kern.close()
+        raise
+
+
+def _unikernel_plan(kern, spec, rootfs, environ, args, env, annotations, state_dir, control_dir, fd_base):
     if kern is None:
         raise ConfigError(
             "runu runs unikernel bundles (rootfs/%s) and CRI sandbox containers "
@@ -164,12 +176,15 @@ def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
     memory = memory_mib(resources, backend.OVERHEAD_MIB, name,
                         DEFAULT_LINUX_MEMORY_MIB if kern.linux else DEFAULT_MEMORY_MIB)
     vcpus = vcpu_count(resources)
+    fds = kern.hand_over(fd_base) if fd_base is not None else []
     vm = _vmm.VM(kern, cmdline, memory, vcpus, annotations, settings, state_dir,
                  os.path.basename(state_dir) if state_dir else None, control_dir)
     launch = backend.launch(vm)
-    return Plan("unikernel", launch.args, list(VMM_ENV), kernel=kern, cmdline=cmdline,
-                memory_mib=memory, vcpus=vcpus, accel=launch.accel, machine=launch.machine,
-                vmm=name, files=launch.files, control=launch.control)
+    out = Plan("unikernel", launch.args, list(VMM_ENV), kernel=kern, cmdline=cmdline,
+               memory_mib=memory, vcpus=vcpus, accel=launch.accel, machine=launch.machine,
+               vmm=name, files=launch.files, control=launch.control)
+    out.fds = fds
+    return out
 
 
 def _dict(value, what):

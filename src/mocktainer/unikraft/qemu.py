@@ -390,14 +390,25 @@ def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, machine=None
             # through pvpanic the container ends with a failure instead.
             args += ["-device", "pvpanic", "-action", "panic=exit-failure"]
     args += extra_args
-    args += ["-kernel", kernel.path]
+    # boot_path/boot_initrd: /proc/self/fd/N when runu hands over the checked files (kernel.Kernel), so no
+    # bundle path meets QEMU's option syntax (a multiboot -initrd is a module list split at ',' and ' ').
+    args += ["-kernel", kernel.boot_path]
     if kernel.initrd:
-        args += ["-initrd", kernel.initrd]
+        multiboot = kernel.boot_protocol == "multiboot"
+        args += ["-initrd", _module_path(kernel.boot_initrd) if multiboot else kernel.boot_initrd]
     if cmdline:
         args += ["-append", cmdline]
     if nic_fds:
         args += nic_args(args, nic_fds)
     return args
+
+
+def _module_path(path):
+    """`path` as one multiboot module: a path with `,` or a blank (the module list's separators) is refused
+    (create hands QEMU the initrd as /proc/self/fd/N, which never has them)."""
+    if "," in path or any(c.isspace() for c in path):
+        raise ConfigError("path %r has a ',' or a blank, which QEMU would read as option syntax" % path)
+    return path
 
 
 def nic_args(args, nics, start=0):
