@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 DEFAULT_ROOT = "/run/runu"
 OCI_VERSION_MIN = "1.0.0"
 OCI_VERSION_MAX = "1.1.0"
+MAX_CONFIG_BYTES = 16 << 20  # config.json: what containerd writes is a few KiB
 
 
 # ---- bundles ---------------------------------------------------------------------------
@@ -30,25 +31,21 @@ def load_spec(bundle: str) -> dict[str, Any]:
     """Read `bundle/config.json`, with an error that says what is wrong with it."""
     from . import fastjson
 
+    from .system import read_regular
+
     path = os.path.join(bundle, "config.json")
     if not os.path.isdir(bundle):
         raise ConfigError(f"bundle {bundle} does not exist or is not a directory")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        data = read_regular(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"bundle {bundle} has no config.json") from None
     except OSError as e:
-        raise ConfigError(f"cannot open {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise ConfigError(f"{path} {e}") from None
     try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a directory, not a file") from None
-    finally:
-        os.close(fd)
-    try:
-        spec = fastjson.loads(b"".join(chunks))
+        spec = fastjson.loads(data)
     except ValueError as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(spec, dict):

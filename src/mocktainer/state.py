@@ -137,15 +137,22 @@ def _save_error(state: State, container_dir: str, e: OSError) -> Exception:
                       f"{e.strerror or e}")
 
 
+MAX_STATE_BYTES = 64 << 20  # state.json holds the config: a few KiB; bounded so that no file can exhaust memory
+
+
 def read(container_dir: str) -> State:
-    fd = os.open(os.path.join(container_dir, STATE_FILE), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    """The saved state; ValueError (with what is wrong) when state.json is not one runu wrote, e.g. a FIFO,
+    a directory, too large, not JSON or not a state object. OSError (FileNotFoundError) as open(2) says."""
+    from .system import read_regular
+
+    d = fastjson.loads(read_regular(os.path.join(container_dir, STATE_FILE), MAX_STATE_BYTES, follow=False))
+    if not isinstance(d, dict) or not isinstance(d.get("id"), str):
+        raise ValueError(f"it holds {type(d).__name__ if not isinstance(d, dict) else 'an object without an id'}, "
+                         f"not a container's state")
     try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return State.from_dict(fastjson.loads(b"".join(chunks)))  # type: ignore[arg-type]
+        return State.from_dict(d)
+    except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as e:
+        raise ValueError(f"a field has the wrong type ({type(e).__name__}: {e})") from None
 
 
 def _unlink(path: str) -> None:
