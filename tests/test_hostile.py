@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import needs_root
-from runu_helpers import Runtime, assert_error, spec, wait_for, write_bundle
+from runu_helpers import Runtime, assert_error, log_lines, spec, wait_for, write_bundle
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clients  # noqa: E402
@@ -46,10 +46,10 @@ def unikernel(path, kernel, args=("idle",), initrd=None, annotations=None, resou
                                     resources=resources)
 
 
-def nothing_left(rt: Runtime, cid: str) -> None:
-    """No state, no process, no default cgroup of `cid`."""
+def nothing_left(rt: Runtime, cid: str, ignore=()) -> None:
+    """No state, no process (but those in `ignore`), no default cgroup of `cid`."""
     assert cid not in rt.ids()
-    assert rt.new_processes() == []
+    assert [p for p in rt.new_processes() if p not in ignore] == []
     assert not any(cid in d for _, dirs, _ in os.walk("/sys/fs/cgroup/runu") for d in dirs)
 
 
@@ -145,3 +145,333 @@ def test_initrd_that_is_a_fifo_is_refused_at_create(tmp_path, rt, kernels):
     res = rt("create", "--bundle", b, "fifo", timeout=20)
     assert_error(rt, res, ["initrd", "not a regular file"])
     nothing_left(rt, "fifo")
+
+
+def sandbox(path, args=None, **linux) -> str:
+    cfg = spec(args)
+    cfg["linux"].update(linux)
+    return write_bundle(str(path), cfg)
+
+
+def test_relative_hook_path_is_refused(tmp_path, rt):
+    """The spec says a hook's path MUST be absolute: a relative one would run from wherever the hook starts
+    (createContainer: the image's rootfs), a file of the image as host root."""
+    cfg = spec(hooks={"createContainer": [{"path": "bin/busybox", "args": ["busybox", "true"]}]})
+    b = write_bundle(str(tmp_path / "b"), cfg)
+    assert_error(rt, rt("create", "--bundle", b, "hook"), ["createContainer", "bin/busybox", "absolute"])
+    nothing_left(rt, "hook")
+
+
+@pytest.mark.parametrize("timeout", ["1e400", str(10 ** 400), "0.5"])
+def test_absurd_hook_timeout_is_one_line(tmp_path, rt, timeout):
+    cfg = json.dumps(spec(hooks={"prestart": [{"path": "/bin/true", "timeout": 1}]}))
+    b = write_bundle(str(tmp_path / "b"), cfg.replace('"timeout": 1', f'"timeout": {timeout}'))
+    assert_error(rt, rt("create", "--bundle", b, "hook"), ["prestart", "/bin/true", "timeout"])
+    nothing_left(rt, "hook")
+
+
+def test_unknown_namespace_type_is_refused(tmp_path, rt):
+    b = sandbox(tmp_path / "b", namespaces=[{"type": "network"}, {"type": "bogus"}])
+    assert_error(rt, rt("create", "--bundle", b, "ns"), ["bogus", "namespace"])
+    nothing_left(rt, "ns")
+
+
+# ---- other containers and the host's cgroups -----------------------------------------------------
+
+def test_same_id_in_two_roots_shares_nothing(tmp_path, rt):
+    """Deleting root A's stopped `x` leaves root B's running `x` (and its cgroup) alone."""
+    other = Runtime("runu", str(tmp_path / "B"))
+    try:
+        pa = rt.create("x", sandbox(tmp_path / "a"))
+        pb = other.create("x", sandbox(tmp_path / "b"))
+        os.kill(pa, 9)
+        wait_for(lambda: rt.status("x") == "stopped", 10, "A's x to stop")
+        rt.ok("delete", "x")
+        assert other.status("x") == "created"
+        os.kill(pb, 0)
+        with open(f"/proc/{pb}/cgroup") as f:
+            cg = f.read()
+        assert "/runu/x-" in cg, cg  # a cgroup of its own, named after its root too
+        other.ok("delete", "--force", "x")
+    finally:
+        other.cleanup()
+    nothing_left(rt, "x")
+
+
+def _v2() -> str | None:
+    return "/sys/fs/cgroup" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else None
+
+
+@pytest.fixture
+def foreign_cgroup():
+    """A cgroup of someone else's (`/mt-foreign-N/leaf`) holding a sleeping process; removed afterwards."""
+    base = _v2() or "/sys/fs/cgroup/pids"
+    top = os.path.join(base, f"mt-foreign-{os.getpid()}")
+    leaf = os.path.join(top, "leaf")
+    os.makedirs(leaf)
+    p = subprocess.Popen(["sleep", "60"])
+    with open(os.path.join(leaf, "cgroup.procs"), "w") as f:
+        f.write(str(p.pid))
+    yield "/" + os.path.basename(top), p
+    p.kill()
+    p.wait()
+    for d in (leaf, top):
+        for _ in range(50):
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.05)
+
+
+@pytest.mark.parametrize("where", ["ancestor", "busy"])
+def test_cgroups_path_over_someone_elses_cgroup_is_refused(tmp_path, rt, foreign_cgroup, where):
+    top, p = foreign_cgroup
+    path = top if where == "ancestor" else top + "/leaf"
+    b = sandbox(tmp_path / "b", cgroupsPath=path, resources={"pids": {"limit": 1}})
+    base = _v2() or "/sys/fs/cgroup/pids"
+    with open(os.path.join(base, top.lstrip("/"), "pids.max")) as f:
+        before = f.read()
+    res = rt("create", "--bundle", b, "cg")
+    assert_error(rt, res, ["cgroup", "belongs to something else"])
+    with open(os.path.join(base, top.lstrip("/"), "pids.max")) as f:
+        assert f.read() == before  # no limit landed on it
+    assert p.poll() is None and os.path.isdir(os.path.join(base, top.lstrip("/"), "leaf"))
+    nothing_left(rt, "cg", ignore=[p.pid])
+
+
+# ---- the control sockets and the state root --------------------------------------------------------
+
+def _connect_as_nobody(path: str) -> str:
+    """Try to connect to the unix socket `path` from a child that dropped to user nobody: what happened."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            import socket
+
+            os.close(r)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(path)
+                msg = b"connected"
+            except OSError as e:
+                msg = (e.strerror or str(e)).encode()
+            os.write(w, msg)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r, "rb") as f:
+        return f.read().decode()
+
+
+@needs_qemu
+def test_state_root_and_control_socket_are_root_only(tmp_path, rt, kernels):
+    """With umask 000 and a state root that already existed with mode 0777, nothing runu makes is reachable
+    by another user: the root is made 0700, so the VMM's QMP socket cannot be connected to."""
+    os.makedirs(rt.root, mode=0o777)
+    os.chmod(rt.root, 0o777)
+    b = unikernel(tmp_path / "b", kernels["pvh"])
+    subprocess.run([rt.binary, *rt.global_flags(), "create", "--bundle", b, "sock"], check=True, umask=0,
+                   stdout=subprocess.DEVNULL, timeout=30)
+    subprocess.run([rt.binary, *rt.global_flags(), "start", "sock"], check=True, umask=0, timeout=30)
+    sock = os.path.join(rt.root, "sock", "qmp.sock")
+    wait_for(lambda: os.path.exists(sock), 10, "the QMP socket")
+    assert stat.S_IMODE(os.stat(rt.root).st_mode) == 0o700
+    assert _connect_as_nobody(sock) == "Permission denied"
+    for dirpath, dirs, files in os.walk(rt.root):
+        for name in dirs + files:
+            st = os.lstat(os.path.join(dirpath, name))
+            assert st.st_uid == 0
+    rt.ok("delete", "--force", "sock")
+    nothing_left(rt, "sock")
+
+
+def test_state_root_of_another_user_is_refused(tmp_path, rt):
+    os.makedirs(rt.root)
+    os.chown(rt.root, 65534, 65534)
+    assert_error(rt, rt("create", "--bundle", sandbox(tmp_path / "b"), "own"), ["state root", "belongs to user"])
+    assert os.listdir(rt.root) == []
+
+
+# ---- bounded inputs ------------------------------------------------------------------------------------
+
+@needs_qemu
+def test_huge_cpu_list_is_counted_not_expanded(tmp_path, rt, kernels):
+    b = unikernel(tmp_path / "b", kernels["pvh"], resources={"cpu": {"cpus": "0-2000000000"}})
+    t = time.monotonic()
+    assert_error(rt, rt("create", "--bundle", b, "cpus", timeout=20), ["linux.resources.cpu.cpus", "2000000000"])
+    assert time.monotonic() - t < 5
+    nothing_left(rt, "cpus")
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "directory", "too-large"])
+def test_config_json_that_is_no_regular_file_or_too_large(tmp_path, rt, kind):
+    b = write_bundle(str(tmp_path / "b"), None)
+    path = os.path.join(b, "config.json")
+    if kind == "dev-zero":
+        os.symlink("/dev/zero", path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        os.mkdir(path)
+    else:
+        with open(path, "wb") as f:
+            f.truncate(17 << 20)
+    words = {"dev-zero": "character device", "fifo": "FIFO", "directory": "directory",
+             "too-large": "larger than"}[kind]
+    assert_error(rt, rt("create", "--bundle", b, "cfg", timeout=20), ["config.json", words])
+    nothing_left(rt, "cfg")
+
+
+CORRUPT = {
+    "empty-object": b"{}", "list": b"[]", "null": b"null", "wrong-types": b'{"id": "c", "init_process_pid": [1]}',
+    "paths": b'{"id": "c", "cgroup_paths": {"": 5}}', "nesting": b"[" * 100000 + b"]" * 100000,
+    "garbage": b"\x00\xffgarbage{", "empty": b"", "directory": None, "fifo": None,
+}
+
+
+def _corrupt(state_file: str, kind: str) -> None:
+    os.unlink(state_file)
+    if kind == "directory":
+        os.mkdir(state_file)
+    elif kind == "fifo":
+        os.mkfifo(state_file)
+    else:
+        with open(state_file, "wb") as f:
+            f.write(CORRUPT[kind])
+
+
+@pytest.mark.parametrize("kind", list(CORRUPT))
+def test_corrupt_state_json(tmp_path, rt, kind):
+    """`list` still lists every container (the broken one by its id), `state` says what is wrong in one line,
+    and `delete --force` still stops the broken one's processes and removes its cgroup and directory."""
+    pa = rt.create("good", sandbox(tmp_path / "a"))
+    pc = rt.create("c", sandbox(tmp_path / "c"))
+    with open(f"/proc/{pc}/cgroup") as f:
+        cgroup = f.read().strip().split(":")[-1]
+    _corrupt(os.path.join(rt.root, "c", "state.json"), kind)
+    res = rt("list", "--format", "json", timeout=10)
+    assert res.rc == 0, res
+    listed = {c["id"]: c for c in res.json()}
+    assert listed["good"]["status"] == "created" and listed["c"]["status"] == "unknown"
+    table = rt("list", timeout=10)
+    assert table.rc == 0 and "good" in table.out and "\nc " in table.out, table
+    before = len(log_lines(rt.log))
+    assert_error(rt, rt("state", "c", timeout=10), ["container 'c'", "state.json"], logged_before=before)
+    rt.ok("delete", "--force", "c", timeout=20)
+    wait_for(lambda: not os.path.exists(f"/proc/{pc}") or open(f"/proc/{pc}/stat").read().split()[2] == "Z", 5,
+             "the broken container's init to die")
+    assert "c" not in rt.ids()
+    if _v2():
+        assert not os.path.exists("/sys/fs/cgroup" + cgroup)
+    assert rt.status("good") == "created"
+    os.kill(pa, 0)
+
+
+def test_corrupt_state_and_record_still_found_through_default_cgroup(tmp_path, rt):
+    pc = rt.create("c", sandbox(tmp_path / "c"))
+    for name in ("state.json", "recovery.json"):
+        _corrupt(os.path.join(rt.root, "c", name), "garbage")
+    rt.ok("delete", "--force", "c", timeout=20)
+    wait_for(lambda: not os.path.exists(f"/proc/{pc}") or open(f"/proc/{pc}/stat").read().split()[2] == "Z", 5,
+             "the broken container's init to die")
+    nothing_left(rt, "c")
+
+
+def test_delete_without_force_of_a_corrupt_state_says_so(tmp_path, rt):
+    pc = rt.create("c", sandbox(tmp_path / "c"))
+    _corrupt(os.path.join(rt.root, "c", "state.json"), "null")
+    assert_error(rt, rt("delete", "c"), ["state.json", "--force"])
+    os.kill(pc, 0)  # left alone
+
+
+def test_root_under_proc_is_one_line(tmp_path, rt):
+    res = rt("create", "--bundle", sandbox(tmp_path / "b"), "x", flags=["--root", "/proc/x", "--log", rt.log,
+                                                                          "--log-format", "json"], timeout=10)
+    assert_error(rt, res, ["/proc/x"])
+
+
+def test_empty_root_is_refused(tmp_path, rt):
+    res = rt("create", "--bundle", sandbox(tmp_path / "b"), "x", flags=["--root", "", "--log", rt.log,
+                                                                          "--log-format", "json"], cwd=str(tmp_path))
+    assert_error(rt, res, ["--root"])
+    assert sorted(os.listdir(tmp_path)) == ["b", "runtime-log.json"]
+
+
+def test_log_that_is_a_fifo_does_not_hang(tmp_path, rt):
+    fifo = str(tmp_path / "log")
+    os.mkfifo(fifo)
+    res = rt("state", "nope", log=fifo, timeout=10)
+    assert res.rc == 1 and res.err.count("\n") == 1 and "nope" in res.err
+
+
+@needs_qemu
+def test_absurd_elf_program_header_offset(tmp_path, rt, kernels):
+    with open(kernels["pvh"], "rb") as f:
+        data = bytearray(f.read())
+    data[32:40] = (1 << 63).to_bytes(8, "little")  # e_phoff
+    b = unikernel(tmp_path / "b", bytes(data))
+    assert_error(rt, rt("create", "--bundle", b, "elf"), ["unikraft/bin/kernel", "program headers"])
+    nothing_left(rt, "elf")
+
+
+@pytest.mark.parametrize("limit", [1 << 63, (1 << 64) + 1, 1 << 64])
+@pytest.mark.parametrize("kind", ["sandbox", "unikernel"])
+def test_memory_limit_beyond_the_kernel_is_refused(tmp_path, rt, kernels, limit, kind):
+    if kind == "unikernel" and not QEMU:
+        pytest.skip("qemu-system-x86 is not installed")
+    res = {"memory": {"limit": limit}}
+    b = (sandbox(tmp_path / "b", resources=res) if kind == "sandbox"
+         else unikernel(tmp_path / "b", kernels["pvh"], resources=res))
+    assert_error(rt, rt("create", "--bundle", b, "mem"), ["memory", "limit", str(limit)])
+    nothing_left(rt, "mem")
+
+
+@needs_qemu
+def test_guest_larger_than_the_host_is_refused(tmp_path, rt, kernels):
+    b = unikernel(tmp_path / "b", kernels["pvh"], resources={"memory": {"limit": 1 << 50}})
+    assert_error(rt, rt("create", "--bundle", b, "mem"), ["memory limit", "more than this host"])
+    nothing_left(rt, "mem")
+
+
+@needs_qemu
+@pytest.mark.parametrize("annotation,value,words", [
+    ("org.unikraft.runu.qemu.extra-args", "-overcommit mem-lock=on", ["mem-lock=on", "not allowed"]),
+    ("org.unikraft.runu.qemu.cpu", "help", ["help"]),
+    ("org.unikraft.runu.qemu.cpu", "max,help", ["help"]),
+    ("org.unikraft.runu.qemu.cpu", "?", ["not a CPU model"]),
+])
+def test_qemu_knobs_that_cannot_work_are_refused(tmp_path, rt, kernels, annotation, value, words):
+    b = unikernel(tmp_path / "b", kernels["pvh"], annotations={annotation: value})
+    assert_error(rt, rt("create", "--bundle", b, "knob"), words)
+    nothing_left(rt, "knob")
+
+
+@pytest.mark.parametrize("cid", [".x", "...", "-", "_ses"])
+def test_every_valid_id_gets_a_keyring(tmp_path, rt, cid):
+    rt.create(cid, sandbox(tmp_path / "b"))
+    assert rt.status(cid) == "created"
+    rt.ok("delete", "--force", cid)
+    nothing_left(rt, cid)
+
+
+# ---- output that can lie -------------------------------------------------------------------------------
+
+def test_tables_escape_control_characters(tmp_path, rt):
+    bundle = tmp_path / "b\nfake   1   running   /x"
+    rt.create("esc", sandbox(bundle, args=["/bin/busybox", "sh", "-c", "sleep 30; true", "30\n\x1b[2Jspoof"]))
+    rt.ok("start", "esc")
+    out = rt.ok("list").out
+    assert len(out.splitlines()) == 2 and "\x1b" not in out and "b\\nfake" in out, out
+    wait_for(lambda: "spoof" in open(f"/proc/{rt.state('esc')['pid']}/cmdline").read(), 5, "the exec")
+    ps = rt.ok("ps", "esc").out
+    pids = rt.ok("ps", "--format", "json", "esc").json()
+    assert len(ps.splitlines()) == 1 + len(pids) and "\x1b" not in ps and "30\\n\\x1b[2Jspoof" in ps, ps
+    rt.ok("delete", "--force", "esc")

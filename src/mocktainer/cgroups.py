@@ -327,6 +327,9 @@ def _get(resources: dict[str, Any], section: str, key: str, kind: type) -> Any:
         return None
     if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
         raise ConfigError(f"linux.resources.{section}.{key} must be an integer, got {v!r}")
+    if kind is int and not -(1 << 63) <= v < 1 << 63:
+        # (the kernel reads these as signed 64-bit numbers: 2^64 would wrap to 0)
+        raise ConfigError(f"linux.resources.{section}.{key} {v} is out of range: the kernel takes values below 2^63")
     if kind is str and not isinstance(v, str):
         raise ConfigError(f"linux.resources.{section}.{key} must be a string, got {v!r}")
     return v
@@ -626,20 +629,46 @@ def reap_warm_up(pid: int) -> None:
             pass
 
 
-def plan(id: str, cgroups_path: str, systemd: bool, host: Host | None = None) -> dict[str, str]:
-    """{key: directory} create() would make in every mounted hierarchy (recorded before it makes any,
-    so that a create killed half-way leaves nothing `delete` cannot find)."""
+def default_name(root: str, id: str) -> str:
+    """The name the default cgroup (`/runu/<name>`, systemd's `runu-<name>.scope`) uses for container `id` of
+    state root `root`: the id and a short hash of the root's real path, so that the same id in two roots
+    never shares a cgroup. (An id too long for that is hashed with the root.)"""
+    import hashlib
+
+    real = os.path.realpath(root).encode()
+    name = f"{id}-{hashlib.sha256(real).hexdigest()[:8]}"
+    if len(name) > 200:  # a unit name is at most 255 bytes with its prefix and suffix
+        name = id[:100] + "-" + hashlib.sha256(real + b"\0" + id.encode()).hexdigest()[:32]
+    return name
+
+
+def paths_of(id: str, cgroups_path: str, systemd: bool, host: Host | None = None) -> dict[str, str]:
+    """{key: directory} of the container's cgroup in every mounted hierarchy."""
     inner = inner_path(cgroups_path, id, systemd)
     host = host or Host.current()
-    paths = {key: host.path(key, inner) for key in host.hierarchies()}
+    return {key: host.path(key, inner) for key in host.hierarchies()}
+
+
+def plan(id: str, cgroups_path: str, systemd: bool, host: Host | None = None) -> dict[str, str]:
+    """{key: directory} create() would make in every mounted hierarchy (recorded before it makes any,
+    so that a create killed half-way leaves nothing `delete` cannot find).
+
+    Like runc, a cgroup that already exists and holds processes is refused; so is one that already has
+    cgroups below it (an ancestor of someone else's cgroups): its limits would land on them, and removing
+    it at delete would mean removing them."""
+    paths = paths_of(id, cgroups_path, systemd, host)
     for path in dict.fromkeys(paths.values()):
         try:
             busy = read_pids(path)
+            below = [e.name for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
         except OSError:
             continue
         if busy:  # before anything is recorded or made: a cgroup of someone else's is never the container's
             raise CgroupError(f"cgroup {path} already exists and holds processes "
                               f"{' '.join(map(str, busy[:10]))}: it belongs to something else")
+        if below:
+            raise CgroupError(f"cgroup {path} already exists and has cgroups below it ({', '.join(below[:5])}): "
+                              f"it belongs to something else; give linux.cgroupsPath a cgroup of the container's own")
     return paths
 
 

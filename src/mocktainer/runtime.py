@@ -11,7 +11,7 @@ import os
 
 from . import factory
 from .container import Container
-from .error import ConfigError, Error, NotExistError, RunningError
+from .error import ConfigError, CorruptStateError, Error, NotExistError, RunningError
 from .process import Process, descendants, wait_gone
 from .state import Status
 
@@ -55,11 +55,15 @@ def load_spec(bundle: str) -> dict[str, Any]:
 
 def supported_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec with the namespaces a VMM has no use for dropped (like the seed, they are ignored)."""
-    from .specconv import known_namespaces
+    from .specconv import OCI_NAMESPACES, known_namespaces
 
     linux = spec.get("linux")
     if not isinstance(linux, dict) or not isinstance(linux.get("namespaces"), list):
         return spec
+    for ns in linux["namespaces"]:
+        if isinstance(ns, dict) and isinstance(ns.get("type"), str) and ns["type"] not in OCI_NAMESPACES:
+            raise ConfigError(f"linux.namespaces: {ns['type'][:50]!r} is not a namespace type of the runtime spec "
+                              f"({', '.join(OCI_NAMESPACES)})")
     known = set(known_namespaces())
     # Entries that are not well-formed stay, so that specconv names what is wrong with them.
     kept = [ns for ns in linux["namespaces"]
@@ -356,13 +360,13 @@ def delete(root: str, id: str, force: bool = False) -> None:
 def _delete(root: str, id: str, force: bool) -> None:
     try:
         c = factory.load(root, id)
-    except NotExistError:
-        # An aborted create can leave the directory without state.json.
+    except (NotExistError, CorruptStateError) as e:
+        # An aborted create can leave the directory without state.json; a damaged state.json is no record.
         path = os.path.join(os.path.abspath(root), id)
         if os.path.isdir(path) and not os.path.islink(path):
-            from .container import _remove_dir
-
-            _remove_dir(path)
+            if isinstance(e, CorruptStateError) and not force:
+                raise CorruptStateError(f"{e}; 'delete --force' stops what is left of it and removes it") from None
+            _delete_without_state(root, id, path)
             return
         if force:
             return
@@ -388,6 +392,53 @@ def _delete(root: str, id: str, force: bool) -> None:
                 pass
     _cleanup_guest_network(c)
     c.destroy()
+
+
+def _delete_without_state(root: str, id: str, path: str) -> None:
+    """Stop and remove a container whose state.json is missing or unreadable: through its second record
+    (state.RECOVERY_FILE: the init and its cgroups), else through its default cgroup, which root and id
+    name (cgroups.default_name)."""
+    from . import state as statefile
+    from .container import _remove_dir
+
+    try:
+        st = statefile.read(path, statefile.RECOVERY_FILE)
+    except (OSError, ValueError):
+        st = None
+    if st is not None and st.id == id:
+        c = Container(os.path.abspath(root), id, st.config, st)
+        for pid in reversed(container_pids(c, stopped_too=True)):
+            _kill_quietly(pid)
+        if c.status() != Status.STOPPED:
+            _kill_quietly(st.init_process_pid)
+            _reap_or_wait(st.init_process_pid, st.init_process_start)
+        _cleanup_guest_network(c)
+        c.destroy()
+        return
+    from . import cgroups
+
+    paths = cgroups.paths_of(cgroups.default_name(root, id), "", False)
+    for _ in range(10):  # processes forking while we kill them: a few rounds
+        left = cgroups.pids(paths) or []
+        if not left:
+            break
+        for pid in left:
+            _kill_quietly(pid)
+        for pid in left:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                wait_gone(pid, None, 5)
+    if cgroups.pids(paths) is not None:
+        cgroups.remove(paths, cgroups.DEFAULT_PARENT)
+    _remove_dir(path)
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
 
 
 def _reap_or_wait(pid: int, start: int) -> None:
@@ -425,6 +476,12 @@ def list_containers(root: str) -> list[dict[str, Any]]:
     for cid in factory.list_ids(root):
         try:
             out.append(describe(factory.load(root, cid)))
+        except CorruptStateError as e:
+            from .error import warn
+
+            warn(str(e))  # listed, with what is known: its id
+            out.append({"ociVersion": "", "id": cid, "status": "unknown", "pid": 0, "bundle": "", "rootfs": "",
+                        "created": "", "owner": "", "annotations": {}})
         except Error:
             continue  # removed while we looked
     return out

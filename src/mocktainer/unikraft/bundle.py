@@ -299,7 +299,15 @@ def memory_mib(resources, overhead_mib=0, vmm="the VMM", default=DEFAULT_MEMORY_
                           % (limit,))
     if limit <= 0:
         return default
+    if limit >= 1 << 63:
+        raise ConfigError("linux.resources.memory.limit %d is out of range: the kernel takes limits below 2^63"
+                          % limit)
     mib = limit // MIB - overhead_mib
+    host = host_memory_mib()
+    if host and mib > host:
+        raise ConfigError(
+            "memory limit of %d bytes would give the %s guest %d MiB, more than this host's %d MiB of memory "
+            "and swap, which %s cannot allocate; lower linux.resources.memory.limit" % (limit, vmm, mib, host, vmm))
     if mib < MIN_MEMORY_MIB:
         need = MIN_MEMORY_MIB + overhead_mib
         raise ConfigError(
@@ -308,6 +316,19 @@ def memory_mib(resources, overhead_mib=0, vmm="the VMM", default=DEFAULT_MEMORY_
             "raise linux.resources.memory.limit"
             % (limit, vmm, overhead_mib, vmm, MIN_MEMORY_MIB, need, need * MIB))
     return mib
+
+
+def host_memory_mib(meminfo="/proc/meminfo"):
+    """MemTotal + SwapTotal in MiB (the most a VMM can allocate for its guest), or 0 when unknown."""
+    total = 0
+    try:
+        with open(meminfo, "rb") as f:
+            for line in f:
+                if line.startswith((b"MemTotal:", b"SwapTotal:")):
+                    total += int(line.split()[1])  # kB
+    except (OSError, ValueError, IndexError):
+        return 0
+    return total // 1024
 
 
 def vcpu_count(resources):
@@ -319,7 +340,7 @@ def vcpu_count(resources):
     if _positive_int(quota) and _positive_int(period):
         n = -(-quota // period)
     elif isinstance(cpu.get("cpus"), str) and cpu["cpus"].strip():
-        n = len(_cpuset(cpu["cpus"]))
+        n = _cpuset_size(cpu["cpus"])
     return max(1, min(n or 1, host))
 
 
@@ -327,8 +348,12 @@ def _positive_int(v):
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
-def _cpuset(text):
-    cpus = set()
+MAX_CPU = 1 << 16  # above any machine's CPU numbers (the kernel's NR_CPUS is at most 8192)
+
+
+def _cpuset_size(text):
+    """How many CPUs the list `text` (e.g. 0-3,8) names, counted from its ranges (never expanded)."""
+    ranges = []
     try:
         for part in text.split(","):
             part = part.strip()
@@ -339,11 +364,20 @@ def _cpuset(text):
             hi = int(hi) if hi else lo
             if lo < 0 or hi < lo:
                 raise ValueError(part)
-            cpus.update(range(lo, hi + 1))
+            ranges.append((lo, hi))
     except ValueError:
         raise ConfigError("linux.resources.cpu.cpus %r is not a CPU list like 0-1,3"
-                          % (text,)) from None
-    return cpus
+                          % (text[:100],)) from None
+    top = max((hi for _lo, hi in ranges), default=0)
+    if top >= MAX_CPU:
+        raise ConfigError("linux.resources.cpu.cpus names CPU %d; no machine has a CPU numbered %d or more"
+                          % (top, MAX_CPU))
+    count, end = 0, -1
+    for lo, hi in sorted(ranges):
+        if hi > end:
+            count += hi - max(lo, end + 1) + 1
+            end = hi
+    return count
 
 
 # -- sandbox executable --------------------------------------------------------
