@@ -11,8 +11,9 @@ Where (`linux.cgroupsPath`, as runc's cgroupfs and systemd drivers read it):
   the *parent* of our own cgroup, which is what runc does too: a cgroup that
   holds processes cannot give controllers to its children). The path is
   cleaned lexically (`..` cannot climb above the root). Empty means
-  DEFAULT_PARENT/<id>, i.e. `/runu/<id>` (runc's default is `<id>` relative to
-  its own cgroup; a fixed, absolute place is easier to find and to clean).
+  DEFAULT_PARENT/<name>, i.e. `/runu/<id>-<hash of the root>` (see default_name;
+  runc's default is `<id>` relative to its own cgroup; a fixed, absolute place is
+  easier to find and to clean).
   A path that is the root itself, or that looks like systemd's
   `slice:prefix:name` form while --systemd-cgroup is not given, is refused.
 - systemd (`--systemd-cgroup`): `slice:prefix:name`, e.g.
@@ -54,7 +55,7 @@ empty cpuset), all before the process is moved in.
 What fails and what only warns (on the `mocktainer` logger):
 - errors: an invalid cgroupsPath or resource value (ConfigError, before any
   directory exists); an existing cgroup at that path that already holds
-  processes; a given cgroupsPath that could not be created in any hierarchy.
+  processes or has cgroups below it; a given cgroupsPath that could not be created in any hierarchy.
   Whatever was made is removed again.
 - warnings: a hierarchy where the directory cannot be made or the process
   cannot be moved (read-only, no permission): the container is not confined
@@ -80,7 +81,7 @@ if TYPE_CHECKING:
     from typing import Any, Iterable
 
 UNIFIED = ""  # the cgroup v2 hierarchy's key in cgroup_paths (runc's "")
-DEFAULT_PARENT = "runu"  # cgroupfs default: /runu/<id>
+DEFAULT_PARENT = "runu"  # cgroupfs default: /runu/<default_name>
 DEFAULT_SLICE = "system.slice"
 DEFAULT_SCOPE_PREFIX = "runu"  # systemd default: system.slice:runu:<id>
 
