@@ -311,19 +311,24 @@ def test_huge_cpu_list_is_counted_not_expanded(tmp_path, rt, kernels):
     nothing_left(rt, "cpus")
 
 
+def _plant(path: str, what: str | bytes) -> None:
+    """Put at `path` a directory, a FIFO, a symlink to /dev/zero, or a file with the bytes `what`."""
+    if what == "directory":
+        os.mkdir(path)
+    elif what == "fifo":
+        os.mkfifo(path)
+    elif what == "dev-zero":
+        os.symlink("/dev/zero", path)
+    else:
+        with open(path, "wb") as f:
+            f.write(what if isinstance(what, bytes) else b"")
+
+
 @pytest.mark.parametrize("kind", ["dev-zero", "fifo", "directory", "too-large"])
 def test_config_json_that_is_no_regular_file_or_too_large(tmp_path, rt, kind):
     b = write_bundle(str(tmp_path / "b"), None)
     path = os.path.join(b, "config.json")
-    if kind == "dev-zero":
-        os.symlink("/dev/zero", path)
-    elif kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "directory":
-        os.mkdir(path)
-    else:
-        with open(path, "wb") as f:
-            f.truncate(17 << 20)
+    _plant(path, b" " * (17 << 20) if kind == "too-large" else kind)
     words = {"dev-zero": "character device", "fifo": "FIFO", "directory": "directory",
              "too-large": "larger than"}[kind]
     assert_error(rt, rt("create", "--bundle", b, "cfg", timeout=20), ["config.json", words])
@@ -333,19 +338,13 @@ def test_config_json_that_is_no_regular_file_or_too_large(tmp_path, rt, kind):
 CORRUPT = {
     "empty-object": b"{}", "list": b"[]", "null": b"null", "wrong-types": b'{"id": "c", "init_process_pid": [1]}',
     "paths": b'{"id": "c", "cgroup_paths": {"": 5}}', "nesting": b"[" * 100000 + b"]" * 100000,
-    "garbage": b"\x00\xffgarbage{", "empty": b"", "directory": None, "fifo": None,
+    "garbage": b"\x00\xffgarbage{", "empty": b"", "directory": "directory", "fifo": "fifo",
 }
 
 
 def _corrupt(state_file: str, kind: str) -> None:
     os.unlink(state_file)
-    if kind == "directory":
-        os.mkdir(state_file)
-    elif kind == "fifo":
-        os.mkfifo(state_file)
-    else:
-        with open(state_file, "wb") as f:
-            f.write(CORRUPT[kind])
+    _plant(state_file, CORRUPT[kind])
 
 
 @pytest.mark.parametrize("kind", list(CORRUPT))
