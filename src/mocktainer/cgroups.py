@@ -11,7 +11,7 @@ Where (`linux.cgroupsPath`, as runc's cgroupfs and systemd drivers read it):
   the *parent* of our own cgroup, which is what runc does too: a cgroup that
   holds processes cannot give controllers to its children). The path is
   cleaned lexically (`..` cannot climb above the root). Empty means
-  DEFAULT_PARENT/<name>, i.e. `/runu/<id>-<hash of the root>` (see default_name;
+  DEFAULT_PARENT/<name>, i.e. `/runu/<id>-<checksum of the root>` (see default_name;
   runc's default is `<id>` relative to its own cgroup; a fixed, absolute place is
   easier to find and to clean).
   A path that is the root itself, or that looks like systemd's
@@ -632,14 +632,14 @@ def reap_warm_up(pid: int) -> None:
 
 def default_name(root: str, id: str) -> str:
     """The name the default cgroup (`/runu/<name>`, systemd's `runu-<name>.scope`) uses for container `id` of
-    state root `root`: the id and a short hash of the root's real path, so that the same id in two roots
-    never shares a cgroup. (An id too long for that is hashed with the root.)"""
-    import hashlib
+    state root `root`: the id and a checksum of the root's real path, so that the same id in two roots
+    never shares a cgroup. (An id too long for that is cut, with checksums of the whole id.)"""
+    from binascii import crc32  # (hashlib would load OpenSSL, ~4 ms, on every create)
 
     real = os.path.realpath(root).encode()
-    name = f"{id}-{hashlib.sha256(real).hexdigest()[:8]}"
+    name = f"{id}-{crc32(real):08x}"
     if len(name) > 200:  # a unit name is at most 255 bytes with its prefix and suffix
-        name = id[:100] + "-" + hashlib.sha256(real + b"\0" + id.encode()).hexdigest()[:32]
+        name = f"{id[:100]}-{crc32(real):08x}-{crc32(id.encode()):08x}{crc32(id.encode()[::-1]):08x}"
     return name
 
 
