@@ -3,6 +3,7 @@ exit status 1, and leaves nothing behind (state, process, cgroup, socket); what 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -50,7 +51,8 @@ def nothing_left(rt: Runtime, cid: str, ignore=()) -> None:
     """No state, no process (but those in `ignore`), no default cgroup of `cid`."""
     assert cid not in rt.ids()
     assert [p for p in rt.new_processes() if p not in ignore] == []
-    assert not any(cid in d for _, dirs, _ in os.walk("/sys/fs/cgroup/runu") for d in dirs)
+    left = glob.glob("/sys/fs/cgroup/runu/*/") + glob.glob("/sys/fs/cgroup/*/runu/*/")
+    assert not [d for d in left if os.path.basename(d.rstrip("/")).startswith(cid + "-")], left
 
 
 def vmm_output(rt: Runtime, cid: str, bundle: str) -> str:
@@ -200,6 +202,18 @@ def test_same_id_in_two_roots_shares_nothing(tmp_path, rt):
 
 def _v2() -> str | None:
     return "/sys/fs/cgroup" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else None
+
+
+def pids_cgroup(pid: int) -> str:
+    """The directory of `pid`'s cgroup in the hierarchy holding the pids controller (v1), or in cgroup v2."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f.read().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if _v2() and controllers == "":
+                return "/sys/fs/cgroup" + path
+            if "pids" in controllers.split(","):
+                return "/sys/fs/cgroup/pids" + path
+    raise AssertionError(f"process {pid} has no pids cgroup")
 
 
 @pytest.fixture
@@ -353,8 +367,7 @@ def test_corrupt_state_json(tmp_path, rt, kind):
     and `delete --force` still stops the broken one's processes and removes its cgroup and directory."""
     pa = rt.create("good", sandbox(tmp_path / "a"))
     pc = rt.create("c", sandbox(tmp_path / "c"))
-    with open(f"/proc/{pc}/cgroup") as f:
-        cgroup = f.read().strip().split(":")[-1]
+    cgroup = pids_cgroup(pc)
     _corrupt(os.path.join(rt.root, "c", "state.json"), kind)
     res = rt("list", "--format", "json", timeout=10)
     assert res.rc == 0, res
@@ -368,19 +381,20 @@ def test_corrupt_state_json(tmp_path, rt, kind):
     wait_for(lambda: not os.path.exists(f"/proc/{pc}") or open(f"/proc/{pc}/stat").read().split()[2] == "Z", 5,
              "the broken container's init to die")
     assert "c" not in rt.ids()
-    if _v2():
-        assert not os.path.exists("/sys/fs/cgroup" + cgroup)
+    assert not os.path.exists(cgroup)
     assert rt.status("good") == "created"
     os.kill(pa, 0)
 
 
 def test_corrupt_state_and_record_still_found_through_default_cgroup(tmp_path, rt):
     pc = rt.create("c", sandbox(tmp_path / "c"))
+    cgroup = pids_cgroup(pc)
     for name in ("state.json", "recovery.json"):
         _corrupt(os.path.join(rt.root, "c", name), "garbage")
     rt.ok("delete", "--force", "c", timeout=20)
     wait_for(lambda: not os.path.exists(f"/proc/{pc}") or open(f"/proc/{pc}/stat").read().split()[2] == "Z", 5,
              "the broken container's init to die")
+    assert not os.path.exists(cgroup)
     nothing_left(rt, "c")
 
 
@@ -474,3 +488,22 @@ def test_tables_escape_control_characters(tmp_path, rt):
     pids = rt.ok("ps", "--format", "json", "esc").json()
     assert len(ps.splitlines()) == 1 + len(pids) and "\x1b" not in ps and "30\\n\\x1b[2Jspoof" in ps, ps
     rt.ok("delete", "--force", "esc")
+
+
+def test_delete_force_is_never_stuck_on_a_sub_cgroup(tmp_path, rt):
+    """A process moved into a cgroup below the container's is the container's (as with runc): delete --force
+    stops it and removes both cgroups instead of failing on the busy sub-cgroup for ever."""
+    pid = rt.create("sub", sandbox(tmp_path / "b"))
+    leaf = pids_cgroup(pid)
+    os.mkdir(os.path.join(leaf, "inner"))
+    p = subprocess.Popen(["sleep", "60"])
+    try:
+        with open(os.path.join(leaf, "inner", "cgroup.procs"), "w") as f:
+            f.write(str(p.pid))
+        rt.ok("delete", "--force", "sub", timeout=20)
+        assert p.wait(timeout=5) == -9
+        assert not os.path.exists(leaf)
+    finally:
+        p.kill()
+        p.wait()
+    nothing_left(rt, "sub")

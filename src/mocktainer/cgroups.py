@@ -851,7 +851,10 @@ def _remove_tree(path: str) -> None:
 
 
 def pids(paths: dict[str, str]) -> list[int] | None:
-    """The processes in the container's cgroup in any of its hierarchies (sorted), or None if none is readable."""
+    """The processes in the container's cgroup in any of its hierarchies (sorted), or None if none is readable.
+
+    Those of cgroups below it too (as runc's): a process moved into a sub-cgroup is still the container's,
+    and one left there would keep delete from removing the cgroup for ever."""
     found: set[int] | None = None
     for path in dict.fromkeys(paths.values()):
         try:
@@ -859,4 +862,10 @@ def pids(paths: dict[str, str]) -> list[int] | None:
         except (OSError, ValueError):
             continue
         found = (found or set()) | set(got)
+        for sub, _dirs, _files in os.walk(path):
+            if sub != path:
+                try:
+                    found.update(read_pids(sub))
+                except (OSError, ValueError):
+                    pass
     return None if found is None else sorted(found)
