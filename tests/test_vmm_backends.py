@@ -155,7 +155,8 @@ def test_create_start_sizes_the_vm(tmp_path, root, kernel, backend, cpu):
             "drives": [],
         }
     else:
-        assert sorted(os.listdir(state_dir)) == ["control", "exec.fifo", "state.json"]  # control: graceful stop
+        # control: graceful stop; recovery.json: what delete --force finds when state.json is damaged
+        assert sorted(os.listdir(state_dir)) == ["control", "exec.fifo", "recovery.json", "state.json"]
     assert runu(root, "start", cid).returncode == 0
     wait_for(lambda: "idling" in log.read_text(), "the guest to idle")
     argv = argv_of(pid)
