@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import needs_root
-from runu_helpers import Runtime, assert_error, log_lines, spec, wait_for, write_bundle
+from runu_helpers import BACKENDS, Runtime, assert_error, log_lines, spec, wait_for, write_bundle
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clients  # noqa: E402
@@ -66,11 +66,13 @@ def vmm_output(rt: Runtime, cid: str, bundle: str) -> str:
 # ---- reaching outside the bundle -------------------------------------------------------------
 
 @needs_qemu
+@pytest.mark.parametrize("vmm", BACKENDS)
 @pytest.mark.parametrize("swap", ["symlink", "file", "rootfs"])
-def test_vmm_boots_the_kernel_checked_at_create(tmp_path, rt, kernels, swap):
+def test_vmm_boots_the_kernel_checked_at_create(tmp_path, rt, kernels, swap, vmm):
     """A kernel swapped between create and start (for a symlink to a host file, another file, or the whole
     rootfs for one pointing elsewhere) changes nothing: the VMM opens the very file create checked."""
-    b = unikernel(tmp_path / "b", kernels["pvh"], args=["exit=3"])
+    b = unikernel(tmp_path / "b", kernels["pvh"], args=["exit=3"],
+                  annotations={"org.unikraft.runu.vmm": vmm, "org.unikraft.runu.accel": "auto"})
     out = tmp_path / "console"
     with open(out, "wb") as f:  # the VMM's console: the container's stdout, inherited from create
         subprocess.run([rt.binary, *rt.global_flags(), "create", "--bundle", b, "swap"], stdout=f, check=True,
