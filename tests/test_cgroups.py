@@ -615,11 +615,13 @@ def test_runu_systemd_cgroup(rt, tmp_path, cg):
 @pytest.mark.integration
 def test_runu_default_and_relative_paths(rt, tmp_path, cg):
     cid = f"mtcg-{cg.token}"
-    cg.tops.append(f"/runu/{cid}")
+    default = f"/runu/{cgroups.default_name(rt.root, cid)}"  # the id and a hash of the root
+    assert default.startswith(f"/runu/{cid}-")
+    cg.tops.append(default)
     cg.prune.append("/runu")
     pid = rt.create(cid, sandbox(tmp_path, "b1"))
-    dirs = cg.dirs(f"/runu/{cid}")
-    assert_placed(pid, f"/runu/{cid}", dirs)
+    dirs = cg.dirs(default)
+    assert_placed(pid, default, dirs)
 
     rel = cg.top(relative=True) + "/c"
     pid2 = rt.create("rel", sandbox(tmp_path, "b2", cgroups_path=rel))

@@ -491,6 +491,7 @@ def test_create_on_a_full_root_fails_cleanly(scene, small_tmpfs):
 def test_create_on_a_read_only_root_fails_cleanly(scene, small_tmpfs):
     root = small_tmpfs / "root"
     root.mkdir()
+    root.chmod(0o700)  # (a root of another mode is made 0700 first, which a read-only file system refuses)
     subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
     b = scene.sandbox()
     cid = "ro"

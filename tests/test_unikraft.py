@@ -976,7 +976,7 @@ class TestQemuKnobs:
 
     @pytest.mark.parametrize("words", [
         [], ["-rtc", "base=localtime,clock=vm,driftfix=slew"], ["--rtc", "base=utc"],
-        ["-machine", "pit=on,rtc=off"], ["-M", "acpi=off"], ["-overcommit", "mem-lock=off,cpu-pm=on"],
+        ["-machine", "pit=on,rtc=off"], ["-M", "acpi=off"], ["-overcommit", "cpu-pm=on"],
         ["-msg", "timestamp=on"], ["-icount", "shift=auto,sleep=off"], ["-icount", "shift=3"],
         ["-device", "virtio-rng-pci"], ["-device", "virtio-rng-device,max-bytes=1024,period=1000,id=rng0"],
         ["-device", "pvpanic"], ["-device", "i8042"],
@@ -996,6 +996,7 @@ class TestQemuKnobs:
         ["-M", "microvm"], ["-machine", "pc,pit=on"], ["-machine", "dumpdtb=/x"], ["-machine", "pit=on,,x=y"],
         ["-machine", "kernel=/x"], ["-machine", "firmware=/x"], ["-rtc", "base=/etc"], ["-rtc"],
         ["-icount", "rr=record,rrfile=/x"], ["-icount", "shift=99"], ["-overcommit", "mem-lock=maybe"],
+        ["-overcommit", "mem-lock=on"],
         ["-S"], ["-s"], ["-gdb", "tcp::1234"], ["-smp", "64"], ["-m", "100G"], ["-accel", "kvm"],
         ["-cpu", "max"], ["-name", "x,debug-threads=on"], ["-rtc", "base=utc", "-monitor", "stdio"],
         ["base=utc"], ["-nodefaults"], ["-enable-kvm"], ["-no-reboot"], ["-no-shutdown"], ["-vnc", ":0"],

@@ -171,13 +171,15 @@ def test_create_start_sizes_the_vm(tmp_path, root, kernel, backend, cpu):
         assert config_file.stat().st_mode & 0o777 == 0o600
         config = json.loads(config_file.read_text())
         assert config == {
-            "boot-source": {"kernel_image_path": f"{b}/rootfs/unikraft/bin/kernel",
+            # the checked kernel, handed over open (fd 3: the state directory, 4: the kernel)
+            "boot-source": {"kernel_image_path": "/proc/self/fd/4",
                             "boot_args": "/unikraft/bin/kernel idle"},
             "machine-config": {"vcpu_count": vcpus, "mem_size_mib": memory},
             "drives": [],
         }
     else:
-        assert sorted(os.listdir(state_dir)) == ["control", "exec.fifo", "state.json"]  # control: graceful stop
+        # control: graceful stop; recovery.json: what delete --force finds when state.json is damaged
+        assert sorted(os.listdir(state_dir)) == ["control", "exec.fifo", "recovery.json", "state.json"]
     assert runu(root, "start", cid).returncode == 0
     wait_for(lambda: "idling" in log.read_text(), "the guest to idle")
     argv = argv_of(pid)
@@ -385,7 +387,7 @@ def test_ctr_run_sizes_the_vm(containerd, ctr_ids, backend):
                             str(state_dir / "firecracker.json")]
         config = json.loads((state_dir / "firecracker.json").read_text())
         assert config["machine-config"] == {"vcpu_count": vcpus, "mem_size_mib": memory}
-        assert config["boot-source"]["kernel_image_path"].endswith("/rootfs/unikraft/bin/kernel")
+        assert config["boot-source"]["kernel_image_path"] == "/proc/self/fd/4"  # the checked kernel, kept open
         assert config["boot-source"]["boot_args"].endswith(" idle --")
     else:
         assert os.path.basename(argv[0]) == "qemu-system-x86_64"

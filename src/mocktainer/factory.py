@@ -5,7 +5,7 @@ import os
 from . import state as statefile
 from .configs import Config, NamespaceType
 from .container import Container
-from .error import ConfigError, ExistsError, NotExistError, StateError
+from .error import ConfigError, CorruptStateError, ExistsError, NotExistError, StateError
 from .ids import MAX_ID_LEN, validate_id  # noqa: F401  (MAX_ID_LEN: re-exported)
 
 
@@ -78,19 +78,24 @@ def check_namespace_path(oci: str, path: str) -> None:
 
 
 def _ensure_root(root: str) -> None:
+    """The state root exists, is ours and is reachable by us alone (0700), whatever the umask and whatever
+    mode a root that already existed had: the VMMs' control sockets live below it."""
     try:
-        os.mkdir(root, 0o700)
-        os.chmod(root, 0o700)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
-        except OSError as e:
-            raise StateError(f"cannot create the state root {root}: {e.strerror}") from None
-        _ensure_root(root)
+        os.makedirs(root, 0o700, exist_ok=True)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
-        raise StateError(f"cannot create the state root {root}: {e.strerror}") from None
+        raise StateError(f"cannot create the state root {root}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise StateError(f"the state root {root} belongs to user {st.st_uid}, not to this user "
+                             f"({os.geteuid()}); give a --root of this user's own")
+        if st.st_mode & 0o7777 != 0o700:
+            os.fchmod(fd, 0o700)
+    except OSError as e:
+        raise StateError(f"cannot make the state root {root} private: {e.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def create(root: str, id: str, config: Config) -> Container:
@@ -122,8 +127,9 @@ def load(root: str, id: str) -> Container:
         st = statefile.read(path)
     except FileNotFoundError:
         raise NotExistError(f"container {id!r} does not exist") from None
-    except ValueError as e:
-        raise NotExistError(f"container {id!r} has an unreadable state.json ({e})") from None
+    except (ValueError, OSError) as e:
+        why = e.strerror if isinstance(e, OSError) else str(e)
+        raise CorruptStateError(f"container {id!r} has an unreadable {path}/{statefile.STATE_FILE}: {why}") from None
     return Container(root, id, st.config, st)
 
 

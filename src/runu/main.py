@@ -107,12 +107,17 @@ class Log:
             line = f"time={fastjson.dumps(t)} level={level} msg={fastjson.dumps(msg)}"
         try:
             # O_NOFOLLOW: a symlink planted at the log's path is not followed (the line is dropped), so it
-            # cannot make runu append to a file elsewhere.
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            # cannot make runu append to a file elsewhere. O_NONBLOCK and the check of the open file: a FIFO
+            # (or a device) there never blocks runu; only a regular file gets the line.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                         | os.O_NONBLOCK | os.O_NOCTTY, 0o644)
         except OSError:
             return
         try:
-            os.write(fd, line.encode() + b"\n")
+            import stat
+
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.write(fd, line.encode() + b"\n")
         except OSError:
             pass  # a full disk must not turn the error being reported into a traceback
         finally:
@@ -334,6 +339,8 @@ def _main(argv: list[str], delegate: bool = True) -> int:
         if g.get("log-format") not in (None, "text", "json"):
             raise UsageError(f"invalid --log-format {g['log-format']!r}: use text or json")
         g.setdefault("root", os.environ.get("RUNU_ROOT") or "/run/runu")
+        if not g["root"]:
+            raise UsageError("--root must not be empty: give the state directory (default /run/runu)")
         if g.get("version"):
             from runu import __version__
 

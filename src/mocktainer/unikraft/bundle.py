@@ -110,7 +110,7 @@ class Plan:
     """
 
     __slots__ = ("kind", "args", "env", "kernel", "cmdline", "memory_mib", "vcpus", "accel",
-                 "machine", "vmm", "files", "control", "guest")
+                 "machine", "vmm", "files", "control", "guest", "fds")
 
     def __init__(self, kind, args, env, kernel=None, cmdline=None, memory_mib=None,
                  vcpus=None, accel=None, machine=None, vmm=None, files=None, control=None, guest=None):
@@ -127,19 +127,22 @@ class Plan:
         self.files = dict(files or {})
         self.control = control
         self.guest = guest
+        self.fds = []  # open files the VMM must inherit at plan(fd_base=N)'s N, N+1, ... (the caller closes them)
 
     def __repr__(self):
         return "Plan(%s)" % ", ".join("%s=%r" % (a, getattr(self, a)) for a in self.__slots__)
 
 
-def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
+def plan(spec, rootfs, environ, state_dir=None, control_dir=None, fd_base=None):
     """Decide what the container runs. Raises ConfigError with a user-facing message.
 
     `environ` is the runu process' environment (knobs, PATH for the VMM lookup,
     RUNU_CONFIG); `state_dir` the container's directory under the runtime root,
     where `Plan.files` will be written (its base name is the container id);
     `control_dir` the short path by which the VMM will reach that directory
-    (see vmm.VM), or None for a VMM without a control socket.
+    (see vmm.VM), or None for a VMM without a control socket. With `fd_base`,
+    the kernel and initrd that were checked stay open (`Plan.fds`) and the VMM
+    boots them as the fds fd_base, fd_base+1 it will inherit (kernel.Kernel).
     """
     if not isinstance(spec, dict):
         raise ConfigError("the OCI config must be a JSON object")
@@ -155,7 +158,16 @@ def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
         exe = resolve_executable(rootfs, args[0], env)
         return Plan("sandbox", [exe] + args[1:], list(env))
 
-    kern = _kernel.find_kernel(rootfs)
+    kern = _kernel.find_kernel(rootfs, keep_open=fd_base is not None)
+    try:
+        return _unikernel_plan(kern, spec, rootfs, environ, args, env, annotations, state_dir, control_dir, fd_base)
+    except BaseException:
+        if kern is not None:
+            kern.close()
+        raise
+
+
+def _unikernel_plan(kern, spec, rootfs, environ, args, env, annotations, state_dir, control_dir, fd_base):
     if kern is None:
         raise ConfigError(
             "runu runs unikernel bundles (rootfs/%s) and CRI sandbox containers "
@@ -182,15 +194,18 @@ def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
     memory = memory_mib(resources, backend.OVERHEAD_MIB, name,
                         DEFAULT_LINUX_MEMORY_MIB if kern.linux else DEFAULT_MEMORY_MIB)
     vcpus = vcpu_count(resources)
+    fds = kern.hand_over(fd_base) if fd_base is not None else []
     vm = _vmm.VM(kern, cmdline, memory, vcpus, annotations, settings, state_dir,
                  os.path.basename(state_dir) if state_dir else None, control_dir)
     launch = backend.launch(vm)
     guest = {"line": line.as_dict(), "machine": launch.machine or "",
              "hostname": spec.get("hostname") if isinstance(spec.get("hostname"), str) else "",
              "resolv_conf": resolv_conf_source(spec.get("mounts"))}
-    return Plan("unikernel", launch.args, list(VMM_ENV), kernel=kern, cmdline=cmdline,
-                memory_mib=memory, vcpus=vcpus, accel=launch.accel, machine=launch.machine,
-                vmm=name, files=launch.files, control=launch.control, guest=guest)
+    out = Plan("unikernel", launch.args, list(VMM_ENV), kernel=kern, cmdline=cmdline,
+               memory_mib=memory, vcpus=vcpus, accel=launch.accel, machine=launch.machine,
+               vmm=name, files=launch.files, control=launch.control, guest=guest)
+    out.fds = fds
+    return out
 
 
 def program_name(args: list[str]) -> str:
@@ -331,7 +346,15 @@ def memory_mib(resources, overhead_mib=0, vmm="the VMM", default=DEFAULT_MEMORY_
                           % (limit,))
     if limit <= 0:
         return default
+    if limit >= 1 << 63:
+        raise ConfigError("linux.resources.memory.limit %d is out of range: the kernel takes limits below 2^63"
+                          % limit)
     mib = limit // MIB - overhead_mib
+    host = host_memory_mib()
+    if host and mib > host:
+        raise ConfigError(
+            "memory limit of %d bytes would give the %s guest %d MiB, more than this host's %d MiB of memory "
+            "and swap, which %s cannot allocate; lower linux.resources.memory.limit" % (limit, vmm, mib, host, vmm))
     if mib < MIN_MEMORY_MIB:
         need = MIN_MEMORY_MIB + overhead_mib
         raise ConfigError(
@@ -340,6 +363,19 @@ def memory_mib(resources, overhead_mib=0, vmm="the VMM", default=DEFAULT_MEMORY_
             "raise linux.resources.memory.limit"
             % (limit, vmm, overhead_mib, vmm, MIN_MEMORY_MIB, need, need * MIB))
     return mib
+
+
+def host_memory_mib(meminfo="/proc/meminfo"):
+    """MemTotal + SwapTotal in MiB (the most a VMM can allocate for its guest), or 0 when unknown."""
+    total = 0
+    try:
+        with open(meminfo, "rb") as f:
+            for line in f:
+                if line.startswith((b"MemTotal:", b"SwapTotal:")):
+                    total += int(line.split()[1])  # kB
+    except (OSError, ValueError, IndexError):
+        return 0
+    return total // 1024
 
 
 def vcpu_count(resources):
@@ -351,7 +387,7 @@ def vcpu_count(resources):
     if _positive_int(quota) and _positive_int(period):
         n = -(-quota // period)
     elif isinstance(cpu.get("cpus"), str) and cpu["cpus"].strip():
-        n = len(_cpuset(cpu["cpus"]))
+        n = _cpuset_size(cpu["cpus"])
     return max(1, min(n or 1, host))
 
 
@@ -359,8 +395,12 @@ def _positive_int(v):
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
-def _cpuset(text):
-    cpus = set()
+MAX_CPU = 1 << 16  # above any machine's CPU numbers (the kernel's NR_CPUS is at most 8192)
+
+
+def _cpuset_size(text):
+    """How many CPUs the list `text` (e.g. 0-3,8) names, counted from its ranges (never expanded)."""
+    ranges = []
     try:
         for part in text.split(","):
             part = part.strip()
@@ -371,11 +411,20 @@ def _cpuset(text):
             hi = int(hi) if hi else lo
             if lo < 0 or hi < lo:
                 raise ValueError(part)
-            cpus.update(range(lo, hi + 1))
+            ranges.append((lo, hi))
     except ValueError:
         raise ConfigError("linux.resources.cpu.cpus %r is not a CPU list like 0-1,3"
-                          % (text,)) from None
-    return cpus
+                          % (text[:100],)) from None
+    top = max((hi for _lo, hi in ranges), default=0)
+    if top >= MAX_CPU:
+        raise ConfigError("linux.resources.cpu.cpus names CPU %d; no machine has a CPU numbered %d or more"
+                          % (top, MAX_CPU))
+    count, end = 0, -1
+    for lo, hi in sorted(ranges):
+        if hi > end:
+            count += hi - max(lo, end + 1) + 1
+            end = hi
+    return count
 
 
 # -- sandbox executable --------------------------------------------------------

@@ -161,9 +161,9 @@ def check_accel(vm, kvm_check=_qemu.kvm_usable, hwvirt_check=_qemu._hardware_vir
 
 def vm_config(vm):
     """The configuration file's content (a dict)."""
-    boot = {"kernel_image_path": vm.kernel.path}
+    boot = {"kernel_image_path": vm.kernel.boot_path}  # /proc/self/fd/N: the checked file (kernel.Kernel)
     if vm.kernel.initrd:
-        boot["initrd_path"] = vm.kernel.initrd
+        boot["initrd_path"] = vm.kernel.boot_initrd
     # Always set: without boot_args Firecracker uses its own, which turn the serial port off.
     boot["boot_args"] = vm.cmdline or ""
     return {

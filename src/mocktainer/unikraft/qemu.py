@@ -406,14 +406,25 @@ def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, machine=None
             # through pvpanic the container ends with a failure instead.
             args += ["-device", "pvpanic", "-action", "panic=exit-failure"]
     args += extra_args
-    args += ["-kernel", kernel.path]
+    # boot_path/boot_initrd: /proc/self/fd/N when runu hands over the checked files (kernel.Kernel), so no
+    # bundle path meets QEMU's option syntax (a multiboot -initrd is a module list split at ',' and ' ').
+    args += ["-kernel", kernel.boot_path]
     if kernel.initrd:
-        args += ["-initrd", kernel.initrd]
+        multiboot = kernel.boot_protocol == "multiboot"
+        args += ["-initrd", _module_path(kernel.boot_initrd) if multiboot else kernel.boot_initrd]
     if cmdline:
         args += ["-append", cmdline]
     if nic_fds:
         args += nic_args(args, nic_fds)
     return args
+
+
+def _module_path(path):
+    """`path` as one multiboot module: a path with `,` or a blank (the module list's separators) is refused
+    (create hands QEMU the initrd as /proc/self/fd/N, which never has them)."""
+    if "," in path or any(c.isspace() for c in path):
+        raise ConfigError("path %r has a ',' or a blank, which QEMU would read as option syntax" % path)
+    return path
 
 
 def nic_args(args, nics, start=0):
@@ -458,6 +469,9 @@ def check_cpu_model(value, source):
     for item in features:
         name, eq, val = item.lstrip("+-").partition("=")
         ok = ok and _is_name(name) and (not eq or _is_name(val))
+    if "help" in [model] + [item.lstrip("+-").partition("=")[0] for item in features]:
+        # QEMU answers a help request by printing the list and exiting 0: the container would "succeed"
+        raise ConfigError("%s=%r asks QEMU for help instead of naming a CPU model" % (source, value))
     if not ok:
         raise ConfigError("%s=%r is not a CPU model: use a QEMU model name and ,[+-]feature[=value] "
                           "items made of letters, digits, '.', '_' and '-' (e.g. max or "
@@ -486,7 +500,10 @@ EXTRA_OPTIONS = {
     "-machine": {k: _ON_OFF_AUTO for k in (
         "acpi", "pit", "pic", "rtc", "hpet", "pcie", "isa-serial", "x-option-roms", "auto-kernel-cmdline",
         "smm", "vmport", "usb", "sata", "i8042", "mem-merge", "graphics", "suppress-vmdesc")},
-    "-overcommit": {"mem-lock": _ON_OFF, "cpu-pm": _ON_OFF},
+    # (not mem-lock: QEMU's mlockall makes every mapping it ever makes resident at once, its reserved areas
+    # and thread stacks too, far beyond OVERHEAD_MIB: under the container's memory limit the kernel OOM-kills
+    # QEMU before the guest runs)
+    "-overcommit": {"cpu-pm": _ON_OFF},
     "-msg": {"timestamp": _ON_OFF, "guest-name": _ON_OFF},
     "-icount": {"shift": lambda v: v == "auto" or (_number(v) and int(v) <= 10), "align": _ON_OFF,
                 "sleep": _ON_OFF},
