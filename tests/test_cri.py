@@ -290,6 +290,21 @@ def node(tmp_path) -> Iterator[Node]:
     assert problems == [], problems
 
 
+def assert_delegated(node: Node, cid: str, pid: int) -> None:
+    """``cid`` (process ``pid``) is a real container run by runu's delegate OCI runtime (the pod model in
+    docs/clients.md): its state is the delegate's, under runu's root; the process is PID 1 of a PID namespace
+    of its own, in a mount namespace of its own whose root is the image's (busybox-static, no ``/usr``), and
+    without the capabilities of the host's root (CAP_SYS_ADMIN)."""
+    assert (node.runu_root / "@delegate" / cid).is_dir() and not (node.runu_root / cid).exists()
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    assert status["NSpid"].split() == [str(pid), "1"], status["NSpid"]
+    for ns in ("pid", "mnt"):
+        assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+    root = Path(f"/proc/{pid}/root")
+    assert (root / "bin" / "busybox").is_file() and not (root / "usr").exists()
+    assert not int(status["CapEff"], 16) & (1 << 21), status["CapEff"]  # CAP_SYS_ADMIN
+
+
 # -- the test -----------------------------------------------------------------------------------------------------
 
 @needs_root
@@ -301,7 +316,7 @@ def test_unikernel_pod_through_cri_answers_ping(images, node: Node):
     assert version.runtime_name == "containerd" and version.runtime_api_version == "v1", version
     node.import_images(images)
 
-    # -- the pod: runu runs the pause process in the network namespace CNI set up
+    # -- the pod: runu's delegate runs the pause process, in the network namespace CNI set up
     # what a Kubernetes user can set: pod annotations (metadata.annotations), which the kubelet passes on
     pod_config = node.pod_config("unikernel-pod", ANNOTATIONS)
     pod = node.run_pod(pod_config)
@@ -319,10 +334,10 @@ def test_unikernel_pod_through_cri_answers_ping(images, node: Node):
     assert pod_netns.startswith(str(NETNS_DIR / "cni-")) or pod_netns.startswith("/var/run/netns/cni-"), pod_netns
     assert Path(pod_netns).name in node.cni_netns() - node.netns_before
     sandbox_pid = info["pid"]
-    assert clients._cmdline(sandbox_pid)[1:] == ["sleep", "2147483647"]
+    assert clients._cmdline(sandbox_pid) == ["/bin/busybox", "sleep", "2147483647"]  # argv[0] as the spec has it
     assert f"{node.cgroup_parent}/{pod}" in Path(f"/proc/{sandbox_pid}/cgroup").read_text()  # cgroupsPath
     assert os.readlink(f"/proc/{sandbox_pid}/ns/net") != os.readlink("/proc/self/ns/net")
-    assert (node.runu_root / pod).is_dir()  # runu's own state for the sandbox, under the handler's Root
+    assert_delegated(node, pod, sandbox_pid)
     assert links(pod_netns) == ["eth0", "lo"]
     assert ipv4_addrs(pod_netns, "eth0") == [f"{pod_ip}/24"]
 
@@ -406,8 +421,8 @@ def test_unikernel_pod_through_cri_answers_ping(images, node: Node):
     assert sorted(p.name for p in allocations.iterdir()) == ["last_reserved_ip.0", "lock"]  # the address went back
     assert (st_pause := clients._read_stat(sandbox_pid)) is None or st_pause[0] in "ZX"  # the pause process went
     clients.eventually("pod netns left in /run/netns", lambda: node.cni_netns() - node.netns_before, timeout=15)
-    clients.eventually(f"runu state left in {node.runu_root}",
-                       lambda: node.runu_root.is_dir() and os.listdir(node.runu_root), timeout=15)
+    clients.eventually(f"runtime state left in {node.runu_root}",
+                       lambda: clients.runtime_state_left(node.runu_root), timeout=15)
     clients.eventually("CNI state left", lambda: node.cni_leftovers([pod]), timeout=15)
     bridge_side = links(str(NETNS_DIR / node.netns))
     assert [n for n in bridge_side if n.startswith("veth")] == [], bridge_side  # CNI DEL removed the host end
