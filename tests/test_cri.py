@@ -9,14 +9,17 @@ What a kubelet does, through a CRI client generated from ``tests/cri/api.proto``
 - containerd runs in a network namespace of the test's own, and the CNI configuration (Debian's
   containernetworking-plugins: ``bridge`` with ``host-local`` IPAM on a private /24) puts the bridge and the
   host ends of the pods' veths there: no traffic leaves that namespace, and the host's network is untouched;
-- RunPodSandbox (runu runs the pause process, in the pod netns CNI configured), CreateContainer and
-  StartContainer of an image whose rootfs is the Linux test guest as a unikernel bundle
-  (``unikraft/bin/kernel`` + ``unikraft/bin/initrd``): runu hands the pod's address to the guest (macvtap
-  on the pod's eth0), the guest's console is the CRI container log, it pings the pod's gateway, and the
-  gateway's namespace pings the pod IP, which the guest answers;
+- RunPodSandbox (runu's delegate OCI runtime runs the pause process as a real container, in the pod netns
+  CNI configured), CreateContainer and StartContainer of an image whose rootfs is the Linux test guest as a
+  unikernel bundle (``unikraft/bin/kernel`` + ``unikraft/bin/initrd``): runu hands the pod's address to the
+  guest (macvtap on the pod's eth0), the guest's console is the CRI container log, it pings the pod's
+  gateway, and the gateway's namespace pings the pod IP, which the guest answers;
 - StopContainer (SIGTERM: the guest powers off through the ACPI power button), RemoveContainer (the pod's
-  eth0 gets its address back), StopPodSandbox, RemovePodSandbox; then nothing is left: no CRI object, runu
-  state, QEMU, shim, macvtap, tap node, CNI netns, CNI cache or IPAM entry, mount, cgroup or namespace.
+  eth0 gets its address back), StopPodSandbox, RemovePodSandbox; then nothing is left: no CRI object, state
+  of runu or its delegate, QEMU, shim, macvtap, tap node, CNI netns, CNI cache or IPAM entry, mount, cgroup or
+  namespace;
+- a pod with the guest and a busybox sidecar (run by the delegate): ExecSync into the sidecar, and what the
+  sidecar reaches of the guest over the network, measured (docs/clients.md, the pod model).
 """
 
 from __future__ import annotations
