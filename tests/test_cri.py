@@ -544,7 +544,7 @@ def test_pod_with_unikernel_and_busybox_sidecar(images, node: Node):
 
     # -- from outside the pod (the bridge's side, where the gateway is) the guest answers on the pod IP
     outside = ["ip", "netns", "exec", node.netns]
-    ping = subprocess.run([*outside, BUSYBOX, "ping", "-c", "1", "-W", "2", pod_ip], capture_output=True,
+    ping = subprocess.run([*outside, BUSYBOX, "ping", "-c", "2", "-W", "2", pod_ip], capture_output=True,
                           text=True, timeout=30)
     assert ping.returncode == 0, ping.stdout + ping.stderr
     get = http_get(outside, pod_ip, HTTP_PORT)
@@ -574,7 +574,7 @@ def test_pod_with_unikernel_and_busybox_sidecar(images, node: Node):
     subprocess.run(["nsenter", f"--net={pod_netns}", "ip", "addr", "add", spare, "dev", "eth0"], check=True,
                    timeout=30)
     try:
-        assert in_sidecar(f"ping -c 1 -W 2 {node.gateway}")[0] == 0
+        assert in_sidecar(f"ping -c 2 -W 2 {node.gateway}")[0] == 0
         code, out = in_sidecar(f"ping -c 1 -W 2 {pod_ip}")
         assert code == 1 and "0 packets received" in out, out
         code, out = in_sidecar(f"{get_from_sidecar} {pod_ip} {HTTP_PORT}")
@@ -589,7 +589,7 @@ def test_pod_with_unikernel_and_busybox_sidecar(images, node: Node):
     assert (st := cri.container_status(guest).status).state == pb.CONTAINER_EXITED and st.exit_code == 0, st
     cri.remove_container(guest)
     assert ipv4_addrs(pod_netns, "eth0") == [f"{pod_ip}/24"]
-    assert in_sidecar(f"ping -c 1 -W 2 {node.gateway}")[0] == 0
+    assert in_sidecar(f"ping -c 2 -W 2 {node.gateway}")[0] == 0
     # the sidecar ends on StopContainer's SIGTERM (its shell traps it)
     cri.stop_container(sidecar, grace=10)
     assert (st := cri.container_status(sidecar).status).state == pb.CONTAINER_EXITED and st.exit_code == 0, st
