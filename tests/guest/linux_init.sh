@@ -12,6 +12,9 @@
 #               the same with A/M (M defaults to 255.255.255.0) and G
 #   ping=IP     ping IP (up to 5 tries, 1 s each): "ping IP: ok" or "ping IP: fail"
 #               (repeatable)
+#   serve=PORT  after the network is up, serve HTTP on PORT (busybox httpd): a GET of /
+#               answers "runu-linux-guest http PORT"; says "http: serving on PORT"
+#               (repeatable)
 #   panic       crash the kernel (sysrq c) instead of powering off: with panic=-1 the
 #               guest resets (QEMU -no-reboot exits 0); with QEMU's `-device pvpanic
 #               -action panic=exit-failure` QEMU exits 1 (pvpanic is loaded at boot)
@@ -39,7 +42,7 @@ load_modules boot
 read -r cmdline < /proc/cmdline
 say "cmdline: $cmdline"
 
-addr= gw= mask=255.255.255.0 idle= pings= panic= ip4=
+addr= gw= mask=255.255.255.0 idle= pings= serves= panic= ip4=
 for word in $cmdline; do
 	case "$word" in
 	netdev.ip=*) ip4=${word#*=} ;;
@@ -47,6 +50,7 @@ for word in $cmdline; do
 	netdev.ipv4_gw_addr=*) gw=${word#*=} ;;
 	netdev.ipv4_subnet_mask=*) mask=${word#*=} ;;
 	ping=*) pings="$pings ${word#*=}" ;;
+	serve=*) serves="$serves ${word#*=}" ;;
 	idle) idle=1 ;;
 	panic) panic=1 ;;
 	esac
@@ -142,6 +146,16 @@ for target in $pings; do
 		n=$((n + 1))
 	done
 	say "ping $target: $result"
+done
+
+for port in $serves; do
+	mkdir -p "/www/$port"
+	echo "runu-linux-guest http $port" > "/www/$port/index.html"
+	if httpd -p "$port" -h "/www/$port"; then
+		say "http: serving on $port"
+	else
+		say "http: cannot serve on $port"
+	fi
 done
 
 if [ -n "$panic" ]; then
