@@ -4,8 +4,10 @@
 1. Lifecycle: create -> start -> state -> kill -> delete as separate processes with
    the flags containerd's shim passes (--root, --log, --log-format json, --pid-file),
    on one CRI-sandbox bundle running `sleep`, alternating the runtimes each
-   iteration so machine noise hits them alike. Prints median ms per step, the
-   total, and runu's ratios.
+   iteration so machine noise hits them alike. runu hands such a bundle to its
+   delegate OCI runtime, so the table sets runu->crun beside crun and runu->runc
+   beside runc: the difference is what runu adds to every call (one interpreter
+   start and a stat or two). Prints median ms per step, the total, and the ratios.
 2. Start: `runu start` until the tiny guest's first line on the console (the VMM was
    prepared at create), against `runc start` until the first line of an `echo`
    container.
@@ -71,7 +73,7 @@ def crun_usable() -> bool:
         and open("/sys/fs/cgroup/unified/cgroup.controllers").read().strip())
 
 
-def lifecycle(binary: str, root: str, bundle: str, cid: str) -> dict[str, float]:
+def lifecycle(binary: str, root: str, bundle: str, cid: str, env: dict[str, str] | None = None) -> dict[str, float]:
     base = [binary, "--root", root, "--log", os.path.join(bundle, "log.json"), "--log-format", "json"]
     pid_file = os.path.join(bundle, f"{cid}.pid")
     calls = {
@@ -86,7 +88,7 @@ def lifecycle(binary: str, root: str, bundle: str, cid: str) -> dict[str, float]
     with tempfile.TemporaryFile() as err:
         for step in STEPS:
             t = time.perf_counter()
-            r = subprocess.run(calls[step], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            r = subprocess.run(calls[step], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env)
             out[step] = (time.perf_counter() - t) * 1000
             if r.returncode != 0:
                 err.seek(0)
@@ -111,21 +113,24 @@ def median_ms(values: list[float]) -> float:
 
 
 def bench_lifecycle(n: int) -> None:
-    runtimes = {"runu": RUNU, "runc": shutil.which("runc")}
+    runu = RUNU
+    runtimes = {"runc": shutil.which("runc"), "runu->runc": runu}
     if crun_usable():
-        runtimes["crun"] = shutil.which("crun")
+        runtimes.update({"crun": shutil.which("crun"), "runu->crun": runu})
     runtimes = {k: v for k, v in runtimes.items() if v}
+    envs = {rt: dict(os.environ, RUNU_DELEGATE=rt.split("->")[1]) for rt in runtimes if "->" in rt}
     results: dict[str, dict[str, list[float]]] = {rt: {s: [] for s in STEPS} for rt in runtimes}
     with tempfile.TemporaryDirectory() as tmp:
         bundle = os.path.join(tmp, "bundle")
         sandbox_bundle(bundle)
         for i in range(n):
             for rt, binary in runtimes.items():
-                times = lifecycle(binary, os.path.join(tmp, rt), bundle, f"{rt}-{i}")
+                name = rt.replace("->", "-")
+                times = lifecycle(binary, os.path.join(tmp, name), bundle, f"{name}-{i}", envs.get(rt))
                 for s, v in times.items():
                     results[rt][s].append(v)
     print(f"Lifecycle as separate processes with containerd's flags, {n} iterations, median ms")
-    print(f"{'step':<8}" + "".join(f"{rt:>9}" for rt in runtimes))
+    print(f"{'step':<8}" + "".join(f"{rt:>12}" for rt in runtimes))
     for s in STEPS + ("total",):
         row = []
         for rt in runtimes:
@@ -134,12 +139,14 @@ def bench_lifecycle(n: int) -> None:
                 row.append(median_ms(totals))
             else:
                 row.append(median_ms(results[rt][s]))
-        print(f"{s:<8}" + "".join(f"{v:>9.1f}" for v in row))
+        print(f"{s:<8}" + "".join(f"{v:>12.1f}" for v in row))
     for other in ("runc", "crun"):
         if other in runtimes:
-            tot = {rt: median_ms([sum(results[rt][k][i] for k in STEPS) for i in range(n)]) for rt in ("runu", other)}
-            st = {rt: median_ms(results[rt]["state"]) for rt in ("runu", other)}
-            print(f"runu/{other}: lifecycle {tot['runu'] / tot[other]:.2f}x, state {st['runu'] / st[other]:.2f}x")
+            via = f"runu->{other}"
+            tot = {rt: median_ms([sum(results[rt][k][i] for k in STEPS) for i in range(n)]) for rt in (via, other)}
+            st = {rt: median_ms(results[rt]["state"]) for rt in (via, other)}
+            print(f"{via} vs {other}: lifecycle {tot[via] / tot[other]:.2f}x (+{tot[via] - tot[other]:.1f} ms), "
+                  f"state {st[via] / st[other]:.2f}x (+{st[via] - st[other]:.1f} ms)")
 
 
 def wait_for(proc_out: int, needle: bytes, deadline: float) -> bool:

@@ -117,8 +117,9 @@ def _cmdline(pid: int) -> list[str]:
 
 
 def processes_mentioning(*markers: str, names: Sequence[str] = ()) -> list[int]:
-    """Live processes (not this one) with an argument containing one of ``markers`` and, when ``names`` is
-    given, a program (argv[0]'s base name) starting with one of them."""
+    """Live processes (not this one) with an argument, or an open file, containing one of ``markers`` and,
+    when ``names`` is given, a program (argv[0]'s base name) starting with one of them. (A VMM names its
+    kernel /proc/self/fd/N: the bundle's path is that of a file it holds open.)"""
     found = []
     for pid in _all_pids():
         if pid == os.getpid():
@@ -126,9 +127,24 @@ def processes_mentioning(*markers: str, names: Sequence[str] = ()) -> list[int]:
         argv = _cmdline(pid)
         if not argv or (names and not os.path.basename(argv[0]).startswith(tuple(names))):
             continue
-        if any(m in a for a in argv for m in markers) and (st := _read_stat(pid)) and st[0] not in "ZX":
+        words = argv + _open_files(pid)
+        if any(m in a for a in words for m in markers) and (st := _read_stat(pid)) and st[0] not in "ZX":
             found.append(pid)
     return found
+
+
+def _open_files(pid: int) -> list[str]:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return []
+    out = []
+    for fd in fds:
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return out
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -1158,7 +1174,16 @@ class CtrIds:
         eventually("VMM processes left",
                    lambda: processes_mentioning(str(cd.base) + "/", names=["qemu-system", "firecracker"]))
         root = cd.runtime_state_dir
-        eventually(f"runtime state left in {root}", lambda: root.is_dir() and os.listdir(root))
+        eventually(f"runtime state left in {root}", lambda: runtime_state_left(root))
+
+
+def runtime_state_left(root: Path) -> list[str]:
+    """Container directories in a runu root: runu's own and its delegate OCI runtime's (in ``@delegate``)."""
+    if not root.is_dir():
+        return []
+    delegated = root / "@delegate"
+    return ([n for n in os.listdir(root) if n != "@delegate"]
+            + (["@delegate/" + n for n in os.listdir(delegated)] if delegated.is_dir() else []))
 
 
 # ---------------------------------------------------------------------------------------------

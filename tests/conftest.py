@@ -16,7 +16,7 @@ if SRC not in sys.path:
 from mocktainer import system  # noqa: E402
 
 
-def _install_test_launcher() -> str:
+def _install_test_launcher(name: str = "runu", call: str = "main()") -> str:
     """A `runu` for this checkout, first on PATH for the whole run.
 
     /usr/local/bin/runu points at whichever checkout ran scripts/setup.sh last;
@@ -24,9 +24,9 @@ def _install_test_launcher() -> str:
     """
     bindir = os.path.join(os.path.dirname(SRC), ".cache", "bin")
     os.makedirs(bindir, exist_ok=True)
-    path = os.path.join(bindir, "runu")
+    path = os.path.join(bindir, name)
     text = (f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {SRC!r})\n"
-            "from runu.main import main\nsys.exit(main())\n")
+            f"from runu.main import main\nsys.exit({call})\n")
     try:
         with open(path) as f:
             current = f.read()
@@ -38,11 +38,16 @@ def _install_test_launcher() -> str:
             f.write(text)
         os.chmod(tmp, 0o755)
         os.rename(tmp, path)
-    os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     return path
 
 
 RUNU = _install_test_launcher()
+RUNU_LIBRARY = _install_test_launcher("runu-library", "main(delegate=False)")
+"""runu without the delegate OCI runtime: plain bundles (CRI sandboxes) run through the library's own
+plain-process path. For tests of the library's mechanisms (cgroups, faults, races) with a cheap process;
+the product's `runu` hands such bundles to crun or runc."""
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mknod, real inits)")
 
@@ -151,7 +156,10 @@ def root(tmp_path):
     r = str(tmp_path / "root")
     yield r
     if os.path.isdir(r):
-        for cid in os.listdir(r):
+        delegated = os.path.join(r, "@delegate")  # runu.delegate.DELEGATE_DIR: the delegate runtime's containers
+        ids = [c for c in os.listdir(r) if c != "@delegate"]
+        ids += os.listdir(delegated) if os.path.isdir(delegated) else []
+        for cid in ids:
             subprocess.run([RUNU, "--root", r, "delete", "--force", cid], capture_output=True, timeout=30,
                            env=base_env())
 

@@ -22,7 +22,7 @@ from mocktainer import cgroups, configs, specconv
 from mocktainer.cgroups import Host, Limits, cgroup_mode, inner_path, parse_mountinfo, parse_proc_cgroup
 
 from conftest import SRC, needs_root
-from runu_helpers import RUNU, Runtime, alive, spec, wait_exit, wait_for, write_bundle
+from runu_helpers import RUNU_LIBRARY, Runtime, alive, spec, wait_exit, wait_for, write_bundle
 
 # ---- cgroupsPath: cgroupfs -------------------------------------------------------------------
 
@@ -441,7 +441,7 @@ def cg():
 
 @pytest.fixture
 def rt(tmp_path):
-    r = Runtime("runu", str(tmp_path))
+    r = Runtime("runu-library", str(tmp_path))  # the library's cgroup code, with a cheap plain process
     try:
         yield r
     finally:
@@ -615,11 +615,13 @@ def test_runu_systemd_cgroup(rt, tmp_path, cg):
 @pytest.mark.integration
 def test_runu_default_and_relative_paths(rt, tmp_path, cg):
     cid = f"mtcg-{cg.token}"
-    cg.tops.append(f"/runu/{cid}")
+    default = f"/runu/{cgroups.default_name(rt.root, cid)}"  # the id and a hash of the root
+    assert default.startswith(f"/runu/{cid}-")
+    cg.tops.append(default)
     cg.prune.append("/runu")
     pid = rt.create(cid, sandbox(tmp_path, "b1"))
-    dirs = cg.dirs(f"/runu/{cid}")
-    assert_placed(pid, f"/runu/{cid}", dirs)
+    dirs = cg.dirs(default)
+    assert_placed(pid, default, dirs)
 
     rel = cg.top(relative=True) + "/c"
     pid2 = rt.create("rel", sandbox(tmp_path, "b2", cgroups_path=rel))
@@ -746,7 +748,7 @@ def test_runu_run_in_the_foreground(tmp_path, cg):
     b = sandbox(tmp_path, cgroups_path=inner, resources={"pids": {"limit": 5}},
                 args=["/bin/busybox", "sh", "-c", "cat /proc/self/cgroup"])
     root = str(tmp_path / "root")
-    r = subprocess.run([RUNU, "--root", root, "run", "--bundle", b, "r1"], capture_output=True, text=True,
+    r = subprocess.run([RUNU_LIBRARY, "--root", root, "run", "--bundle", b, "r1"], capture_output=True, text=True,
                        timeout=30, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r
     assert f":pids:{inner}" in r.stdout and f"0::{inner}" in r.stdout

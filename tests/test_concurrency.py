@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import RUNU, base_env, children_of, needs_root, reap_zombies
+from conftest import RUNU_LIBRARY as RUNU, base_env, children_of, needs_root, reap_zombies
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clients  # noqa: E402
@@ -176,15 +176,7 @@ def test_kill_does_not_signal_a_reused_pid(tmp_path, root):
 # ---- many lifecycles at once ---------------------------------------------------------------------
 
 def _count_leaks(root: str) -> dict[str, object]:
-    qemus = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/cmdline", "rb") as f:
-                    if root.encode() in f.read():
-                        qemus.append(int(p))
-            except OSError:
-                pass
+    qemus = clients.processes_mentioning(root)  # (by argument or open file: a VMM holds its state directory)
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     with open("/proc/self/mountinfo") as f:
         mounts = len(f.read().splitlines())

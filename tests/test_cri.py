@@ -9,14 +9,17 @@ What a kubelet does, through a CRI client generated from ``tests/cri/api.proto``
 - containerd runs in a network namespace of the test's own, and the CNI configuration (Debian's
   containernetworking-plugins: ``bridge`` with ``host-local`` IPAM on a private /24) puts the bridge and the
   host ends of the pods' veths there: no traffic leaves that namespace, and the host's network is untouched;
-- RunPodSandbox (runu runs the pause process, in the pod netns CNI configured), CreateContainer and
-  StartContainer of an image whose rootfs is the Linux test guest as a unikernel bundle
-  (``unikraft/bin/kernel`` + ``unikraft/bin/initrd``): runu hands the pod's address to the guest (macvtap
-  on the pod's eth0), the guest's console is the CRI container log, it pings the pod's gateway, and the
-  gateway's namespace pings the pod IP, which the guest answers;
+- RunPodSandbox (runu's delegate OCI runtime runs the pause process as a real container, in the pod netns
+  CNI configured), CreateContainer and StartContainer of an image whose rootfs is the Linux test guest as a
+  unikernel bundle (``unikraft/bin/kernel`` + ``unikraft/bin/initrd``): runu hands the pod's address to the
+  guest (macvtap on the pod's eth0), the guest's console is the CRI container log, it pings the pod's
+  gateway, and the gateway's namespace pings the pod IP, which the guest answers;
 - StopContainer (SIGTERM: the guest powers off through the ACPI power button), RemoveContainer (the pod's
-  eth0 gets its address back), StopPodSandbox, RemovePodSandbox; then nothing is left: no CRI object, runu
-  state, QEMU, shim, macvtap, tap node, CNI netns, CNI cache or IPAM entry, mount, cgroup or namespace.
+  eth0 gets its address back), StopPodSandbox, RemovePodSandbox; then nothing is left: no CRI object, state
+  of runu or its delegate, QEMU, shim, macvtap, tap node, CNI netns, CNI cache or IPAM entry, mount, cgroup or
+  namespace;
+- a pod with the guest and a busybox sidecar (run by the delegate): ExecSync into the sidecar, and what the
+  sidecar reaches of the guest over the network, measured (docs/clients.md, the pod model).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import pytest
 from conftest import RUNU, needs_root
 
 HERE = Path(__file__).resolve().parent
+POD_DNS, POD_SEARCH = "10.96.0.10", "default.svc.cluster.local"
 sys.path.insert(0, str(HERE))
 import clients  # noqa: E402
 from guest import linux  # noqa: E402
@@ -55,6 +59,8 @@ GUEST_MIB = 128
 QEMU_OVERHEAD_MIB = 72  # runu keeps this much of the memory limit for QEMU and its supervisor (docs/bundles.md)
 PAUSE_REF = "localhost/runu-tests/pause:latest"
 APP_REF = "localhost/runu-tests/linux-guest:latest"
+SIDECAR_REF = "localhost/runu-tests/sidecar:latest"
+HTTP_PORT = 8080  # the guest's `serve=` word: busybox httpd in the guest
 BOOT_TIMEOUT = 90.0
 
 REQUIRED = ("containerd", "ctr", "containerd-shim-runc-v2", "umoci", "qemu-system-x86_64", "nsenter", "ip",
@@ -98,7 +104,8 @@ def cri_log_text(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> dict[str, Path]:
-    """{ref: OCI archive}: the pause image (busybox sleeping) and the Linux test guest as a unikernel bundle."""
+    """{ref: OCI archive}: the pause image (busybox sleeping), the Linux test guest as a unikernel bundle, and a
+    busybox sidecar (a shell that sleeps until SIGTERM, with the network applets a sidecar would use)."""
     if os.geteuid() != 0:
         pytest.skip("needs root (containerd, network namespaces)")
     clients.require(*REQUIRED)
@@ -114,6 +121,8 @@ def images(tmp_path_factory) -> dict[str, Path]:
         pytest.skip(f"Linux test guest unavailable: {e}")
     pause = clients.busybox_rootfs(tmp / "pause-rootfs", applets=("sh", "sleep"))
     app = clients.unikraft_rootfs(tmp / "app-rootfs", kernel, initrd)
+    sidecar = clients.busybox_rootfs(tmp / "sidecar-rootfs", applets=("sh", "sleep", "echo", "cat", "hostname",
+                                                                      "printf", "ip", "ping", "nc"))
     return {
         PAUSE_REF: clients.build_image(pause, PAUSE_REF, entrypoint=["/bin/busybox", "sleep"],
                                        cmd=["2147483647"], dest=tmp / "pause.oci.tar"),
@@ -121,6 +130,10 @@ def images(tmp_path_factory) -> dict[str, Path]:
         # container config replaces them with its own `args`)
         APP_REF: clients.build_image(app, APP_REF, entrypoint=["/unikraft/bin/kernel"], cmd=["quiet", "idle"],
                                      env=(), dest=tmp / "app.oci.tar"),
+        # PID 1 ignores signals it has no handler for: the trap makes StopContainer's SIGTERM end it
+        SIDECAR_REF: clients.build_image(sidecar, SIDECAR_REF, entrypoint=["/bin/sh", "-c"],
+                                         cmd=["trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"],
+                                         dest=tmp / "sidecar.oci.tar"),
     }
 
 
@@ -200,6 +213,9 @@ class Node:
         return pb.PodSandboxConfig(
             metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace="default", attempt=0),
             hostname=name,
+            # CRI writes the pod's resolv.conf from this and bind-mounts it into the containers: runu hands
+            # the name server and search domain to the guest in netdev.ip
+            dns_config=pb.DNSConfig(servers=[POD_DNS], searches=[POD_SEARCH]),
             log_directory=str(self.log_dir / f"default_{name}_{uid}"),
             annotations=annotations,
             linux=pb.LinuxPodSandboxConfig(
@@ -286,6 +302,84 @@ def node(tmp_path) -> Iterator[Node]:
     assert problems == [], problems
 
 
+def assert_delegated(node: Node, cid: str, pid: int) -> None:
+    """``cid`` (process ``pid``) is a real container run by runu's delegate OCI runtime (the pod model in
+    docs/clients.md): its state is the delegate's, under runu's root; the process is PID 1 of a PID namespace
+    of its own, in a mount namespace of its own whose root is the image's (busybox-static, no ``/usr``), and
+    without the capabilities of the host's root (CAP_SYS_ADMIN)."""
+    assert (node.runu_root / "@delegate" / cid).is_dir() and not (node.runu_root / cid).exists()
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    assert status["NSpid"].split() == [str(pid), "1"], status["NSpid"]
+    for ns in ("pid", "mnt"):
+        assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+    root = Path(f"/proc/{pid}/root")
+    assert (root / "bin" / "busybox").is_file() and not (root / "usr").exists()
+    assert not int(status["CapEff"], 16) & (1 << 21), status["CapEff"]  # CAP_SYS_ADMIN
+
+
+def guest_config(pb: Any, args: list[str], name: str = "guest") -> Any:
+    """The CRI config of the Linux test guest as a pod's container: ``args`` are its kernel command line words,
+    its console is ``<name>/0.log`` in the pod's log directory, its memory limit sizes the VM."""
+    return pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name=name, attempt=0),
+        image=pb.ImageSpec(image=APP_REF),
+        args=args,
+        log_path=f"{name}/0.log",
+        linux=pb.LinuxContainerConfig(resources=pb.LinuxContainerResources(
+            memory_limit_in_bytes=(GUEST_MIB + QEMU_OVERHEAD_MIB) << 20)),
+    )
+
+
+def wait_for_guest(node: Node, cid: str, log: Path) -> str:
+    """The guest's console once it says "idle" (it is up, its network configured); fails the test with the
+    console and containerd's log when the container stops first or the boot takes too long."""
+    cri, pb, cd = node.cri, node.cri.pb, node.containerd
+    assert cd is not None
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while M + "idle" not in (console := cri_log_text(log)):
+        st = cri.container_status(cid).status
+        if st.state != pb.CONTAINER_RUNNING or time.monotonic() > deadline:
+            pytest.fail(f"the guest did not come up (state {pb.ContainerState.Name(st.state)}, "
+                        f"exit {st.exit_code}):\n{console[-4000:]}\n--- containerd ---\n{cd.log_tail()}")
+        time.sleep(0.2)
+    return console
+
+
+def assert_pod_gone(node: Node, pod: str, pids: Iterable[int]) -> None:
+    """StopPodSandbox and RemovePodSandbox of ``pod`` leave nothing of it: no CRI object, no process of
+    ``pids``, no pinned netns, no state of runu or its delegate, no CNI cache, IPAM entry or host veth."""
+    cri = node.cri
+    cri.stop_pod_sandbox(pod)
+    cri.remove_pod_sandbox(pod)
+    node.pods.remove(pod)
+    assert cri.list_pod_sandboxes() == []
+    allocations = node.ipam_dir / node.network
+    assert sorted(p.name for p in allocations.iterdir()) == ["last_reserved_ip.0", "lock"]  # the address went back
+    for pid in pids:
+        assert (st := clients._read_stat(pid)) is None or st[0] in "ZX", (pid, st)  # the pod's processes went
+    clients.eventually("pod netns left in /run/netns", lambda: node.cni_netns() - node.netns_before, timeout=15)
+    clients.eventually(f"runtime state left in {node.runu_root}",
+                       lambda: clients.runtime_state_left(node.runu_root), timeout=15)
+    clients.eventually("CNI state left", lambda: node.cni_leftovers([pod]), timeout=15)
+    bridge_side = links(str(NETNS_DIR / node.netns))
+    assert [n for n in bridge_side if n.startswith("veth")] == [], bridge_side  # CNI DEL removed the host end
+
+
+def assert_node_gone(node: Node) -> None:
+    """With containerd stopped and the namespace deleted, nothing of this run is left on the host."""
+    assert node.containerd is not None
+    base = node.containerd.base
+    assert node.teardown() == []
+    assert not base.exists()
+    assert clients.mounts_under(base) == []
+    assert node.netns not in ip("netns", "list")
+    assert node.cni_netns() - node.netns_before == set()
+    clients.eventually("containerd processes left", lambda: clients.processes_mentioning(str(base) + "/"), timeout=15)
+    cgroup = node.cgroup_parent.strip("/")
+    assert [str(d) for d in (Path("/sys/fs/cgroup", cgroup), *Path("/sys/fs/cgroup").glob(f"*/{cgroup}"))
+            if d.exists()] == []
+
+
 # -- the test -----------------------------------------------------------------------------------------------------
 
 @needs_root
@@ -297,7 +391,7 @@ def test_unikernel_pod_through_cri_answers_ping(images, node: Node):
     assert version.runtime_name == "containerd" and version.runtime_api_version == "v1", version
     node.import_images(images)
 
-    # -- the pod: runu runs the pause process in the network namespace CNI set up
+    # -- the pod: runu's delegate runs the pause process, in the network namespace CNI set up
     # what a Kubernetes user can set: pod annotations (metadata.annotations), which the kubelet passes on
     pod_config = node.pod_config("unikernel-pod", ANNOTATIONS)
     pod = node.run_pod(pod_config)
@@ -315,23 +409,18 @@ def test_unikernel_pod_through_cri_answers_ping(images, node: Node):
     assert pod_netns.startswith(str(NETNS_DIR / "cni-")) or pod_netns.startswith("/var/run/netns/cni-"), pod_netns
     assert Path(pod_netns).name in node.cni_netns() - node.netns_before
     sandbox_pid = info["pid"]
-    assert clients._cmdline(sandbox_pid)[1:] == ["sleep", "2147483647"]
+    # argv[0] as the spec has it; `runc start` returns before its init has exec'd the command: wait for it
+    pause_argv = ["/bin/busybox", "sleep", "2147483647"]
+    clients.eventually("the sandbox's process does not run the image's command",
+                       lambda: None if (argv := clients._cmdline(sandbox_pid)) == pause_argv else f"argv {argv}")
     assert f"{node.cgroup_parent}/{pod}" in Path(f"/proc/{sandbox_pid}/cgroup").read_text()  # cgroupsPath
     assert os.readlink(f"/proc/{sandbox_pid}/ns/net") != os.readlink("/proc/self/ns/net")
-    assert (node.runu_root / pod).is_dir()  # runu's own state for the sandbox, under the handler's Root
+    assert_delegated(node, pod, sandbox_pid)
     assert links(pod_netns) == ["eth0", "lo"]
     assert ipv4_addrs(pod_netns, "eth0") == [f"{pod_ip}/24"]
 
     # -- the unikernel joins the pod
-    container_config = pb.ContainerConfig(
-        metadata=pb.ContainerMetadata(name="guest", attempt=0),
-        image=pb.ImageSpec(image=APP_REF),
-        args=["quiet", f"ping={node.gateway}", "idle"],
-        log_path="guest/0.log",
-        linux=pb.LinuxContainerConfig(resources=pb.LinuxContainerResources(
-            memory_limit_in_bytes=(GUEST_MIB + QEMU_OVERHEAD_MIB) << 20)),
-    )
-    cid = cri.create_container(pod, container_config, pod_config)
+    cid = cri.create_container(pod, guest_config(pb, ["quiet", f"ping={node.gateway}", "idle"]), pod_config)
     created = cri.container_status(cid, verbose=True)
     assert created.status.state == pb.CONTAINER_CREATED
     app_spec = json.loads(created.info["info"])["runtimeSpec"]
@@ -344,13 +433,9 @@ def test_unikernel_pod_through_cri_answers_ping(images, node: Node):
     log = Path(pod_config.log_directory) / "guest" / "0.log"
     assert cri.container_status(cid).status.log_path == str(log)
 
-    deadline = time.monotonic() + BOOT_TIMEOUT
-    while M + "idle" not in (console := cri_log_text(log)):
-        st = cri.container_status(cid).status
-        if st.state != pb.CONTAINER_RUNNING or time.monotonic() > deadline:
-            pytest.fail(f"the guest did not come up (state {pb.ContainerState.Name(st.state)}, "
-                        f"exit {st.exit_code}):\n{console[-4000:]}\n--- containerd ---\n{cd.log_tail()}")
-        time.sleep(0.2)
+    console = wait_for_guest(node, cid, log)
+    assert f"{M}network: from netdev.ip" in console, console  # Unikraft 0.16's form
+    assert f"{M}network: dns {POD_DNS} - search {POD_SEARCH}" in console, console  # CRI's resolv.conf mount
     assert f"{M}network: eth0 {pod_ip}/24" in console, console
     assert f"{M}network: default via {node.gateway}" in console, console
     assert f"{M}ping {node.gateway}: ok" in console, console  # guest -> pod gateway (the bridge)
@@ -391,29 +476,129 @@ def test_unikernel_pod_through_cri_answers_ping(images, node: Node):
                             text=True, timeout=30).stdout
     assert f"default via {node.gateway}" in routes, routes
 
-    # -- the pod goes
-    cri.stop_pod_sandbox(pod)
-    cri.remove_pod_sandbox(pod)
-    node.pods.remove(pod)
-    assert cri.list_pod_sandboxes() == []
-    allocations = node.ipam_dir / node.network
-    assert sorted(p.name for p in allocations.iterdir()) == ["last_reserved_ip.0", "lock"]  # the address went back
-    assert (st_pause := clients._read_stat(sandbox_pid)) is None or st_pause[0] in "ZX"  # the pause process went
-    clients.eventually("pod netns left in /run/netns", lambda: node.cni_netns() - node.netns_before, timeout=15)
-    clients.eventually(f"runu state left in {node.runu_root}",
-                       lambda: node.runu_root.is_dir() and os.listdir(node.runu_root), timeout=15)
-    clients.eventually("CNI state left", lambda: node.cni_leftovers([pod]), timeout=15)
-    bridge_side = links(str(NETNS_DIR / node.netns))
-    assert [n for n in bridge_side if n.startswith("veth")] == [], bridge_side  # CNI DEL removed the host end
+    # -- the pod goes, and with containerd stopped and the namespace deleted, nothing of this run is left
+    assert_pod_gone(node, pod, [sandbox_pid])
+    assert_node_gone(node)
 
-    # -- and with containerd stopped and the namespace deleted, nothing of this run is left on the host
-    base = cd.base
-    assert node.teardown() == []
-    assert not base.exists()
-    assert clients.mounts_under(base) == []
-    assert node.netns not in ip("netns", "list")
-    assert node.cni_netns() - node.netns_before == set()
-    clients.eventually("containerd processes left", lambda: clients.processes_mentioning(str(base) + "/"), timeout=15)
-    cgroup = node.cgroup_parent.strip("/")
-    assert [str(d) for d in (Path("/sys/fs/cgroup", cgroup), *Path("/sys/fs/cgroup").glob(f"*/{cgroup}"))
-            if d.exists()] == []
+
+def http_get(argv_prefix: list[str], host: str, port: int) -> subprocess.CompletedProcess:
+    """A GET of / with busybox nc, run through ``argv_prefix`` (e.g. ``ip netns exec NS``)."""
+    return subprocess.run([*argv_prefix, BUSYBOX, "nc", "-w", "3", host, str(port)], input="GET / HTTP/1.0\r\n\r\n",
+                          capture_output=True, text=True, timeout=30)
+
+
+@needs_root
+def test_pod_with_unikernel_and_busybox_sidecar(images, node: Node):
+    """The common shape of a Kubernetes pod: the app (here the Linux test guest as a unikernel) and a sidecar
+    (busybox). runu boots the guest; its delegate runs the sidecar as a real container, so ExecSync
+    (``kubectl exec``) works in it. What the sidecar reaches of the guest over the network is measured here
+    and documented in docs/clients.md (the pod model)."""
+    import grpc
+
+    node.start()
+    cd, cri, pb = node.containerd, node.cri, node.cri.pb
+    assert cd is not None
+    node.import_images(images)
+    pod_config = node.pod_config("sidecar-pod", ANNOTATIONS)
+    pod = node.run_pod(pod_config)
+    status = cri.pod_sandbox_status(pod, verbose=True)
+    assert status.status.state == pb.SANDBOX_READY, status
+    pod_ip = status.status.network.ip
+    sandbox_pid = json.loads(status.info["info"])["pid"]
+    pod_netns = f"/proc/{sandbox_pid}/ns/net"
+    assert_delegated(node, pod, sandbox_pid)
+
+    # -- the app first (the kubelet starts containers in the pod spec's order), then the sidecar
+    guest = cri.create_container(pod, guest_config(pb, ["quiet", f"serve={HTTP_PORT}", "idle"]), pod_config)
+    cri.start_container(guest)
+    # the namespaces the kubelet asks for a pod's container (the proto's default shares the sandbox's PID one)
+    sidecar_config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="sidecar", attempt=0), image=pb.ImageSpec(image=SIDECAR_REF),
+        log_path="sidecar/0.log", linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
+            namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER, ipc=pb.POD))))
+    sidecar = cri.create_container(pod, sidecar_config, pod_config)
+    cri.start_container(sidecar)
+    console = wait_for_guest(node, guest, Path(pod_config.log_directory) / "guest" / "0.log")
+    assert f"{M}network: eth0 {pod_ip}/24" in console, console
+    assert f"{M}http: serving on {HTTP_PORT}" in console, console
+
+    # -- both run: the guest in QEMU (runu's own state), the sidecar as a real container run by the delegate;
+    # both in the pod's network namespace
+    for cid in (guest, sidecar):
+        assert cri.container_status(cid).status.state == pb.CONTAINER_RUNNING, cid
+    assert (node.runu_root / guest).is_dir() and not (node.runu_root / "@delegate" / guest).exists()
+    sidecar_pid = json.loads(cri.container_status(sidecar, verbose=True).info["info"])["pid"]
+    assert_delegated(node, sidecar, sidecar_pid)
+    qemus = clients.processes_mentioning(str(cd.base) + "/", names=["qemu-system"])
+    assert len(qemus) == 1, qemus
+    for pid in (qemus[0], sidecar_pid):
+        assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink(pod_netns), pid
+
+    # -- ExecSync (kubectl exec) into the sidecar reaches the delegate's exec: output, errors and exit status
+    r = cri.exec_sync(sidecar, ["sh", "-c", "echo hello from $(hostname); echo to stderr >&2; exit 3"], 30)
+    assert (r.exit_code, r.stdout, r.stderr) == (3, b"hello from sidecar-pod\n", b"to stderr\n"), r
+    # into the unikernel it is a clear refusal: a VM has no process tree to run a command in
+    with pytest.raises(grpc.RpcError) as refused:
+        cri.exec_sync(guest, ["echo", "hi"], 10)
+    assert "not supported for unikernels" in (refused.value.details() or ""), refused.value
+
+    # -- from outside the pod (the bridge's side, where the gateway is) the guest answers on the pod IP
+    outside = ["ip", "netns", "exec", node.netns]
+    ping = subprocess.run([*outside, BUSYBOX, "ping", "-c", "2", "-W", "2", pod_ip], capture_output=True,
+                          text=True, timeout=30)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    get = http_get(outside, pod_ip, HTTP_PORT)
+    assert get.returncode == 0 and f"runu-linux-guest http {HTTP_PORT}" in get.stdout, get
+
+    # -- what the sidecar reaches of the guest, measured (docs/clients.md, the pod model)
+    def in_sidecar(script: str) -> tuple[int, str]:
+        res = cri.exec_sync(sidecar, ["sh", "-c", script], 20)
+        return res.exit_code, (res.stdout + res.stderr).decode(errors="replace")
+
+    get_from_sidecar = r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3"
+    # runu moved the pod's address to the guest: the namespace the sidecar shares has no IPv4 address but
+    # loopback's, and no route at all, so the pod IP, the gateway and everything else are unreachable ...
+    assert in_sidecar("ip -4 -o addr show | grep -v ' lo '; ip -4 route show") == (0, "")
+    for what in (f"ping -c 1 -W 2 {pod_ip}", f"{get_from_sidecar} {pod_ip} {HTTP_PORT}",
+                 f"ping -c 1 -W 2 {node.gateway}"):
+        code, out = in_sidecar(what)
+        assert code == 1 and "Network is unreachable" in out, (what, code, out)
+    # ... and the guest's port is the guest kernel's, not the pod namespace's: nothing listens on loopback
+    code, out = in_sidecar(f"{get_from_sidecar} 127.0.0.1 {HTTP_PORT}")
+    assert code == 1 and "Connection refused" in out, out
+    # Even with an address of its own on the pod's eth0 (runu does not do this) the sidecar reaches the gateway
+    # but not the guest: the guest's NIC is a macvtap whose lower device is that eth0, a macvtap in bridge mode
+    # switches frames only between its siblings and the wire, and the bridge at the other end of the veth does
+    # not send a frame back out of the port it came in by (no hairpin): ARP for the pod IP gets no answer.
+    spare = f"{node.subnet}.254/24"  # host-local hands out addresses from .2 upwards
+    subprocess.run(["nsenter", f"--net={pod_netns}", "ip", "addr", "add", spare, "dev", "eth0"], check=True,
+                   timeout=30)
+    try:
+        assert in_sidecar(f"ping -c 2 -W 2 {node.gateway}")[0] == 0
+        code, out = in_sidecar(f"ping -c 1 -W 2 {pod_ip}")
+        assert code == 1 and "0 packets received" in out, out
+        code, out = in_sidecar(f"{get_from_sidecar} {pod_ip} {HTTP_PORT}")
+        assert code == 1 and "No route to host" in out, out
+    finally:
+        subprocess.run(["nsenter", f"--net={pod_netns}", "ip", "addr", "del", spare, "dev", "eth0"], check=True,
+                       timeout=30)
+    assert http_get(outside, pod_ip, HTTP_PORT).returncode == 0  # the guest still answers from outside
+
+    # -- stop and remove the guest: the pod's eth0 gets its address back, and with it the sidecar its network
+    cri.stop_container(guest, grace=20)
+    assert (st := cri.container_status(guest).status).state == pb.CONTAINER_EXITED and st.exit_code == 0, st
+    cri.remove_container(guest)
+    assert ipv4_addrs(pod_netns, "eth0") == [f"{pod_ip}/24"]
+    assert in_sidecar(f"ping -c 2 -W 2 {node.gateway}")[0] == 0
+    # the sidecar ends on StopContainer's SIGTERM (its shell traps it)
+    cri.stop_container(sidecar, grace=10)
+    assert (st := cri.container_status(sidecar).status).state == pb.CONTAINER_EXITED and st.exit_code == 0, st
+    cri.remove_container(sidecar)
+    assert cri.list_containers(pod) == []
+    assert not (node.runu_root / guest).exists() and not (node.runu_root / "@delegate" / sidecar).exists()
+    clients.eventually("QEMU left running",
+                       lambda: clients.processes_mentioning(str(cd.base) + "/", names=["qemu-system"]), timeout=15)
+
+    # -- the pod goes, and with containerd stopped and the namespace deleted, nothing of this run is left
+    assert_pod_gone(node, pod, [sandbox_pid, sidecar_pid, qemus[0]])
+    assert_node_gone(node)

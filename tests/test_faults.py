@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUNU, base_env, children_of, needs_root, reap_zombies, vmm_of
+from conftest import RUNU_LIBRARY as RUNU, base_env, children_of, needs_root, reap_zombies, vmm_of
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clients  # noqa: E402
@@ -489,6 +489,7 @@ def test_create_on_a_full_root_fails_cleanly(scene, small_tmpfs):
 def test_create_on_a_read_only_root_fails_cleanly(scene, small_tmpfs):
     root = small_tmpfs / "root"
     root.mkdir()
+    root.chmod(0o700)  # (a root of another mode is made 0700 first, which a read-only file system refuses)
     subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
     b = scene.sandbox()
     cid = "ro"

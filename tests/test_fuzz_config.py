@@ -52,7 +52,7 @@ def _exception_kind(err: str) -> str:
 
 @pytest.mark.parametrize("bad", [["network"], {"a": 1}])
 def test_namespace_type_of_the_wrong_type_is_a_clear_error(tmp_path, bad):
-    rt = Runtime("runu", str(tmp_path))
+    rt = Runtime("runu-library", str(tmp_path))  # the library's spec conversion (runu hands plain bundles to crun)
     cfg = spec()
     cfg["linux"]["namespaces"] = [{"type": bad}]
     b = write_bundle(str(tmp_path / "b"), cfg)
@@ -146,7 +146,8 @@ def _unikernel_base(rt: Runtime, tmp) -> tuple[dict, str]:
 
 @pytest.mark.parametrize("kind", ["sandbox", "unikernel"])
 def test_mutated_configs_give_a_clear_error_or_success_and_leave_nothing(tmp_path, cg_top, kind):
-    rt = Runtime("runu", str(tmp_path))
+    # plain bundles: the library's own path (the runu binary hands them to the delegate OCI runtime)
+    rt = Runtime("runu-library" if kind == "sandbox" else "runu", str(tmp_path))
     rng = random.Random(SEED)
     if kind == "sandbox":
         base, kernel = spec(), None

@@ -65,7 +65,8 @@ def qemu_argv(kernel, append=None, machine=MICROVM, accel="tcg", debug_exit=True
     argv += list(extra)
     argv += ["-kernel", kernel]
     if append is not None:
-        argv += ["-append", append]
+        # A PVH boot passes the line as is: argv[0] first, as runu writes it (multiboot: QEMU writes it).
+        argv += ["-append", ("prog " + append) if "pvh" in os.path.basename(kernel) else append]
     return argv
 
 
@@ -90,7 +91,7 @@ def guest_lines(out):
     """The kernel's lines: firmware (SeaBIOS on pc/q35) may precede the greeting
     on the same line, so start at the greeting."""
     assert GREETING in out, out
-    return out[out.index(GREETING):].split("\n")
+    return [ln for ln in out[out.index(GREETING):].split("\n") if not ln.startswith("uk: ")]
 
 
 # ---------------------------------------------------------------------------
@@ -199,7 +200,7 @@ def test_exit_code_and_args(kernels, fmt, machine):
 def test_pvh_cmdline_is_exact(kernels):
     status, out, _ = boot(kernels["pvh"], "exit=9 foo=bar  --  x  y=1 --z")
     assert guest_lines(out)[:6] == [
-        GREETING, "cmdline: exit=9 foo=bar  --  x  y=1 --z",
+        GREETING, "cmdline: prog exit=9 foo=bar  --  x  y=1 --z",
         "arg: x", "arg: y=1", "arg: --z", "bye 9"]
     assert status == 19
 
@@ -266,3 +267,83 @@ def test_kvm_microvm(kernels, fmt):
     status, out, err = boot(kernels[fmt], "exit=4 -- k", accel="kvm")
     assert guest_lines(out)[2:4] == ["arg: k", "bye 4"], err
     assert status == 9
+
+
+# ---------------------------------------------------------------------------
+# Unikraft 0.16's conventions, end to end on QEMU: what runu writes (mocktainer.unikraft.cmdline), read by
+# the tiny kernel the way Unikraft reads it, and Unikraft's exit through isa-debug-exit at 0x501.
+
+UK_EXIT = ("-device", "isa-debug-exit,iobase=0x501,iosize=2")
+
+
+def uk_lines(out):
+    return [ln for ln in out[out.index(GREETING):].split("\n") if ln.startswith(("uk: ", "arg: ", "bye "))]
+
+
+@needs_qemu
+@pytest.mark.parametrize("fmt,machine", [("pvh", MICROVM), ("multiboot", "pc")])
+@pytest.mark.parametrize("mode,status,code", [("halt", 83, 0), ("crash", 85, 1)])
+def test_unikraft_exit_through_0x501(kernels, fmt, machine, mode, status, code):
+    from mocktainer.unikraft import qemu
+
+    got, out, err = boot(kernels[fmt], mode + " --", machine=machine, extra=UK_EXIT)
+    assert "bye " + mode in guest_lines(out), out
+    assert got == status, err
+    # ... which the container reports as 0 for a clean halt, 1 and "the guest crashed" for a crash
+    exit_code, message = qemu.exit_status(got << 8)
+    assert exit_code == code and (message is None) == (code == 0)
+    if code:
+        assert "the guest crashed" in message
+
+
+@needs_qemu
+@pytest.mark.parametrize("fmt,machine", [("pvh", MICROVM), ("multiboot", "pc")])
+@pytest.mark.parametrize("app", [[], ["a", "two words", "--", "x"]])
+def test_runu_command_line_read_like_unikraft(kernels, fmt, machine, app):
+    """What runu writes for an image with an initrd, 10 env vars and a user parameter reaches the guest
+    as Unikraft 0.16 parses it: argv[0], the environment (8 kept), vfs.fstab, the application's args."""
+    from mocktainer.unikraft import bundle
+
+    env = ["V%d=value %d" % (i, i) for i in range(10)]
+    program = None if fmt == "multiboot" else "/unikraft/bin/kernel"
+    line = bundle.guest_cmdline(["/unikraft/bin/kernel", "halt", "netdev.ip=10.0.0.2/24", "--"] + app, env,
+                                program, initrd=True)
+    argv = qemu_argv(kernels[fmt], None, machine=machine, extra=UK_EXIT) + ["-append", line]
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=BOOT_TIMEOUT)
+    out = proc.stdout.decode(errors="replace")
+    lines = uk_lines(out)
+    argv0 = kernels[fmt] if fmt == "multiboot" else "/unikraft/bin/kernel"
+    assert lines == (["uk: argv0=" + argv0, "uk: netdev.ip=10.0.0.2/24",
+                      "uk: vfs.fstab=initrd0:/:extract::ramfs=1:"]
+                     + ["uk: env V%d=value %d" % (i, i) for i in range(8)]
+                     + ["arg: " + a for a in app] + ["bye halt"]), out
+    assert proc.returncode == 83
+
+
+@needs_qemu
+def test_double_dash_right_after_argv0_is_an_argument(kernels):
+    """Rule 2: `prog -- a` parses nothing and `--` stays in argv, so runu never writes that."""
+    from mocktainer.unikraft import bundle
+
+    _, out, _ = boot(kernels["pvh"], "-- a")
+    assert uk_lines(out)[1:3] == ["arg: --", "arg: a"]
+    line = bundle.guest_cmdline(["/unikraft/bin/kernel", "--", "--", "a"], [], "/unikraft/bin/kernel")
+    _, out, _ = boot(kernels["pvh"], line.split(" ", 1)[1])
+    assert [ln for ln in uk_lines(out) if ln.startswith("arg:")] == ["arg: --", "arg: a"]
+
+
+@needs_qemu
+def test_microvm_nic_parameter_is_qemus(kernels):
+    """The virtio_mmio.device runu writes before `--` for a NIC on microvm (ACPI off) is the one QEMU
+    itself would append (after the `--`, where Unikraft would not see it)."""
+    from mocktainer.unikraft import net
+
+    base = ["-netdev", "user,id=n0", "-device", "virtio-net-device,netdev=n0"]
+    _, out, _ = boot(kernels["pvh"], "x --", machine=MICROVM + ",acpi=off", extra=base)
+    assert "uk: argv0=prog" in out and ("arg: " + net.MICROVM_NIC_PARAM) in out, out
+    line = net.guest_cmdline({"machine": "microvm", "line": {"program": "prog", "params": [], "args": ["a"]}},
+                             ["netdev.ip=10.0.0.2/24"], "qemu")
+    argv = qemu_argv(kernels["pvh"], None, extra=base + ["-machine", net.MICROVM_NO_ACPI]) + ["-append", line]
+    out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=BOOT_TIMEOUT).stdout.decode()
+    assert uk_lines(out)[:4] == ["uk: argv0=prog", "uk: netdev.ip=10.0.0.2/24",
+                                 "uk: " + net.MICROVM_NIC_PARAM, "arg: a"], out

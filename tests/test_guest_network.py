@@ -76,44 +76,68 @@ def uplink(gateway="10.0.0.1") -> net.Uplink:
     return net.Uplink(2, "eth0", "aa:bb:cc:dd:ee:ff", "10.0.0.2", 24, gateway, {})
 
 
+LEGACY = ["netdev.ipv4_addr=10.0.0.2", "netdev.ipv4_gw_addr=10.0.0.1", "netdev.ipv4_subnet_mask=255.255.255.0"]
+
+
 def test_boot_params_and_mask():
-    assert net.boot_params(uplink()) == ["netdev.ipv4_addr=10.0.0.2", "netdev.ipv4_gw_addr=10.0.0.1",
-                                         "netdev.ipv4_subnet_mask=255.255.255.0"]
-    assert net.boot_params(uplink(None)) == ["netdev.ipv4_addr=10.0.0.2", "netdev.ipv4_subnet_mask=255.255.255.0"]
+    assert net.boot_params(uplink()) == ["netdev.ip=10.0.0.2/24:10.0.0.1"] + LEGACY
+    assert net.boot_params(uplink(None)) == ["netdev.ip=10.0.0.2/24", "netdev.ipv4_addr=10.0.0.2",
+                                             "netdev.ipv4_subnet_mask=255.255.255.0"]
+    assert net.boot_params(uplink(), ["8.8.8.8", "1.1.1.1", "9.9.9.9"], "web-1", "svc.local")[0] == \
+        "netdev.ip=10.0.0.2/24:10.0.0.1:8.8.8.8:1.1.1.1:web-1:svc.local"
+    assert net.boot_params(uplink(None), [], "web-1")[0] == "netdev.ip=10.0.0.2/24::::web-1"
+    assert net.boot_params(uplink(), [], "bad:name", "x y")[0] == "netdev.ip=10.0.0.2/24:10.0.0.1"
     assert [net.subnet_mask(n) for n in (0, 8, 20, 30, 32)] == [
         "0.0.0.0", "255.0.0.0", "255.255.240.0", "255.255.255.252", "255.255.255.255"]
     with pytest.raises(ValueError):
         net.subnet_mask(33)
 
 
-@pytest.mark.parametrize("cmdline, linux, expected", [
-    ("", False, "P Q --"),
-    ("app arg", False, "P Q -- app arg"),
-    ("env.vars=A=B -- app", False, "env.vars=A=B P Q -- app"),
-    ("-- app -- x", False, "P Q -- app -- x"),
-    ("'a -- b' -- c", False, "'a -- b' P Q -- c"),
-    ("console=ttyS0 panic=-1", True, "console=ttyS0 panic=-1 P Q"),
-    ("console=ttyS0 -- init args", True, "console=ttyS0 P Q -- init args"),
-    ('"x -- y" k=v', True, '"x -- y" k=v P Q'),
-    ("", True, "P Q"),
+def test_read_resolv_conf(tmp_path):
+    f = tmp_path / "resolv.conf"
+    f.write_text("# by CRI\nnameserver 10.96.0.10\nnameserver fd00::1\nnameserver 8.8.8.8 # g\n"
+                 "search default.svc.cluster.local svc.cluster.local\noptions ndots:5\n")
+    assert net.read_resolv_conf(str(f)) == (["10.96.0.10", "8.8.8.8"], "default.svc.cluster.local")
+    assert net.read_resolv_conf(str(tmp_path / "missing")) == ([], "")
+    assert net.read_resolv_conf(str(tmp_path)) == ([], "")  # not a regular file
+    assert net.read_resolv_conf("") == ([], "")
+    big = tmp_path / "big"
+    big.write_text("#" * 70000 + "\nnameserver 1.2.3.4\n")
+    assert net.read_resolv_conf(str(big)) == ([], "")  # bounded: the name server past 64 KiB is not read
+
+
+def guest(program="/unikraft/bin/kernel", params=(), args=(), linux=False, machine="microvm"):
+    return {"machine": machine, "line": {"program": program, "params": list(params), "args": list(args),
+                                         "linux": linux}}
+
+
+@pytest.mark.parametrize("g, vmm, expected", [
+    (guest(), "qemu", "/unikraft/bin/kernel P Q " + net.MICROVM_NIC_PARAM + " --"),
+    (guest(args=["app", "a b"], machine="pc"), "qemu", "/unikraft/bin/kernel P Q -- app 'a b'"),
+    (guest(None, ["env.vars=A=B"], ["app"], machine="pc"), "qemu", "env.vars=A=B P Q -- app"),
+    (guest(args=["app", "--", "x"], machine="pc"), "qemu", "/unikraft/bin/kernel P Q -- app -- x"),
+    (guest(params=["env.vars=A=B"]), "firecracker", "/unikraft/bin/kernel env.vars=A=B P Q -- ''"),
+    (guest(args=["app"]), "firecracker", "/unikraft/bin/kernel P Q -- app"),
+    (guest(None, ["console=ttyS0", "panic=-1"], linux=True), "qemu", "console=ttyS0 panic=-1 P Q"),
+    (guest(None, ["console=ttyS0"], ["init", "args"], linux=True), "firecracker", "console=ttyS0 P Q -- init args"),
 ])
-def test_merge_cmdline(cmdline, linux, expected):
-    assert net.merge_cmdline(cmdline, ["P", "Q"], linux) == expected
+def test_guest_cmdline(g, vmm, expected):
+    assert net.guest_cmdline(g, ["P", "Q"], vmm) == expected
 
 
-def nic(params, linux, device="macvtap", fd=-1, mac="02:00:00:00:00:01") -> net.Nic:
-    return net.Nic(device, "runu0", fd, mac, params, linux, {})
+def nic(cmdline, linux, device="macvtap", fd=-1, mac="02:00:00:00:00:01", mmio=False) -> net.Nic:
+    return net.Nic(device, "runu0", fd, mac, ["netdev.ip=1.2.3.4/24"], linux, {}, cmdline, mmio)
 
 
-def test_qemu_args_merge_into_the_one_append_and_add_the_nic():
-    base = ["/usr/bin/qemu-system-x86_64", "-M", "microvm", "-kernel", "/k", "-append", "-- hello"]
-    out = qemu.with_nic(base, nic(["netdev.ipv4_addr=1.2.3.4"], False), 7)
+def test_qemu_args_replace_the_one_append_and_add_the_nic():
+    base = ["/usr/bin/qemu-system-x86_64", "-M", "microvm", "-kernel", "/k", "-append", "prog hello"]
+    out = qemu.with_nic(base, nic("prog netdev.ip=1.2.3.4/24 -- hello", False, mmio=True), 7)
     assert out.count("-append") == 1
-    assert out[out.index("-append") + 1] == "netdev.ipv4_addr=1.2.3.4 -- hello"
-    assert out[len(base):] == qemu.nic_args(base, [(7, "02:00:00:00:00:01")])
+    assert out[out.index("-append") + 1] == "prog netdev.ip=1.2.3.4/24 -- hello"
+    assert out[len(base):] == ["-machine", net.MICROVM_NO_ACPI] + qemu.nic_args(base, [(7, "02:00:00:00:00:01")])
     assert "virtio-net-device,netdev=net0,mac=02:00:00:00:00:01" in out  # microvm: virtio-mmio
-    no_append = qemu.with_nic(["/q", "-M", "pc", "-kernel", "/k"], nic(["a=b"], True, mac="02:00:00:00:00:02"), 3)
-    assert no_append[no_append.index("-append") + 1] == "a=b"
+    no_append = qemu.with_nic(["/q", "-M", "pc", "-kernel", "/k"], nic("a=b", True, mac="02:00:00:00:00:02"), 3)
+    assert no_append[no_append.index("-append") + 1] == "a=b" and "-machine" not in no_append
     assert any(a.startswith("virtio-net-pci,") for a in no_append)
 
 
@@ -122,9 +146,9 @@ def test_firecracker_config():
 
     cfg = {"boot-source": {"kernel_image_path": "/k", "boot_args": "console=ttyS0 reboot=k"},
            "machine-config": {"vcpu_count": 1, "mem_size_mib": 64}, "drives": []}
-    tap = nic(["netdev.ipv4_addr=1.2.3.4"], True, "tap", mac="aa:bb:cc:dd:ee:ff")
+    tap = nic("console=ttyS0 reboot=k netdev.ip=1.2.3.4/24", True, "tap", mac="aa:bb:cc:dd:ee:ff")
     assert firecracker.boot_source(cfg, tap) == {"kernel_image_path": "/k",
-                                                 "boot_args": "console=ttyS0 reboot=k netdev.ipv4_addr=1.2.3.4"}
+                                                 "boot_args": "console=ttyS0 reboot=k netdev.ip=1.2.3.4/24"}
     assert firecracker.interface(tap) == {"iface_id": "eth0", "host_dev_name": "runu0",
                                           "guest_mac": "aa:bb:cc:dd:ee:ff"}
     assert cfg["boot-source"]["boot_args"] == "console=ttyS0 reboot=k"
@@ -145,19 +169,20 @@ def test_has_default_route(tmp_path):
 # -- netlink paths in throw-away namespaces ------------------------------------------------------------------------
 
 NIC_JSON = ("None if n is None else "
-            "{'device': n.device, 'name': n.name, 'fd': n.fd >= 0, 'mac': n.mac, 'params': n.params}")
+            "{'device': n.device, 'name': n.name, 'fd': n.fd >= 0, 'mac': n.mac, 'params': n.params, "
+            "'cmdline': n.cmdline, 'mmio': n.mmio}")
 
 
 def run_setup(ns: str, state_dir: Path, device: str = "macvtap") -> dict:
     """net.attach() inside `ns`; its Nic or error as a dict (fds are closed)."""
     code = """
-instr = net.instruction(%r, True, %r, "")
+instr = net.instruction({"macvtap": "qemu", "tap": "firecracker"}[%r], %r, True, %r, "")
 try:
     n = net.attach(instr)
     print(json.dumps({"nic": %s}))
 except net.GuestNetError as e:
     print(json.dumps({"error": str(e)}))
-""" % (device, str(state_dir), NIC_JSON)
+""" % (device, device, str(state_dir), NIC_JSON)
     r = in_ns(ns, code)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
@@ -216,7 +241,7 @@ def vanish(nic, idx, state_dir):
     return real(nic, idx, state_dir)
 net._open_macvtap = vanish
 try:
-    net.attach(net.instruction("macvtap", True, %r, ""))
+    net.attach(net.instruction("qemu", "macvtap", True, %r, ""))
     print("no error")
 except net.GuestNetError as e:
     print(e)
@@ -241,18 +266,23 @@ def test_setup_then_cleanup_from_the_record(netns, tmp_path, vmm, request):
     device = {"qemu": qemu.NIC_DEVICE, "firecracker": "tap"}[vmm]
     path = f"/run/netns/{pod}"
     code = """
-n = net.attach(net.instruction(%r, True, %r, %r))
+guest = {"machine": "pc", "hostname": "pod-a", "resolv_conf": %r,
+         "line": {"program": None, "params": ["console=ttyS0"], "args": [], "linux": True}}
+n = net.attach(net.instruction(%r, %r, True, %r, %r, guest))
 print(json.dumps(%s))
-""" % (device, str(state), path, NIC_JSON)
+""" % (str(tmp_path / "resolv.conf"), vmm, device, str(state), path, NIC_JSON)
+    (tmp_path / "resolv.conf").write_text("nameserver 10.3.0.53\nsearch pods.example\n")
     r = in_ns(pod, code)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert "runu0" in links(pod)
     assert addrs(pod, "eth0") == []
-    params = "netdev.ipv4_addr=10.3.0.2 netdev.ipv4_gw_addr=10.3.0.1 netdev.ipv4_subnet_mask=255.255.255.0"
+    params = ("netdev.ip=10.3.0.2/24:10.3.0.1:10.3.0.53::pod-a:pods.example "
+              "netdev.ipv4_addr=10.3.0.2 netdev.ipv4_gw_addr=10.3.0.1 netdev.ipv4_subnet_mask=255.255.255.0")
     record = json.loads((state / net.RECORD).read_text())
     assert record["netns"] == path and record["uplink"]["addr"] == "10.3.0.2"
     assert " ".join(out["params"]) == params and out["name"] == "runu0"
+    assert out["cmdline"] == "console=ttyS0 " + params and not out["mmio"]  # a Linux guest on pc: no mmio
     if vmm == "qemu":
         mac = json.loads(ip("-j", "-n", pod, "link", "show", "runu0"))[0]["address"]
         assert out["mac"] == mac and out["fd"]
@@ -340,6 +370,14 @@ def test_two_guests_in_two_pods_ping_both_ways(guest, tmp_path, netns, runu):
     for n, (_peer, pod) in enumerate(pods):
         subnet = "10.2%d.0" % n
         b = linux_bundle(tmp_path, guest, f"/run/netns/{pod}", [f"ping={subnet}.1", "idle"], name=f"b{n}")
+        # the resolv.conf that CRI and podman bind-mount, and the spec's hostname, reach the guest (netdev.ip)
+        resolv = tmp_path / f"resolv{n}.conf"
+        resolv.write_text(f"nameserver {subnet}.53\nnameserver 8.8.4.4\nsearch pod{n}.example other.example\n")
+        cfg = json.loads(Path(b, "config.json").read_text())
+        cfg["hostname"] = f"guest-{n}"
+        cfg["mounts"] = list(cfg.get("mounts") or []) + [
+            {"destination": "/etc/resolv.conf", "type": "bind", "source": str(resolv), "options": ["rbind", "ro"]}]
+        Path(b, "config.json").write_text(json.dumps(cfg))
         log = tmp_path / f"console{n}.log"
         runu.create(b, f"net{n}", log)
         logs.append(log)
@@ -349,7 +387,10 @@ def test_two_guests_in_two_pods_ping_both_ways(guest, tmp_path, netns, runu):
     for n, (peer, pod) in enumerate(pods):
         subnet = "10.2%d.0" % n
         out = wait_console(logs[n], M + "idle")
+        assert f"{M}network: from netdev.ip" in out, out
         assert f"{M}network: eth0 {subnet}.2/24" in out, out
+        assert f"{M}network: dns {subnet}.53 8.8.4.4 search pod{n}.example" in out, out
+        assert f"{M}network: hostname guest-{n}" in out, out
         assert f"{M}ping {subnet}.1: ok" in out, out
         r = subprocess.run(["ip", "netns", "exec", peer, BUSYBOX, "ping", "-c", "2", "-W", "5", f"{subnet}.2"],
                            capture_output=True, text=True, timeout=30)
@@ -429,6 +470,36 @@ def test_network_between_create_and_start_reaches_the_guest(guest, tmp_path, net
     assert sorted(links(pod)) == ["eth0", "lo"] and addrs(pod, "eth0") == ["10.50.0.2/24"]
 
 
+@needs_root
+@pytest.mark.parametrize("fmt", ["pvh", "multiboot"])
+@pytest.mark.parametrize("app", [[], ["one", "two words"]])
+def test_tiny_kernel_reads_the_network_parameters_on_qemu(tmp_path, netns, runu, fmt, app):
+    """QEMU microvm (PVH) and pc (multiboot) with a NIC: the tiny kernel, which reads its command line as
+    Unikraft 0.16 does, gets argv[0], netdev.ip (and on microvm the NIC's virtio_mmio.device, QEMU's own)
+    as parameters and exactly the application's arguments."""
+    peer, pod = veth_pod(netns, "10.31.0")
+    kernel = build_tiny(str(tmp_path / "k"), fmt)
+    b = linux_bundle(tmp_path, (kernel, kernel), f"/run/netns/{pod}", [])
+    cfg = json.loads(Path(b, "config.json").read_text())
+    os.unlink(Path(b, "rootfs/unikraft/bin/initrd"))
+    cfg["process"]["args"] = ["/unikraft/bin/kernel", "idle", "--", *app]
+    cfg["process"]["env"] = ["A=1"]
+    cfg["linux"]["resources"] = {}
+    Path(b, "config.json").write_text(json.dumps(cfg))
+    log = tmp_path / "console.log"
+    runu.create(b, "tiny", log)
+    assert runu("start", "tiny").returncode == 0
+    out = wait_console(log, "idling", timeout=30)
+    uk = [ln for ln in out.splitlines() if ln.startswith(("uk: ", "arg: "))]
+    argv0 = "/unikraft/bin/kernel" if fmt == "pvh" else os.path.join(b, "rootfs/unikraft/bin/kernel")
+    expected = ["uk: argv0=" + argv0, "uk: netdev.ip=10.31.0.2/24:10.31.0.1:::runu"]
+    if fmt == "pvh":
+        expected.append("uk: " + net.MICROVM_NIC_PARAM)
+    assert uk == expected + ["uk: env A=1"] + ["arg: " + a for a in app], out
+    assert runu("delete", "--force", "tiny").returncode == 0
+    assert addrs(pod, "eth0") == ["10.31.0.2/24"]
+
+
 def vm_config(state_dir: str) -> dict:
     """Firecracker's own view of its VM (GET /vm/config on its API socket)."""
     r = subprocess.run(["curl", "-s", "--unix-socket", os.path.join(state_dir, "firecracker.sock"),
@@ -470,8 +541,14 @@ def test_firecracker_boots_with_the_tap(tmp_path, netns, runu, order):
     (iface,) = fc["network-interfaces"]
     assert {k: iface[k] for k in ("iface_id", "host_dev_name", "guest_mac")} == {
         "iface_id": "eth0", "host_dev_name": "runu0", "guest_mac": eth_mac}
+    # argv[0] first, the network's parameters before a `--` that Firecracker keeps (with nothing after it, the
+    # empty word ''), so its virtio_mmio.device lands before it
     assert fc["boot-source"]["boot_args"] == (
-        "idle netdev.ipv4_addr=10.30.0.2 netdev.ipv4_gw_addr=10.30.0.1 netdev.ipv4_subnet_mask=255.255.255.0 --")
+        "/unikraft/bin/kernel idle netdev.ip=10.30.0.2/24:10.30.0.1:::runu netdev.ipv4_addr=10.30.0.2 "
+        "netdev.ipv4_gw_addr=10.30.0.1 netdev.ipv4_subnet_mask=255.255.255.0 -- ''")
+    out = wait_console(log, "idling", timeout=20)
+    assert "uk: netdev.ip=10.30.0.2/24:10.30.0.1:::runu\n" in out and "uk: virtio_mmio.device=" in out, out
+    assert "arg: " not in out, out
     assert "runu0" in links(pod) and addrs(pod, "eth0") == []
     assert runu("state", "fc").returncode == 0 and '"running"' in runu("state", "fc").stdout
     assert runu("delete", "--force", "fc").returncode == 0

@@ -89,13 +89,17 @@ def test_vmm_runs_sandboxed_with_no_new_privs(tmp_path, root, kernel):
     st = proc_status(pid)
     assert st["Seccomp"] == "2", st  # SECCOMP_MODE_FILTER
     assert st["NoNewPrivs"] == "1", st  # libseccomp sets it when it loads the filter
-    # only stdio and what runu means the VMM to have (the QMP directory and socket)
+    # only stdio and what runu means the VMM to have (the QMP directory and socket, the checked kernel it boots
+    # as /proc/self/fd/4, read-only)
     fds = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
     targets = {fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds if fd > 2}
     unexpected = {fd: t for fd, t in targets.items()
                   if not (t.startswith(("socket:", "anon_inode:", "pipe:", "/dev/kvm", "/dev/urandom"))
-                          or t == os.path.join(root, "iso1"))}
+                          or t == os.path.join(root, "iso1")
+                          or (fd == 4 and t == os.path.join(b, "rootfs/unikraft/bin/kernel")))}
     assert unexpected == {}, targets
+    with open(f"/proc/{pid}/fdinfo/4") as f:
+        assert int(f.read().split("flags:")[1].split()[0], 8) & os.O_ACCMODE == os.O_RDONLY
     assert runu(root, "kill", "iso1", "KILL").returncode == 0
     deadline = time.time() + 10
     while json.loads(runu(root, "state", "iso1").stdout)["status"] != "stopped" and time.time() < deadline:

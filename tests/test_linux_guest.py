@@ -158,14 +158,23 @@ def test_boots_prints_command_line_and_powers_off(guest, tmp_path):
     assert rc == 0  # ACPI power-off ends QEMU with status 0
 
 
-def test_network_configured_without_a_peer(guest, tmp_path):
-    # A NIC with no backend: the address, mask and route are set up all the same.
+@pytest.mark.parametrize("form", ["0.16", "legacy", "both"])
+def test_network_configured_without_a_peer(guest, tmp_path, form):
+    # A NIC with no backend: the address, mask and route are set up all the same, from Unikraft 0.16's
+    # netdev.ip (which wins when both are there, as runu gives both) or the older netdev.ipv4_* form.
     mac = "52:54:00:ab:cd:ef"
-    rc, lines = boot(guest, tmp_path,
-                     "netdev.ipv4_addr=10.9.8.6 netdev.ipv4_gw_addr=10.9.8.5 netdev.ipv4_subnet_mask=255.255.255.252",
-                     extra=["-device", "virtio-net-pci,mac=" + mac])
+    new = "netdev.ip=10.9.8.6/30:10.9.8.5:10.9.8.53::guest-1:example.test"
+    old = "netdev.ipv4_addr=10.9.8.6 netdev.ipv4_gw_addr=10.9.8.5 netdev.ipv4_subnet_mask=255.255.255.252"
+    append = {"0.16": new, "legacy": old, "both": new + " " + old.replace("10.9.8.6", "10.9.8.7")}[form]
+    rc, lines = boot(guest, tmp_path, append, extra=["-device", "virtio-net-pci,mac=" + mac])
     assert "network: eth0 10.9.8.6/30 mac %s" % mac in lines, lines
     assert "network: default via 10.9.8.5" in lines
+    if form == "legacy":
+        assert "network: from netdev.ipv4_*" in lines
+    else:
+        assert "network: from netdev.ip" in lines
+        assert "network: dns 10.9.8.53 - search example.test" in lines
+        assert "network: hostname guest-1" in lines
     assert rc == 0 and lines[-1] == "powering off"
 
 
@@ -202,11 +211,11 @@ def test_macvtap_on_veth_traffic_both_ways(guest, tmp_path, netns):
     os.mknod(node, 0o600 | 0o020000, os.makedev(major, minor))
     fd = os.open(node, os.O_RDWR)
     try:
-        append = ("netdev.ipv4_addr=10.0.0.2 netdev.ipv4_gw_addr=10.0.0.1 netdev.ipv4_subnet_mask=255.255.255.0 "
-                  "ping=10.0.0.1 idle")
+        append = "netdev.ip=10.0.0.2/24:10.0.0.1 ping=10.0.0.1 idle"  # Unikraft 0.16's form
         extra = ["-netdev", "tap,id=n0,fd=%d" % fd, "-device", "virtio-net-pci,netdev=n0,mac=" + mac]
         with Qemu(qemu_argv(guest, append, extra), str(tmp_path / "console.log"), pass_fds=[fd]) as q:
             q.wait_for(M + "idle")
+            assert M + "network: from netdev.ip" in q.output(), q.output()
             assert M + "ping 10.0.0.1: ok" in q.output(), q.output()
             r = subprocess.run(["ip", "netns", "exec", peer, BUSYBOX, "ping", "-c", "2", "-W", "5", "10.0.0.2"],
                                capture_output=True, text=True, timeout=30)

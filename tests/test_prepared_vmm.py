@@ -48,24 +48,31 @@ def integration(test):
 
 # -- exit status: pure --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw, reason, expected", [
-    (0, None, (0, None)),                       # power-off, quit, QEMU's own end on a signal it handled
-    (qemu.CLEAN_HALT, None, (0, None)),         # Unikraft's halt through isa-debug-exit
-    (qemu.CRASH, None, (1, "the guest crashed")),
-    ((5 << 1) | 1, None, (11, None)),           # another isa-debug-exit value passes as it is
-    (1, None, (1, None)),                       # a QEMU error, a Linux panic through pvpanic
-    (-9, None, (-9, None)),                     # killed: the supervisor dies of the same signal
-    (0, "guest-reset", (1, qemu.FAILURES["guest-reset"])),
-    (0, "internal-error", (1, qemu.FAILURES["internal-error"])),
-    (1, "guest-panicked", (1, qemu.FAILURES["guest-panicked"])),
-    (qemu.CLEAN_HALT, "guest-reset", (1, qemu.FAILURES["guest-reset"])),
+@pytest.mark.parametrize("raw, reason, code, says", [
+    (0, None, 0, None),                          # power-off, quit, QEMU's own end on a signal it handled
+    (qemu.UNIKRAFT_HALT_STATUS, None, 0, None),  # Unikraft's halt through isa-debug-exit
+    (qemu.UNIKRAFT_CRASH_STATUS, None, 1, "the guest crashed"),
+    ((5 << 1) | 1, None, 11, None),              # another isa-debug-exit value passes as it is
+    (1, None, 1, "QEMU exited with status 1"),   # a QEMU error, a Linux panic through pvpanic
+    (0, "guest-reset", 1, qemu.FAILURES["guest-reset"]),
+    (0, "internal-error", 1, qemu.FAILURES["internal-error"]),
+    (1, "guest-panicked", 1, qemu.FAILURES["guest-panicked"]),
+    (qemu.UNIKRAFT_HALT_STATUS, "guest-reset", 1, qemu.FAILURES["guest-reset"]),
 ])
-def test_qemu_exit_status(raw, reason, expected):
-    assert qemu.exit_status(raw, reason) == expected
+def test_qemu_exit_status(raw, reason, code, says):
+    """exit_status takes the raw wait status (os.waitpid's): QEMU exited with `raw`."""
+    got, message = qemu.exit_status(raw << 8, reason)
+    assert got == code
+    assert message is None if says is None else says in message
+
+
+def test_qemu_exit_status_of_a_killed_vmm():
+    """Killed: 128 + N (the supervisor then dies of the same signal itself)."""
+    assert qemu.exit_status(signal.SIGKILL) == (128 + signal.SIGKILL, None)
 
 
 def test_firecracker_exit_status_is_its_own():
-    assert firecracker.exit_status(0) == (0, None) and firecracker.exit_status(1) == (1, None)
+    assert firecracker.exit_status(0) == (0, None) and firecracker.exit_status(1 << 8)[0] == 1
 
 
 class _Child:

@@ -2,12 +2,15 @@
 
 Every call is a separate process with the flags containerd passes
 (`--root R --log B/log.json --log-format json create --bundle B --pid-file B/init.pid ID`).
-The bundles are CRI sandboxes (a busybox rootfs; runu runs process.args from it
-as a plain process). Each test that is not unikernel-specific also runs against
-Debian's crun as a reference; where crun departs from the spec (or from a policy
-runu shares with runc) the crun case is a strict xfail whose reason says why,
-so a change in either runtime shows up (one crun race is a non-strict xfail).
-Known runu bugs in mocktainer code outside runu's reach are strict xfails too.
+The bundles are plain (a busybox rootfs, no kernel). Each test runs against three
+runtimes: `runu-library` (runu without a delegate: the library's own plain-process
+path, process.args from the rootfs on the host; the tests' window on the library's
+lifecycle, hooks and errors), `crun` (Debian's, the reference), and `runu+crun`
+(the product: runu hands a plain bundle to its delegate OCI runtime, crun here, so
+it must pass and fail exactly as crun does; crun's marks apply to it too). Where
+crun departs from the spec (or from a policy runu shares with runc) the crun cases
+are strict xfails whose reason says why, so a change in either runtime shows up
+(one crun race is a non-strict xfail).
 """
 
 import json
@@ -36,30 +39,35 @@ def crun_marks(xfail: str | None = None, strict: bool = True):
 
 
 def crun(xfail: str | None = None, strict: bool = True):
-    return pytest.param("crun", marks=crun_marks(xfail, strict))
+    """crun, and runu handing the bundle to crun (which must behave as crun does)."""
+    return [pytest.param(name, marks=crun_marks(xfail, strict)) for name in ("crun", "runu+crun")]
 
 
-def cases(values, crun_xfail=None):
-    """Parameters (rt, *value) for runu and crun; `crun_xfail` maps a value (its first item) to why crun fails it."""
+def cases(values, crun_xfail=None, runu_checks=()):
+    """Parameters (rt, *value) for runu and crun; `crun_xfail` maps a value (its first item) to why crun fails it,
+    which runu handing the bundle to crun fails too, unless the value is in `runu_checks` (runu refuses it before
+    crun sees it)."""
     out = []
     for v in values:
         vals = v if isinstance(v, tuple) else (v,)
-        out.append(pytest.param("runu", *vals))
-        out.append(pytest.param("crun", *vals, marks=crun_marks((crun_xfail or {}).get(vals[0]))))
+        out.append(pytest.param("runu-library", *vals))
+        for name in ("crun", "runu+crun"):
+            xfail = None if name == "runu+crun" and vals[0] in runu_checks else (crun_xfail or {}).get(vals[0])
+            out.append(pytest.param(name, *vals, marks=crun_marks(xfail)))
     return out
 
 
 def runtimes(crun_xfail: str | None = None):
     """Run the test against runu and crun (crun expected to fail for the given reason)."""
-    return pytest.mark.parametrize("rt", ["runu", crun(crun_xfail)], indirect=True)
+    return pytest.mark.parametrize("rt", ["runu-library", *crun(crun_xfail)], indirect=True)
 
 
 def runu_only(reason: str):
     """Not applicable to crun; `reason` says why."""
-    return pytest.mark.parametrize("rt", ["runu"], indirect=True)
+    return pytest.mark.parametrize("rt", ["runu-library"], indirect=True)
 
 
-@pytest.fixture(params=["runu", crun()])
+@pytest.fixture(params=["runu-library", *crun()])
 def rt(request, tmp_path):
     r = Runtime(request.param, str(tmp_path))
     try:
@@ -369,7 +377,7 @@ def hook_state(shared, name):
         return json.load(f)
 
 
-@pytest.mark.parametrize("rt", ["runu", crun(
+@pytest.mark.parametrize("rt", ["runu-library", *crun(
     "crun 1.8.1's `start` runs the poststart hooks as soon as it released the init, while the init may still run "
     "the startContainer hooks (a race, so not a strict xfail): Lifecycle steps 7-9 put startContainer, the program "
     "and poststart in this order; runu's `start` waits until the init has exec'd the program", strict=False)],
@@ -480,7 +488,7 @@ def test_failing_poststart_and_poststop_hooks_only_warn(rt, mk, shared):
         assert any(w["msg"].startswith("poststop hook #0") for w in warnings)
 
 
-@pytest.mark.parametrize("rt", ["runu", crun()], indirect=True)
+@pytest.mark.parametrize("rt", ["runu-library", *crun()], indirect=True)
 def test_hooks_after_a_failing_poststart_or_poststop_hook_still_run(rt, mk, shared):
     b = mk(hooks={"poststart": [recording_hook(shared, "poststart", exit_code=1), recording_hook(shared, "ps2")],
                   "poststop": [recording_hook(shared, "poststop", exit_code=1), recording_hook(shared, "pp2")]})
@@ -503,7 +511,8 @@ def test_failing_start_container_hook_stops_the_container(rt, mk, shared):
     assert rt.status("c1") == "stopped"
 
 
-@pytest.mark.parametrize("rt", ["runu", crun("crun 1.8.1: `start` exits 0 and runs poststart too")], indirect=True)
+@pytest.mark.parametrize("rt", ["runu-library", *crun("crun 1.8.1: `start` exits 0 and runs poststart too")],
+                         indirect=True)
 def test_failing_start_container_hook_fails_start(rt, mk, shared):
     """Lifecycle step 7: 'If any startContainer hook fails, the runtime MUST generate an error, stop the container,
     and continue the lifecycle at step 12' (so no poststart, which is step 9)."""
@@ -764,7 +773,8 @@ CRUN_ANY_ID = "crun 1.8.1 accepts any id without a '/'; runu allows runc's set (
 
 
 @pytest.mark.parametrize("rt, cid", cases(["../x", "a/b", ".", "..", "", "a b", "x\ny", "x" * 300], crun_xfail={
-    "../x": CRUN_TRAVERSAL, "..": CRUN_TRAVERSAL, "a b": CRUN_ANY_ID}), indirect=["rt"])
+    "../x": CRUN_TRAVERSAL, "..": CRUN_TRAVERSAL, "a b": CRUN_ANY_ID}, runu_checks={"../x", "..", "a b"}),
+    indirect=["rt"])
 def test_invalid_container_id(rt, mk, tmp_path, cid):
     b = mk()
     canary = os.path.join(os.path.dirname(rt.root), "x")  # what `../x` names
@@ -861,8 +871,9 @@ def test_bad_bundle(rt, tmp_path, case):
     assert not os.path.exists(tmp_path / "init.pid")
 
 
-@pytest.mark.parametrize("rt", ["runu", crun("a symlinked rootfs is runu's (and runc's libcontainer validator's) "
-                                             "refusal; the spec is silent and crun follows the link")], indirect=True)
+@pytest.mark.parametrize("rt", ["runu-library", *crun("a symlinked rootfs is runu's (and runc's libcontainer "
+                                                      "validator's) refusal; the spec is silent and crun follows "
+                                                      "the link")], indirect=True)
 def test_rootfs_symlink_is_refused(rt, mk, tmp_path):
     b = mk()
     os.rename(os.path.join(b, "rootfs"), tmp_path / "real-rootfs")

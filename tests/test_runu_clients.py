@@ -1,7 +1,8 @@
 """runu driven by real clients, no mocks: containerd + ctr (runc shim v2) and podman + conmon.
 
 The guest is the tiny test kernel (tests/guest): it prints ``Hello from the runu test kernel``,
-its command line and an ``arg: WORD`` line per word after ``--``, then exits through QEMU's
+its command line, how it parsed it (``uk: ...`` lines, read the way Unikraft 0.16 does) and an
+``arg: WORD`` line per application argument, then exits through QEMU's
 isa-debug-exit (``exit=N``: QEMU's, and so the container's, exit status is ``(N << 1) | 1``) or
 idles (``idle``).  The images are built offline (umoci) with Entrypoint ``/unikraft/bin/kernel``,
 so the image's Cmd / the client's extra args become the guest command line.  Both clients always
@@ -47,7 +48,8 @@ SRC = HERE.parent / "src"
 GREETING = "Hello from the runu test kernel"
 ACCEL_ANNOTATION = "org.unikraft.runu.accel"
 CREATE_FAILED = "OCI runtime create failed"
-NO_KERNEL_MSG = "runu runs unikernel bundles (rootfs/unikraft/bin/kernel) and CRI sandbox containers"
+# an image without a kernel goes to the delegate OCI runtime (crun here), whose own error reaches the user
+NO_KERNEL_MSG = "/unikraft/bin/kernel"
 PODMAN_RUNU_ROOT = Path("/run/runu")  # podman passes no --root: runu's default is used
 FORMATS = ("pvh", "multiboot")
 # multiboot boots through SeaBIOS: ~3.5 s under this host's paravirtual KVM, ~0.1 s under TCG
@@ -94,7 +96,8 @@ def runu(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> dict[str, tuple[str, Path]]:
     """{name: (ref, OCI archive)}: "pvh" and "multiboot" (the tiny kernel, Cmd IMAGE_CMD) and
-    "nokernel" (a rootfs without unikraft/bin/kernel, same entrypoint)."""
+    "nokernel" (a rootfs without unikraft/bin/kernel, same entrypoint) and "busybox" (a plain image, which runu
+    hands to its delegate OCI runtime)."""
     clients.require("umoci", "gcc", "ld", "objcopy", "qemu-system-x86_64")
     tmp = tmp_path_factory.mktemp("runu-images")
     build = _load_guest_build()
@@ -117,6 +120,9 @@ def images(tmp_path_factory) -> dict[str, tuple[str, Path]]:
     ref = "localhost/runu-tests/nokernel:latest"
     out["nokernel"] = (ref, clients.build_image(rootfs, ref, entrypoint=["/unikraft/bin/kernel"],
                                                 dest=tmp / "nokernel.oci.tar"))
+    rootfs = clients.busybox_rootfs(tmp / "rootfs-busybox")
+    ref = "localhost/runu-tests/busybox:latest"
+    out["busybox"] = (ref, clients.build_image(rootfs, ref, cmd=["/bin/sh"], dest=tmp / "busybox.oci.tar"))
     return out
 
 
@@ -133,7 +139,7 @@ def podman(images, runu):
     clients.require("podman", "conmon")
     with clients.Podman({"runu": runu}) as pm:
         pm.images = {name: pm.load(tar, ref) for name, (ref, tar) in images.items()
-                     if name in ("pvh", "nokernel")}
+                     if name in ("pvh", "nokernel", "busybox")}
         yield pm
     assert not pm.base.exists()
     assert not pm.conmon_pids()
@@ -240,7 +246,8 @@ def assert_no_runtime_fds(pid: int, runu_root_dir: Path, cid: str) -> None:
 
 
 def guest_lines(text: str) -> list[str]:
-    return [ln for ln in text.replace("\r", "").split("\n") if ln]
+    """The guest's lines, without the `uk: ` lines that say how it parsed its command line."""
+    return [ln for ln in text.replace("\r", "").split("\n") if ln and not ln.startswith("uk: ")]
 
 
 def wait_for(probe, what: str, timeout: float = 10.0):
@@ -379,7 +386,8 @@ def test_ctr_run_tty_idle_guest_killed(containerd, runu, ctr_ids):
 
 @pytest.mark.parametrize("case", ["nokernel", "bad-accel"])
 def test_ctr_create_failure_shows_runu_message(containerd, runu, ctr_ids, case):
-    """A failing ``runu create`` reaches the user as containerd's "OCI runtime create failed: <msg>"."""
+    """A failing ``runu create`` reaches the user as containerd's "OCI runtime create failed: <msg>" (for an
+    image without a kernel, the message of the delegate OCI runtime that runu handed it to)."""
     cid = ctr_ids(f"fail-{case}")
     if case == "nokernel":
         image, annotations, msg = containerd.images["nokernel"], {}, NO_KERNEL_MSG
@@ -388,9 +396,46 @@ def test_ctr_create_failure_shows_runu_message(containerd, runu, ctr_ids, case):
         msg = f"annotation {ACCEL_ANNOTATION}='warp-drive' is not a valid accelerator"
     res = clients.ctr_run(containerd, image, cid, runu, annotations=annotations, timeout=TIMEOUT)
     assert res.returncode != 0, res
-    assert f"{CREATE_FAILED}: {msg}" in res.stderr, res.stderr
+    assert CREATE_FAILED in res.stderr and msg in res.stderr, res.stderr
     assert GREETING not in res.stdout
     assert not (containerd.runtime_state_dir / cid).exists()
+    assert not (containerd.runtime_state_dir / "@delegate" / cid).exists()
+
+
+def test_ctr_run_plain_image_is_a_real_container(containerd, runu, ctr_ids):
+    """A busybox image through runu: the delegate OCI runtime runs it as a real container (PID 1 of its own
+    PID namespace, the image's root), ``task exec`` works, ``--rm`` leaves no state in either directory."""
+    cid = ctr_ids("plain")
+    script = "echo pid=$$; ls /; readlink /proc/self/ns/pid"
+    res = clients.ctr_run(containerd, containerd.images["busybox"], cid, runu, "/bin/sh", "-c", script,
+                          timeout=TIMEOUT)
+    assert res.returncode == 0, res
+    out = res.stdout.split()
+    assert out[0] == "pid=1", out
+    assert "bin" in out and "work" not in out and "usr" not in out, out  # the image's root, not the host's
+    assert out[-1] != os.readlink("/proc/self/ns/pid"), out
+    for d in (containerd.runtime_state_dir, containerd.runtime_state_dir / "@delegate"):
+        assert not (d / cid).exists(), d
+
+    cid = ctr_ids("plain-exec")
+    res = clients.ctr_run(containerd, containerd.images["busybox"], cid, runu, "/bin/sleep", "30", detach=True,
+                          timeout=TIMEOUT)
+    assert res.returncode == 0, res
+    pid = clients.wait_task_status(containerd, cid, "RUNNING", timeout=10)["pid"]
+    assert (containerd.runtime_state_dir / "@delegate" / cid).is_dir()  # the delegate's state, under runu's root
+    assert not (containerd.runtime_state_dir / cid).exists()
+    res = containerd.ctr("task", "exec", "--exec-id", "e1", cid, "/bin/sh", "-c", "echo exec-says-hi; echo $$",
+                         timeout=TIMEOUT)
+    assert res.returncode == 0 and res.stdout.split()[0] == "exec-says-hi", res
+    assert clients.task_ps(containerd, cid)[0] == pid
+    listed = json.loads(clients.run_cmd([runu, "--root", containerd.runtime_state_dir, "list", "--format", "json"],
+                                        timeout=TIMEOUT, check=True).stdout)
+    assert [(i["id"], i["pid"], i["status"]) for i in listed] == [(cid, pid, "running")]
+    clients.task_kill(containerd, cid, "SIGKILL", check=True, timeout=TIMEOUT)
+    clients.wait_task_status(containerd, cid, "STOPPED", timeout=10)
+    clients.task_delete(containerd, cid, check=True, timeout=TIMEOUT)
+    clients.wait_task_status(containerd, cid, None, timeout=10)
+    assert not (containerd.runtime_state_dir / "@delegate" / cid).exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,6 +506,17 @@ def test_podman_run_detached_logs_exec_stop(podman, podman_cids):
     assert clients._read_stat(pid) is None or clients._read_stat(pid)[0] in "ZX"
     podman.podman("rm", cid, timeout=TIMEOUT, check=True)
     assert not (PODMAN_RUNU_ROOT / cid).exists()
+
+
+def test_podman_run_plain_image(podman, podman_cids):
+    """``podman run --runtime runu`` of a plain image: the delegate OCI runtime runs it as a real container."""
+    res = podman.run(podman.images["busybox"], "/bin/sh", "-c", "echo pid=$$; ls /", runtime="runu",
+                     extra=podman_cids(), timeout=TIMEOUT)
+    assert res.returncode == 0, res
+    out = res.stdout.split()
+    assert out[0] == "pid=1" and "bin" in out and "work" not in out, res
+    (cid,) = podman_cids.read()
+    assert not (PODMAN_RUNU_ROOT / cid).exists() and not (PODMAN_RUNU_ROOT / "@delegate" / cid).exists()
 
 
 def test_podman_create_failure_shows_runu_message(podman, podman_cids):

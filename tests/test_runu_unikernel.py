@@ -57,8 +57,27 @@ def test_env_reaches_guest_command_line(tmp_path, root, kernels):
     r = runu(root, "run", "--bundle", b, "u-env")
     assert r.returncode == 1, r.stderr  # guest exit code 0 through isa-debug-exit
     cmdline = next(line for line in r.stdout.splitlines() if line.startswith("cmdline:"))
-    # Quoted for Unikraft's argument splitter, which the tiny kernel does not implement.
-    assert cmdline == "cmdline: 'env.vars=GREETING=hi there' -- 'x y'"
+    # argv[0] first (a PVH boot passes the line as is), quoted for Unikraft's argument splitter, which the
+    # tiny kernel implements
+    assert cmdline == "cmdline: /unikraft/bin/kernel 'env.vars=GREETING=hi there' -- 'x y'"
+    assert "uk: env GREETING=hi there\narg: x y\n" in r.stdout
+
+
+@pytest.mark.parametrize("fmt", ["pvh", "multiboot"])
+def test_more_than_8_env_vars_warn_and_the_guest_keeps_8(tmp_path, root, kernels, fmt):
+    """Unikraft takes 8 env.vars from the command line by default: runu says which ones are at risk, on
+    stderr and in --log, and the guest (which keeps 8, like Unikraft) shows the ninth and tenth gone."""
+    env = ["V%d=%d" % (i, i) for i in range(10)]
+    b = make_bundle(tmp_path, kernels[fmt], args=["halt", "--", "a"], env=env,
+                    annotations={"org.unikraft.runu.accel": "tcg"})
+    log = tmp_path / "runu.log"
+    r = runu(root, "--log", str(log), "--log-format", "json", "run", "--bundle", b, "u-env8")
+    assert "runu: warning: " in r.stderr and "at risk: V8, V9" in r.stderr, r.stderr
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert any(rec.get("level") == "warning" and "at risk: V8, V9" in rec.get("msg", "") for rec in records), records
+    got = [ln[len("uk: env "):] for ln in r.stdout.splitlines() if ln.startswith("uk: env ")]
+    assert got == env[:8], r.stdout
+    assert r.returncode == 83  # Unikraft's clean halt through isa-debug-exit at 0x501 (the raw QEMU status)
 
 
 def test_lifecycle_of_an_idling_guest(tmp_path, root, kernels):

@@ -394,7 +394,7 @@ class TestQemuArgs:
     def test_x86_pvh(self):
         a = self.args()
         assert opt(a, "-M") == ["microvm"]
-        assert opt(a, "-device") == ["isa-debug-exit,iobase=0xf4,iosize=4"]
+        assert opt(a, "-device") == ["isa-debug-exit,iobase=0xf4,iosize=4", "isa-debug-exit,iobase=0x501,iosize=2"]
         assert opt(a, "-kernel") == ["/bundle/rootfs/unikraft/bin/kernel"]
         assert opt(a, "-append") == ["a -- b"]
         assert opt(a, "-m") == ["64M"]
@@ -457,39 +457,60 @@ class TestQemuArgs:
 # -- bundle.py: command line -----------------------------------------------------
 
 def uk_argnparse(line):
-    """Python model of Unikraft's uk_argnparse: blanks split, quotes group, no escapes."""
-    argv, cur, in_word, quote = [], [], False, None
+    """Python model of Unikraft's uk_argnparse: blanks split, quotes group, a backslash escapes outside
+    single quotes (inside double quotes only before `"` or a backslash); quotes alone make no word."""
+    argv, cur, in_word, quote, escape = [], [], False, None, False
     for ch in line:
+        if escape:
+            escape = False
+            if quote == '"' and ch not in '"\\':
+                cur.append("\\")
+            cur.append(ch)
+            continue
         if ch in " \r\n\t\v" and not quote:
             if in_word:
                 argv.append("".join(cur))
                 cur, in_word = [], False
             continue
-        if ch in "'\"":
-            if not quote:
-                quote = ch
-                continue
-            if quote == ch:
-                quote = None
-                continue
-        if not in_word:
-            in_word = True
+        if ch in "'\"" and (not quote or quote == ch):
+            quote = None if quote else ch
+            continue
+        in_word = True
+        if ch == "\\" and quote != "'":
+            escape = True
+            continue
         cur.append(ch)
+    if escape:
+        cur.append("\\")
     if in_word:
         argv.append("".join(cur))
     return argv
 
 
-def unikraft_view(line):
+def unikraft_argv(line, program=True):
+    """(argv[0], library params, application args) as Unikraft 0.16's ukboot splits `line`: the first word is
+    argv[0] (`program` False: QEMU's multiboot loader writes one first), the params run up to the first `--`
+    outside a list when at least one word stands before it."""
+    argv = uk_argnparse(line if program else "kernel " + line)
+    rest, in_list = argv[1:], False
+    for i, w in enumerate(rest):
+        if in_list:
+            in_list = not w.endswith("]")
+        elif w == "--":
+            if i > 0:
+                return argv[0], rest[:i], rest[i + 1:]
+            break
+        elif "=" in w and w.split("=", 1)[1].startswith("["):
+            value = w.split("=", 1)[1]
+            in_list = not (len(value) > 1 and value.endswith("]"))
+    return argv[0], [], rest
+
+
+def unikraft_view(line, program=False):
     """(env, library params, application args) as a Unikraft kernel sees `line`."""
-    argv = uk_argnparse(line)
-    if "--" in argv:
-        i = argv.index("--")
-        params, app = argv[:i], argv[i + 1:]
-    else:
-        params, app = [], argv
+    _, params, app = unikraft_argv(line, program)
     env = [p[len("env.vars="):] for p in params if p.startswith("env.vars=")]
-    return env, [p for p in params if not p.startswith("env.vars=")], app
+    return env, [p for p in params if not p.startswith("env.vars=") and p not in ("[", "]")], app
 
 
 AWKWARD = [
@@ -525,15 +546,62 @@ class TestCmdline:
 
     def test_app_double_dash_without_params_keeps_separator(self):
         line = bundle.guest_cmdline(["/unikraft/bin/kernel", "--", "-x", "--", "y"])
-        assert line == "-- -x -- y"
-        assert unikraft_view(line) == ([], [], ["-x", "--", "y"])
+        assert line == "env.vars=[ ] -- -x -- y"
+        assert unikraft_argv(line, False)[1:] == (["env.vars=[", "]"], ["-x", "--", "y"])
+
+    @pytest.mark.parametrize("args,env", [([], []), (["a", "b"], []), ([], ["A=1"]), (["a"], ["A=1"]),
+                                          (["-x", "--", "y"], []), (["--"], ["A=1"])])
+    @pytest.mark.parametrize("program", [None, "/unikraft/bin/kernel"])
+    def test_every_form_reads_exactly(self, args, env, program):
+        """Rules 1 and 2: argv[0], then the parameters only when they are there, the args exactly."""
+        line = bundle.guest_cmdline(["/unikraft/bin/kernel", "--"] + args, env, program)
+        argv0, params, app = unikraft_argv(line, program is not None)
+        assert argv0 == (program or "kernel") and app == args
+        assert [p for p in params if p.startswith("env.vars=") and p != "env.vars=["] == \
+            ["env.vars=" + e for e in env]
+
+    @pytest.mark.parametrize("args", [[], ["a", "b c"]])
+    @pytest.mark.parametrize("env", [[], ["A=1", "B=x -- y"]])
+    def test_firecracker_rewrite_keeps_the_nic_before_the_separator(self, args, env):
+        """Rule 3: Firecracker's split at ` -- ` and insertion of virtio_mmio.device, modelled."""
+        from mocktainer.unikraft import cmdline
+
+        line = bundle.guest_line(["/unikraft/bin/kernel", "--"] + args, env, "/unikraft/bin/kernel")
+        line.params.append("netdev.ip=10.0.0.2/24")
+        text = cmdline.render(line, firecracker_nic=True)
+        head, sep, tail = text.partition(" -- ")
+        dev = "virtio_mmio.device=4K@0xd0000000:5"
+        booted = (head + " " + dev + " -- " + tail) if sep and tail.strip() else (head + " " + dev)
+        argv0, params, app = unikraft_argv(booted)
+        assert argv0 == "/unikraft/bin/kernel" and app == args
+        assert dev in params and "netdev.ip=10.0.0.2/24" in params
+        assert [p[9:] for p in params if p.startswith("env.vars=")] == env
+
+    def test_program_name_and_backslash(self):
+        line = bundle.guest_cmdline(["/unikraft/bin/kernel", "--", "a\\b"], [], "/unikraft/bin/kernel")
+        assert line == "/unikraft/bin/kernel 'a\\b'"
+        assert unikraft_argv(line) == ("/unikraft/bin/kernel", [], ["a\\b"])
+
+    def test_initrd_fstab_unless_given(self):
+        line = bundle.guest_cmdline(["/unikraft/bin/kernel", "--", "x"], [], None, initrd=True)
+        assert line == "vfs.fstab=[ initrd0:/:extract::ramfs=1: ] -- x"
+        own = bundle.guest_cmdline(["/unikraft/bin/kernel", "vfs.fstab=[ a ]", "--"], [], None, initrd=True)
+        assert "initrd0" not in own
+        assert bundle.guest_cmdline(["/unikraft/bin/kernel", "--", "x"], [], None) == "x"
+
+    def test_env_at_risk(self):
+        params = ["env.vars=V%d=%d" % (i, i) for i in range(7)] + ["env.vars=[", "A=1", "B=2]", "x.y=1"]
+        assert bundle.env_at_risk(params) == ["B"]
+        assert bundle.env_at_risk(["env.vars=[A=1]"] * 8) == []
 
     @pytest.mark.parametrize("word", AWKWARD)
     def test_awkward_word_round_trips(self, word):
-        args = ["/unikraft/bin/kernel", "p.q=" + word, "--", "app", word, "end"]
+        # (a parameter whose value starts with `[` opens a list: the user's to write)
+        params = [] if word.startswith("[") else ["p.q=" + word]
+        args = ["/unikraft/bin/kernel"] + params + ["--", "app", word, "end"]
         env = ["V=" + word, "W=" + word + "]"]
         line = bundle.guest_cmdline(args, env)
-        assert unikraft_view(line) == (env, ["p.q=" + word], ["app", word, "end"])
+        assert unikraft_view(line) == (env, params, ["app", word, "end"])
 
     def test_all_awkward_at_once(self):
         line = bundle.guest_cmdline(["/unikraft/bin/kernel", "--"] + AWKWARD, ["X=" + "".join(AWKWARD)])
@@ -698,13 +766,42 @@ class TestPlanUnikernel:
         assert p.kind == "unikernel"
         assert p.args[0] == str(tmp_path / "bin" / "qemu-system-x86_64")
         assert p.env == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-        assert p.cmdline == "env.vars=A=1 -- -v"
-        assert opt(p.args, "-append") == ["env.vars=A=1 -- -v"]
+        assert p.cmdline == "/unikraft/bin/kernel env.vars=A=1 -- -v"  # PVH: argv[0] is runu's to write
+        assert opt(p.args, "-append") == [p.cmdline]
         assert opt(p.args, "-m") == ["92M"] and p.memory_mib == 92  # 164 - 64 (QEMU) - 8 (its supervisor)
         assert opt(p.args, "-accel") == ["tcg,tb-size=32"] and p.accel == "tcg"
         assert opt(p.args, "-M") == ["microvm"] and p.machine == "microvm"
         assert opt(p.args, "-kernel") == [str(root / "unikraft/bin/kernel")]
         assert p.kernel.boot_protocol == "pvh"
+
+    def test_guest_record_initrd_and_env_warning(self, tmp_path, monkeypatch):
+        """What the guest network needs at start (the line's parts, machine, hostname, resolv.conf mount), the
+        initrd's vfs.fstab, and the warning for env vars past the eighth."""
+        _, environ = self.setup(tmp_path)
+        root = make_rootfs(tmp_path, make_elf(64, 62, pvh=True), initrd=b"x", name="rootfs2")
+        warnings = []
+        monkeypatch.setattr(mocktainer_error, "warning_sink", warnings.append)
+        env = ["V%d=%d" % (i, i) for i in range(9)]
+        spec = {"process": {"args": ["unikraft/bin/kernel", "--", "app"], "env": env}, "hostname": "web-1",
+                "mounts": [{"destination": "/etc/resolv.conf", "source": "/old/resolv.conf"},
+                           {"destination": "etc//resolv.conf/", "source": "/pod/resolv.conf", "type": "bind"},
+                           {"destination": "/etc/hosts", "source": "/pod/hosts"}]}
+        p = bundle.plan(spec, str(root), environ)
+        assert p.guest == {"line": {"program": "unikraft/bin/kernel", "params": ["env.vars=" + e for e in env]
+                                    + ["vfs.fstab=[", "initrd0:/:extract::ramfs=1:", "]"], "args": ["app"],
+                                    "linux": False},
+                           "machine": "microvm", "hostname": "web-1", "resolv_conf": "/pod/resolv.conf"}
+        assert p.cmdline.startswith("unikraft/bin/kernel env.vars=V0=0 ")
+        assert p.cmdline.endswith(" vfs.fstab=[ initrd0:/:extract::ramfs=1: ] -- app")
+        assert len(warnings) == 1 and "at risk: V8" in warnings[0] and "only the first 8" in warnings[0]
+        del spec["process"]["env"][8:]
+        bundle.plan(spec, str(root), environ)
+        assert len(warnings) == 1  # 8 are fine
+
+    def test_multiboot_gets_no_program_name(self, tmp_path):
+        root, environ = self.setup(tmp_path, make_elf(32, 3, multiboot_at=64))
+        p = bundle.plan({"process": {"args": ["/unikraft/bin/kernel", "a"]}}, str(root), environ)
+        assert p.machine == "pc" and p.cmdline == "a" and p.guest["line"]["program"] is None
 
     def test_annotations(self, tmp_path):
         root, environ = self.setup(tmp_path)
@@ -712,7 +809,7 @@ class TestPlanUnikernel:
                 "process": {"args": []}}
         p = bundle.plan(spec, str(root), dict(environ, RUNU_ACCEL="kvm"))
         assert (p.accel, p.machine) == ("tcg", "pc")
-        assert "-append" not in p.args
+        assert opt(p.args, "-append") == ["/unikraft/bin/kernel"]  # a PVH kernel on pc: argv[0] only
 
     def test_default_memory(self, tmp_path):
         root, environ = self.setup(tmp_path)
@@ -879,7 +976,7 @@ class TestQemuKnobs:
 
     @pytest.mark.parametrize("words", [
         [], ["-rtc", "base=localtime,clock=vm,driftfix=slew"], ["--rtc", "base=utc"],
-        ["-machine", "pit=on,rtc=off"], ["-M", "acpi=off"], ["-overcommit", "mem-lock=off,cpu-pm=on"],
+        ["-machine", "pit=on,rtc=off"], ["-M", "acpi=off"], ["-overcommit", "cpu-pm=on"],
         ["-msg", "timestamp=on"], ["-icount", "shift=auto,sleep=off"], ["-icount", "shift=3"],
         ["-device", "virtio-rng-pci"], ["-device", "virtio-rng-device,max-bytes=1024,period=1000,id=rng0"],
         ["-device", "pvpanic"], ["-device", "i8042"],
@@ -899,6 +996,7 @@ class TestQemuKnobs:
         ["-M", "microvm"], ["-machine", "pc,pit=on"], ["-machine", "dumpdtb=/x"], ["-machine", "pit=on,,x=y"],
         ["-machine", "kernel=/x"], ["-machine", "firmware=/x"], ["-rtc", "base=/etc"], ["-rtc"],
         ["-icount", "rr=record,rrfile=/x"], ["-icount", "shift=99"], ["-overcommit", "mem-lock=maybe"],
+        ["-overcommit", "mem-lock=on"],
         ["-S"], ["-s"], ["-gdb", "tcp::1234"], ["-smp", "64"], ["-m", "100G"], ["-accel", "kvm"],
         ["-cpu", "max"], ["-name", "x,debug-threads=on"], ["-rtc", "base=utc", "-monitor", "stdio"],
         ["base=utc"], ["-nodefaults"], ["-enable-kvm"], ["-no-reboot"], ["-no-shutdown"], ["-vnc", ":0"],
@@ -1129,7 +1227,7 @@ class TestPlanBackends:
         assert p.memory_mib == 80 - firecracker.OVERHEAD_MIB - vmm.SUPERVISOR_MIB == 56 and p.vcpus == 1
         config = json.loads(p.files["firecracker.json"])
         assert config["machine-config"] == {"vcpu_count": 1, "mem_size_mib": 56}
-        assert config["boot-source"]["boot_args"] == p.cmdline == "env.vars=A=1 -- exit=3"
+        assert config["boot-source"]["boot_args"] == p.cmdline == "/unikraft/bin/kernel env.vars=A=1 -- exit=3"
 
     def test_config_file_and_env_choose(self, tmp_path, monkeypatch):
         monkeypatch.setattr(firecracker, "check_accel", lambda vm, *a: None)
@@ -1311,7 +1409,8 @@ def test_awkward_args_reach_guest_verbatim(tmp_path, tiny_kernels):
     rc, out, err = run_vmm(p)
     cmdline = [ln for ln in out.splitlines() if ln.startswith("cmdline: ")][0]
     assert cmdline == "cmdline: " + p.cmdline
-    assert uk_argnparse(cmdline[len("cmdline: "):]) == args[2:]
+    assert unikraft_argv(cmdline[len("cmdline: "):]) == ("/unikraft/bin/kernel", [], args[2:])
+    assert [ln[5:] for ln in out.splitlines() if ln.startswith("arg: ")] == args[2:]
     assert rc == 1  # exit=0 by default
 
 
@@ -1344,3 +1443,67 @@ def test_idle_guest_on_a_pty_is_killed(tmp_path, tiny_kernels):
         proc.wait(timeout=30)
         os.close(master)
     assert proc.returncode == -9
+
+
+# -- exit_status: the VMM's raw wait status -> the container's exit code ---------------------------------------
+
+def exited(code):
+    return code << 8
+
+
+def killed(sig):
+    return sig
+
+
+class TestExitStatus:
+    @pytest.mark.parametrize("status,reason,code,says", [
+        (exited(83), None, 0, None),                     # Unikraft's clean halt (41 to 0x501)
+        (exited(85), None, 1, "the guest crashed"),      # Unikraft's crash (42 to 0x501)
+        (exited(85), "guest-shutdown", 1, "the guest crashed"),
+        (exited(0), None, 0, None),                      # ACPI power-off, or QEMU quit
+        (exited(0), "guest-shutdown", 0, None),
+        (exited(0), "host-qmp-quit", 0, None),
+        (exited(0), "guest-reset", 1, "triple fault"),   # -no-reboot: a reset ends QEMU with 0
+        (exited(0), "guest-panic", 1, "panicked"),
+        (exited(0), "internal-error", 1, "KVM internal error"),
+        (exited(1), None, 1, "QEMU exited with status 1"),
+        (exited(1), "guest-panic", 1, "panicked"),       # -action panic=exit-failure
+        (exited(7), None, 7, None),                      # runu's test kernels: (3 << 1) | 1, unchanged
+        (exited(11), "guest-shutdown", 11, None),
+        (killed(9), None, 137, None),
+        (killed(15), "guest-reset", 143, None),
+    ])
+    def test_qemu(self, status, reason, code, says):
+        got, message = qemu.exit_status(status, reason)
+        assert got == code
+        if says is None:
+            assert message is None
+        else:
+            assert says in message
+
+    @pytest.mark.parametrize("status,code,says", [
+        (exited(0), 0, None),        # an i8042 reset: Unikraft's halt and crash alike, a triple fault too
+        (exited(1), 1, "failed"),
+        (exited(148), 148, "seccomp"),
+        (exited(152), 152, "configuration"),
+        (exited(42), 42, "status 42"),
+        (killed(9), 137, None),
+    ])
+    def test_firecracker(self, status, code, says):
+        got, message = firecracker.exit_status(status)
+        assert got == code
+        assert (message is None) if says is None else (says in message)
+
+    def test_real_wait_statuses(self):
+        """The mapping reads what os.waitpid really returns."""
+        import subprocess as sp
+
+        p = sp.Popen(["sh", "-c", "exit 83"])
+        _, status = os.waitpid(p.pid, 0)
+        p.returncode = 0
+        assert qemu.exit_status(status) == (0, None)
+        p = sp.Popen(["sleep", "30"])
+        p.kill()
+        _, status = os.waitpid(p.pid, 0)
+        p.returncode = 0
+        assert qemu.exit_status(status) == (137, None) and firecracker.exit_status(status) == (137, None)

@@ -18,6 +18,7 @@ from .error import (
     NotRunningError,
     RunningError,
     StateError,
+    CorruptStateError,
 )
 
 TYPE_CHECKING = False
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "create", "load", "init", "Container", "Process", "Status", "State", "BaseState",
     "Error", "ExistsError", "InvalidIDError", "NotExistError", "RunningError", "NotRunningError",
-    "CgroupError", "ConfigError", "HookError", "InitError", "StateError",
+    "CgroupError", "ConfigError", "HookError", "InitError", "StateError", "CorruptStateError",
     "INIT_MSG", "CLONE_FLAGS_ATTR", "NS_PATHS_ATTR",
 ]
 

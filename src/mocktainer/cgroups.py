@@ -11,8 +11,9 @@ Where (`linux.cgroupsPath`, as runc's cgroupfs and systemd drivers read it):
   the *parent* of our own cgroup, which is what runc does too: a cgroup that
   holds processes cannot give controllers to its children). The path is
   cleaned lexically (`..` cannot climb above the root). Empty means
-  DEFAULT_PARENT/<id>, i.e. `/runu/<id>` (runc's default is `<id>` relative to
-  its own cgroup; a fixed, absolute place is easier to find and to clean).
+  DEFAULT_PARENT/<name>, i.e. `/runu/<id>-<checksum of the root>` (see default_name;
+  runc's default is `<id>` relative to its own cgroup; a fixed, absolute place is
+  easier to find and to clean).
   A path that is the root itself, or that looks like systemd's
   `slice:prefix:name` form while --systemd-cgroup is not given, is refused.
 - systemd (`--systemd-cgroup`): `slice:prefix:name`, e.g.
@@ -54,7 +55,7 @@ empty cpuset), all before the process is moved in.
 What fails and what only warns (on the `mocktainer` logger):
 - errors: an invalid cgroupsPath or resource value (ConfigError, before any
   directory exists); an existing cgroup at that path that already holds
-  processes; a given cgroupsPath that could not be created in any hierarchy.
+  processes or has cgroups below it; a given cgroupsPath that could not be created in any hierarchy.
   Whatever was made is removed again.
 - warnings: a hierarchy where the directory cannot be made or the process
   cannot be moved (read-only, no permission): the container is not confined
@@ -80,7 +81,7 @@ if TYPE_CHECKING:
     from typing import Any, Iterable
 
 UNIFIED = ""  # the cgroup v2 hierarchy's key in cgroup_paths (runc's "")
-DEFAULT_PARENT = "runu"  # cgroupfs default: /runu/<id>
+DEFAULT_PARENT = "runu"  # cgroupfs default: /runu/<default_name>
 DEFAULT_SLICE = "system.slice"
 DEFAULT_SCOPE_PREFIX = "runu"  # systemd default: system.slice:runu:<id>
 
@@ -327,6 +328,9 @@ def _get(resources: dict[str, Any], section: str, key: str, kind: type) -> Any:
         return None
     if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
         raise ConfigError(f"linux.resources.{section}.{key} must be an integer, got {v!r}")
+    if kind is int and not -(1 << 63) <= v < 1 << 63:
+        # (the kernel reads these as signed 64-bit numbers: 2^64 would wrap to 0)
+        raise ConfigError(f"linux.resources.{section}.{key} {v} is out of range: the kernel takes values below 2^63")
     if kind is str and not isinstance(v, str):
         raise ConfigError(f"linux.resources.{section}.{key} must be a string, got {v!r}")
     return v
@@ -626,20 +630,46 @@ def reap_warm_up(pid: int) -> None:
             pass
 
 
-def plan(id: str, cgroups_path: str, systemd: bool, host: Host | None = None) -> dict[str, str]:
-    """{key: directory} create() would make in every mounted hierarchy (recorded before it makes any,
-    so that a create killed half-way leaves nothing `delete` cannot find)."""
+def default_name(root: str, id: str) -> str:
+    """The name the default cgroup (`/runu/<name>`, systemd's `runu-<name>.scope`) uses for container `id` of
+    state root `root`: the id and a checksum of the root's real path, so that the same id in two roots
+    never shares a cgroup. (An id too long for that is cut, with checksums of the whole id.)"""
+    from binascii import crc32  # (hashlib would load OpenSSL, ~4 ms, on every create)
+
+    real = os.path.realpath(root).encode()
+    name = f"{id}-{crc32(real):08x}"
+    if len(name) > 200:  # a unit name is at most 255 bytes with its prefix and suffix
+        name = f"{id[:100]}-{crc32(real):08x}-{crc32(id.encode()):08x}{crc32(id.encode()[::-1]):08x}"
+    return name
+
+
+def paths_of(id: str, cgroups_path: str, systemd: bool, host: Host | None = None) -> dict[str, str]:
+    """{key: directory} of the container's cgroup in every mounted hierarchy."""
     inner = inner_path(cgroups_path, id, systemd)
     host = host or Host.current()
-    paths = {key: host.path(key, inner) for key in host.hierarchies()}
+    return {key: host.path(key, inner) for key in host.hierarchies()}
+
+
+def plan(id: str, cgroups_path: str, systemd: bool, host: Host | None = None) -> dict[str, str]:
+    """{key: directory} create() would make in every mounted hierarchy (recorded before it makes any,
+    so that a create killed half-way leaves nothing `delete` cannot find).
+
+    Like runc, a cgroup that already exists and holds processes is refused; so is one that already has
+    cgroups below it (an ancestor of someone else's cgroups): its limits would land on them, and removing
+    it at delete would mean removing them."""
+    paths = paths_of(id, cgroups_path, systemd, host)
     for path in dict.fromkeys(paths.values()):
         try:
             busy = read_pids(path)
+            below = [e.name for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
         except OSError:
             continue
         if busy:  # before anything is recorded or made: a cgroup of someone else's is never the container's
             raise CgroupError(f"cgroup {path} already exists and holds processes "
                               f"{' '.join(map(str, busy[:10]))}: it belongs to something else")
+        if below:
+            raise CgroupError(f"cgroup {path} already exists and has cgroups below it ({', '.join(below[:5])}): "
+                              f"it belongs to something else; give linux.cgroupsPath a cgroup of the container's own")
     return paths
 
 
@@ -821,7 +851,10 @@ def _remove_tree(path: str) -> None:
 
 
 def pids(paths: dict[str, str]) -> list[int] | None:
-    """The processes in the container's cgroup in any of its hierarchies (sorted), or None if none is readable."""
+    """The processes in the container's cgroup in any of its hierarchies (sorted), or None if none is readable.
+
+    Those of cgroups below it too (as runc's): a process moved into a sub-cgroup is still the container's,
+    and one left there would keep delete from removing the cgroup for ever."""
     found: set[int] | None = None
     for path in dict.fromkeys(paths.values()):
         try:
@@ -829,4 +862,10 @@ def pids(paths: dict[str, str]) -> list[int] | None:
         except (OSError, ValueError):
             continue
         found = (found or set()) | set(got)
+        for sub, _dirs, _files in os.walk(path):
+            if sub != path:
+                try:
+                    found.update(read_pids(sub))
+                except (OSError, ValueError):
+                    pass
     return None if found is None else sorted(found)

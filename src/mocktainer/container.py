@@ -106,10 +106,11 @@ class Container:
 
             c = self._config
             host = cgroups.Host.current()
-            planned = cgroups.plan(self._id, c.cgroups_path, c.systemd_cgroup, host)
+            name = cgroups.default_name(self._root, self._id)  # the same id in another root: another cgroup
+            planned = cgroups.plan(name, c.cgroups_path, c.systemd_cgroup, host)
             self._save_creating(init, planned)
             failpoint.hit("create:creating")
-            self._cgroup_paths = cgroups.create(self._id, c.cgroups_path, c.systemd_cgroup, c.resources, init.pid,
+            self._cgroup_paths = cgroups.create(name, c.cgroups_path, c.systemd_cgroup, c.resources, init.pid,
                                                 host, planned)
             failpoint.hit("create:cgroup")
             init.send_config(self._init_config(process))
@@ -213,7 +214,7 @@ class Container:
             raise StateError(f"cannot make {self.fifo_path}: {e.strerror}") from None
 
     def _remove_run_files(self) -> None:
-        for name in (EXEC_FIFO, statefile.STATE_FILE):
+        for name in (EXEC_FIFO, statefile.STATE_FILE, statefile.RECOVERY_FILE):
             try:
                 os.unlink(os.path.join(self.dir, name))
             except FileNotFoundError:
@@ -281,8 +282,10 @@ class Container:
 
     def _save_creating(self, init: InitProcess, cgroup_paths: dict[str, str]) -> None:
         """state.json without `created`: status "creating", and what `delete` must undo if we die now."""
-        statefile.save(self.dir, State(id=self._id, init_process_pid=init.pid, init_process_start=init.start_time,
-                                       config=self._config, cgroup_paths=cgroup_paths))
+        st = State(id=self._id, init_process_pid=init.pid, init_process_start=init.start_time, config=self._config,
+                   cgroup_paths=cgroup_paths)
+        statefile.save(self.dir, st, statefile.RECOVERY_FILE)
+        statefile.save(self.dir, st)
 
     def _record_created(self) -> None:
         from . import failpoint

@@ -49,6 +49,10 @@ class StateError(Error):
     """state.json could not be written (a full disk, a read-only root); the old file, if any, is intact."""
 
 
+class CorruptStateError(StateError):
+    """The container's directory exists but its state.json cannot be read (not a file runu wrote)."""
+
+
 class CgroupError(Error):
     """The container's cgroup could not be created, or could not be removed (processes still in it)."""
 

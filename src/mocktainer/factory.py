@@ -5,25 +5,8 @@ import os
 from . import state as statefile
 from .configs import Config, NamespaceType
 from .container import Container
-from .error import ConfigError, ExistsError, InvalidIDError, NotExistError, StateError
-
-_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+-.")
-MAX_ID_LEN = 255  # the id names a directory; NAME_MAX is 255 bytes
-
-
-def validate_id(id: str) -> None:
-    if not isinstance(id, str) or not id:
-        raise InvalidIDError("invalid container id: it must not be empty")
-    if id in (".", ".."):
-        raise InvalidIDError(f"invalid container id {id!r}")
-    if len(id) > MAX_ID_LEN:
-        raise InvalidIDError(f"invalid container id: {len(id)} characters long; at most {MAX_ID_LEN} are allowed")
-    bad = set(id) - _ID_CHARS
-    if bad:
-        raise InvalidIDError(
-            f"invalid container id {id!r}: only letters, digits and '_', '+', '-', '.' are allowed"
-            f" (found {''.join(sorted(bad))!r})"
-        )
+from .error import ConfigError, CorruptStateError, ExistsError, NotExistError, StateError
+from .ids import MAX_ID_LEN, validate_id  # noqa: F401  (MAX_ID_LEN: re-exported)
 
 
 def validate_config(config: Config) -> None:
@@ -46,6 +29,8 @@ def validate_config(config: Config) -> None:
 # clone flag (what the NS_GET_NSTYPE ioctl answers) -> OCI namespace name
 _NS_KINDS = {0x00020000: "mount", 0x02000000: "cgroup", 0x04000000: "uts", 0x08000000: "ipc", 0x10000000: "user",
              0x20000000: "pid", 0x40000000: "network", 0x00000080: "time"}
+_NS_FLAGS = {oci: flag for flag, oci in _NS_KINDS.items()}
+_NS_FILES = {"network": "net", "mount": "mnt"}  # /proc/<pid>/ns/ names that differ from the OCI ones
 _NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), Linux 4.11
 
 
@@ -56,49 +41,61 @@ def check_namespace_paths(config: Config) -> None:
     with a bare EINVAL (or the path's absence is only noticed in the child).
     """
     for ns in config.namespaces:
-        if not ns.path:
-            continue
-        oci, _, flag = NamespaceType.INFO[ns.type]
-        what = f"{oci} namespace path {ns.path}"
-        try:
-            st = os.stat(ns.path)
-        except FileNotFoundError:
-            raise ConfigError(f"{what} does not exist") from None
-        except OSError as e:
-            raise ConfigError(f"cannot use {what}: {e.strerror}") from None
-        hint = f"expected a namespace file such as /proc/<pid>/ns/{NamespaceType.INFO[ns.type][1]}"
-        if (st.st_mode & 0o170000) != 0o100000:  # nsfs files are regular; never open a fifo or a device here
-            raise ConfigError(f"{what} is not a namespace file ({hint})")
-        try:
-            fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
-        except OSError as e:
-            raise ConfigError(f"cannot open {what}: {e.strerror}") from None
-        try:
-            import fcntl
+        if ns.path:
+            check_namespace_path(NamespaceType.INFO[ns.type][0], ns.path)
 
-            kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
-        except OSError:
-            raise ConfigError(f"{what} is not a namespace file ({hint})") from None
-        finally:
-            os.close(fd)
-        if kind != flag:
-            raise ConfigError(f"{what} is a {_NS_KINDS.get(kind, f'{kind:#x}')} namespace, not a {oci} namespace")
+
+def check_namespace_path(oci: str, path: str) -> None:
+    """`path` must be a namespace file of the OCI namespace type `oci` (config-linux requires it even of a
+    namespace the runtime does not set up itself)."""
+    flag = _NS_FLAGS.get(oci)
+    if flag is None:
+        return  # a type the kernel has no namespace file for: nothing to compare
+    what = f"{oci} namespace path {path}"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"cannot use {what}: {e.strerror}") from None
+    hint = f"expected a namespace file such as /proc/<pid>/ns/{_NS_FILES.get(oci, oci)}"
+    if (st.st_mode & 0o170000) != 0o100000:  # nsfs files are regular; never open a fifo or a device here
+        raise ConfigError(f"{what} is not a namespace file ({hint})")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as e:
+        raise ConfigError(f"cannot open {what}: {e.strerror}") from None
+    try:
+        import fcntl
+
+        kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError:
+        raise ConfigError(f"{what} is not a namespace file ({hint})") from None
+    finally:
+        os.close(fd)
+    if kind != flag:
+        raise ConfigError(f"{what} is a {_NS_KINDS.get(kind, f'{kind:#x}')} namespace, not a {oci} namespace")
 
 
 def _ensure_root(root: str) -> None:
+    """The state root exists, is ours and is reachable by us alone (0700), whatever the umask and whatever
+    mode a root that already existed had: the VMMs' control sockets live below it."""
     try:
-        os.mkdir(root, 0o700)
-        os.chmod(root, 0o700)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
-        except OSError as e:
-            raise StateError(f"cannot create the state root {root}: {e.strerror}") from None
-        _ensure_root(root)
+        os.makedirs(root, 0o700, exist_ok=True)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
-        raise StateError(f"cannot create the state root {root}: {e.strerror}") from None
+        raise StateError(f"cannot create the state root {root}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise StateError(f"the state root {root} belongs to user {st.st_uid}, not to this user "
+                             f"({os.geteuid()}); give a --root of this user's own")
+        if st.st_mode & 0o7777 != 0o700:
+            os.fchmod(fd, 0o700)
+    except OSError as e:
+        raise StateError(f"cannot make the state root {root} private: {e.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def create(root: str, id: str, config: Config) -> Container:
@@ -130,8 +127,9 @@ def load(root: str, id: str) -> Container:
         st = statefile.read(path)
     except FileNotFoundError:
         raise NotExistError(f"container {id!r} does not exist") from None
-    except ValueError as e:
-        raise NotExistError(f"container {id!r} has an unreadable state.json ({e})") from None
+    except (ValueError, OSError) as e:
+        why = e.strerror if isinstance(e, OSError) else str(e)
+        raise CorruptStateError(f"container {id!r} has an unreadable {path}/{statefile.STATE_FILE}: {why}") from None
     return Container(root, id, st.config, st)
 
 

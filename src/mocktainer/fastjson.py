@@ -79,3 +79,5 @@ def _explain(s: str) -> object:
         return json.loads(s)
     except json.JSONDecodeError as e:
         raise JSONDecodeError(str(e)) from None
+    except RecursionError:
+        raise JSONDecodeError("arrays or objects are nested too deeply") from None

@@ -194,7 +194,7 @@ def _setup(sync: SyncPipe, log: _Log, fifo_fd: int) -> _Launch:
 
     if not config.get("no_new_keyring"):
         try:
-            system.join_session_keyring(init["id"])
+            system.join_session_keyring(system.keyring_name(init["id"]))
         except OSError as e:
             if e.errno != 38:  # ENOSYS: the kernel has no keyrings; nothing to join
                 raise OSError(e.errno, f"unable to join session keyring: {e.strerror}") from None

@@ -11,8 +11,8 @@ import os
 
 from . import factory
 from .container import Container
-from .error import ConfigError, Error, NotExistError, RunningError
-from .process import Process, descendants, kill_quietly, reap
+from .error import ConfigError, CorruptStateError, Error, NotExistError, RunningError
+from .process import Process, descendants, kill_quietly, reap, wait_gone
 from .state import Status
 
 TYPE_CHECKING = False
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 DEFAULT_ROOT = "/run/runu"
 OCI_VERSION_MIN = "1.0.0"
 OCI_VERSION_MAX = "1.1.0"
+MAX_CONFIG_BYTES = 16 << 20  # config.json: what containerd writes is a few KiB
 
 
 # ---- bundles ---------------------------------------------------------------------------
@@ -30,25 +31,21 @@ def load_spec(bundle: str) -> dict[str, Any]:
     """Read `bundle/config.json`, with an error that says what is wrong with it."""
     from . import fastjson
 
+    from .system import read_regular
+
     path = os.path.join(bundle, "config.json")
     if not os.path.isdir(bundle):
         raise ConfigError(f"bundle {bundle} does not exist or is not a directory")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        data = read_regular(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"bundle {bundle} has no config.json") from None
     except OSError as e:
-        raise ConfigError(f"cannot open {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise ConfigError(f"{path} {e}") from None
     try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a directory, not a file") from None
-    finally:
-        os.close(fd)
-    try:
-        spec = fastjson.loads(b"".join(chunks))
+        spec = fastjson.loads(data)
     except ValueError as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(spec, dict):
@@ -58,15 +55,26 @@ def load_spec(bundle: str) -> dict[str, Any]:
 
 def supported_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec with the namespaces a VMM has no use for dropped (like the seed, they are ignored)."""
-    from .specconv import known_namespaces
+    from .specconv import OCI_NAMESPACES, known_namespaces
 
     linux = spec.get("linux")
     if not isinstance(linux, dict) or not isinstance(linux.get("namespaces"), list):
         return spec
+    for ns in linux["namespaces"]:
+        if isinstance(ns, dict) and isinstance(ns.get("type"), str) and ns["type"] not in OCI_NAMESPACES:
+            raise ConfigError(f"linux.namespaces: {ns['type'][:50]!r} is not a namespace type of the runtime spec "
+                              f"({', '.join(OCI_NAMESPACES)})")
     known = set(known_namespaces())
     # Entries that are not well-formed stay, so that specconv names what is wrong with them.
     kept = [ns for ns in linux["namespaces"]
             if not isinstance(ns, dict) or not isinstance(ns.get("type"), str) or ns["type"] in known]
+    for ns in linux["namespaces"]:
+        if ns not in kept and ns.get("path") not in (None, ""):
+            # ignored, but a path given for it must still be a namespace of its type (config-linux)
+            path = ns["path"]
+            if not isinstance(path, str) or not os.path.isabs(path):
+                raise ConfigError(f"{ns['type']} namespace path {path!r} must be an absolute path")
+            factory.check_namespace_path(ns["type"], path)
     return {**spec, "linux": {**linux, "namespaces": kept}}
 
 
@@ -159,7 +167,7 @@ def create(
 def _create(root: str, id: str, bundle: str, *, pid_file: str | None, console_socket: str | None,
             preserve_fds: int, no_new_keyring: bool, environ: dict[str, str] | None, log_level: str | None,
             systemd_cgroup: bool) -> Container:
-    from . import failpoint, specconv
+    from . import specconv
     from .unikraft.bundle import plan
 
     factory.validate_id(id)
@@ -173,8 +181,22 @@ def _create(root: str, id: str, bundle: str, *, pid_file: str | None, console_so
     # The VMM gets an fd of the state directory right after the preserved fds, and binds its control
     # socket through it (a unix socket path must fit in 108 bytes; see unikraft/control.py).
     control_fd = 3 + preserve_fds
+    # The kernel and initrd checked by plan() stay open and follow the state directory's fd (see
+    # unikraft/kernel.Kernel): the VMM boots those very files as /proc/self/fd/N, whatever the bundle
+    # becomes after create.
     what = plan(spec, config.rootfs, dict(os.environ) if environ is None else environ, state_dir,
-                control_dir=f"/proc/self/fd/{control_fd}")
+                control_dir=f"/proc/self/fd/{control_fd}", fd_base=control_fd + 1)
+    try:
+        return _create_container(root, id, config, spec, what, pid_file, console_socket, preserve_fds, log_level)
+    finally:
+        for fd in what.fds:
+            os.close(fd)
+
+
+def _create_container(root: str, id: str, config: Any, spec: dict[str, Any], what: Any, pid_file: str | None,
+                      console_socket: str | None, preserve_fds: int, log_level: str | None) -> Container:
+    from . import failpoint
+
     terminal = bool((spec.get("process") or {}).get("terminal"))
     if terminal and not console_socket:
         raise ConfigError("process.terminal is true but no --console-socket was given to send the terminal to")
@@ -194,9 +216,10 @@ def _create(root: str, id: str, bundle: str, *, pid_file: str | None, console_so
             files[control.CONTROL_FILE] = control.record(*what.control)
         write_files(container.dir, files)
         extra_files = list(range(3, 3 + preserve_fds))
-        if what.control:
+        if what.control or what.fds:
             dirfd = os.open(container.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             extra_files.append(dirfd)  # becomes control_fd in the VMM
+        extra_files += what.fds  # control_fd + 1, ...
         stdio: list[Any] = [0, 1, 2]
         if terminal:
             from .console import open_pty, send_console
@@ -249,7 +272,8 @@ def _guest_network(config: Any, what: Any, state_dir: str) -> dict[str, Any] | N
             return None  # the init fails to join it anyway
         if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
             return None
-    return instruction(backend(what.vmm).NIC_DEVICE, bool(what.kernel.linux), state_dir, netns)
+    return instruction(what.vmm, backend(what.vmm).NIC_DEVICE, bool(what.kernel.linux), state_dir, netns,
+                       what.guest)
 
 
 def _cleanup_guest_network(c: Container) -> None:
@@ -346,13 +370,13 @@ def delete(root: str, id: str, force: bool = False) -> None:
 def _delete(root: str, id: str, force: bool) -> None:
     try:
         c = factory.load(root, id)
-    except NotExistError:
-        # An aborted create can leave the directory without state.json.
+    except (NotExistError, CorruptStateError) as e:
+        # An aborted create can leave the directory without state.json; a damaged state.json is no record.
         path = os.path.join(os.path.abspath(root), id)
         if os.path.isdir(path) and not os.path.islink(path):
-            from .container import _remove_dir
-
-            _remove_dir(path)
+            if isinstance(e, CorruptStateError) and not force:
+                raise CorruptStateError(f"{e}; 'delete --force' stops what is left of it and removes it") from None
+            _delete_without_state(root, id, path)
             return
         if force:
             return
@@ -372,6 +396,46 @@ def _delete(root: str, id: str, force: bool) -> None:
             kill_quietly(pid)
     _cleanup_guest_network(c)
     c.destroy()
+
+
+def _delete_without_state(root: str, id: str, path: str) -> None:
+    """Stop and remove a container whose state.json is missing or unreadable: through its second record
+    (state.RECOVERY_FILE: the init and its cgroups), else through its default cgroup, which root and id
+    name (cgroups.default_name)."""
+    from . import state as statefile
+    from .container import _remove_dir
+
+    try:
+        st = statefile.read(path, statefile.RECOVERY_FILE)
+    except (OSError, ValueError):
+        st = None
+    if st is not None and st.id == id:
+        c = Container(os.path.abspath(root), id, st.config, st)
+        for pid in reversed(container_pids(c, stopped_too=True)):
+            kill_quietly(pid)
+        if c.status() != Status.STOPPED:
+            kill_quietly(st.init_process_pid)
+            reap(st.init_process_pid, st.init_process_start)
+        _cleanup_guest_network(c)
+        c.destroy()
+        return
+    from . import cgroups
+
+    paths = cgroups.paths_of(cgroups.default_name(root, id), "", False)
+    for _ in range(10):  # processes forking while we kill them: a few rounds
+        left = cgroups.pids(paths) or []
+        if not left:
+            break
+        for pid in left:
+            kill_quietly(pid)
+        for pid in left:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                wait_gone(pid, None, 5)
+    if cgroups.pids(paths) is not None:
+        cgroups.remove(paths, cgroups.DEFAULT_PARENT)
+    _remove_dir(path)
 
 
 def ps(root: str, id: str) -> list[int]:
@@ -402,6 +466,12 @@ def list_containers(root: str) -> list[dict[str, Any]]:
     for cid in factory.list_ids(root):
         try:
             out.append(describe(factory.load(root, cid)))
+        except CorruptStateError as e:
+            from .error import warn
+
+            warn(str(e))  # listed, with what is known: its id
+            out.append({"ociVersion": "", "id": cid, "status": "unknown", "pid": 0, "bundle": "", "rootfs": "",
+                        "created": "", "owner": "", "annotations": {}})
         except Error:
             continue  # removed while we looked
     return out

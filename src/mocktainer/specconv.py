@@ -12,6 +12,11 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+MAX_HOOK_TIMEOUT = 1 << 31  # seconds (68 years): what a wait can be given
+# Every namespace type of the runtime spec; types a runtime does not set up may be dropped, others are errors.
+OCI_NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
+
+
 def known_namespaces() -> list[str]:
     """The OCI namespace types this library can set up; callers filter the rest out first."""
     return [oci for oci, _, _ in NamespaceType.INFO.values()]
@@ -155,9 +160,15 @@ def _hook(name: str, h: Any) -> CommandHook:
     path = h.get("path")
     if not path or not isinstance(path, str):
         raise ConfigError(f"a {name} hook has no path")
+    if not os.path.isabs(path) or "\0" in path:
+        # (the spec: it MUST be absolute; a relative one would resolve wherever the hook happens to run, e.g.
+        # inside the image's rootfs for createContainer, and run a file of the image as root)
+        raise ConfigError(f"{name} hook path {path!r} is not an absolute path")
     timeout = h.get("timeout")
-    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0):
-        raise ConfigError(f"{name} hook {path}: timeout must be a positive number of seconds, got {timeout!r}")
+    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0
+                                or timeout > MAX_HOOK_TIMEOUT):
+        raise ConfigError(f"{name} hook {path}: timeout must be a whole number of seconds from 1 to "
+                          f"{MAX_HOOK_TIMEOUT}, got {timeout!r}")
     cmd = Command(path=path, args=_strings(h.get("args"), f"{name} hook {path}: args"),
                   env=_strings(h.get("env"), f"{name} hook {path}: env"), timeout=timeout)
     return CommandHook(**cmd.to_dict())

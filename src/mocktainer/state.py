@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 STATE_FILE = "state.json"
+# A second record of what `delete --force` must find (the init, its cgroups) when state.json is unreadable:
+# written once, when the init and its cgroup are first recorded.
+RECOVERY_FILE = "recovery.json"
 EXEC_FIFO = "exec.fifo"
 
 
@@ -103,13 +106,13 @@ class State(BaseState):
         )
 
 
-def save(container_dir: str, state: State) -> None:
+def save(container_dir: str, state: State, name: str = STATE_FILE) -> None:
     """Write state.json atomically: readers see the old file or the new one, never a torn one.
 
     A full disk or a read-only root leaves the old file (or none) and raises StateError.
     """
     data = fastjson.dumps(state.to_dict()).encode()
-    tmp = os.path.join(container_dir, f".{STATE_FILE}.{os.getpid()}")
+    tmp = os.path.join(container_dir, f".{name}.{os.getpid()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as e:
@@ -122,7 +125,7 @@ def save(container_dir: str, state: State) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, os.path.join(container_dir, STATE_FILE))
+        os.rename(tmp, os.path.join(container_dir, name))
     except BaseException as e:
         _unlink(tmp)
         if isinstance(e, OSError):
@@ -137,15 +140,28 @@ def _save_error(state: State, container_dir: str, e: OSError) -> Exception:
                       f"{e.strerror or e}")
 
 
-def read(container_dir: str) -> State:
-    fd = os.open(os.path.join(container_dir, STATE_FILE), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+MAX_STATE_BYTES = 64 << 20  # state.json holds the config: a few KiB; bounded so that no file can exhaust memory
+
+
+def read(container_dir: str, name: str = STATE_FILE) -> State:
+    """The saved state; ValueError (with what is wrong) when state.json is not one runu wrote, e.g. a FIFO,
+    a directory, too large, not JSON or not a state object. OSError (FileNotFoundError) as open(2) says."""
+    from .system import read_regular
+
+    d = fastjson.loads(read_regular(os.path.join(container_dir, name), MAX_STATE_BYTES, follow=False))
+    if not isinstance(d, dict) or not isinstance(d.get("id"), str):
+        raise ValueError(f"it holds {'an object without an id' if isinstance(d, dict) else fastjson.dumps(d)[:20]}"
+                         f", not a container's state")
     try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return State.from_dict(fastjson.loads(b"".join(chunks)))  # type: ignore[arg-type]
+        st = State.from_dict(d)
+    except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as e:
+        raise ValueError(f"a field has the wrong type ({type(e).__name__}: {e})") from None
+    for paths in (st.namespace_paths, st.cgroup_paths):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in paths.items()):
+            raise ValueError("a path is not a string")
+    if not isinstance(st.created, str):
+        raise ValueError("created is not a string")
+    return st
 
 
 def _unlink(path: str) -> None:

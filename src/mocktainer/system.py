@@ -117,6 +117,41 @@ def join_session_keyring(name: str) -> int:
     return _check(ret, "keyctl(JOIN_SESSION_KEYRING)")
 
 
+def keyring_name(container_id: str) -> str:
+    """The session keyring's name for a container: prefixed (like runc's `_ses.`), so that every valid id
+    works, those starting with '.' too (a name the kernel keeps for its own keyrings)."""
+    return "_ses." + container_id
+
+
+def read_regular(path: str, limit: int, follow: bool = True) -> bytes:
+    """The content of the regular file at `path`, at most `limit` bytes.
+
+    Opened without blocking (a FIFO or a device at `path` never hangs the caller) and checked with fstat
+    on the open fd, so what is read is what was checked. ValueError says what else it is, or that it is
+    larger than `limit`; OSError as open(2) reports it.
+    """
+    import stat
+
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+                    stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(mode), "special")
+            raise ValueError(f"is {kind}, not a regular file")
+        chunks = []
+        size = 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise ValueError(f"is larger than {limit} bytes")
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
 def link_up(name: str) -> None:
     """Set IFF_UP on an interface with the classic ioctl: no netlink library needed for `lo`."""
     import _socket

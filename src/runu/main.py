@@ -107,12 +107,17 @@ class Log:
             line = f"time={fastjson.dumps(t)} level={level} msg={fastjson.dumps(msg)}"
         try:
             # O_NOFOLLOW: a symlink planted at the log's path is not followed (the line is dropped), so it
-            # cannot make runu append to a file elsewhere.
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            # cannot make runu append to a file elsewhere. O_NONBLOCK and the check of the open file: a FIFO
+            # (or a device) there never blocks runu; only a regular file gets the line.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                         | os.O_NONBLOCK | os.O_NOCTTY, 0o644)
         except OSError:
             return
         try:
-            os.write(fd, line.encode() + b"\n")
+            import stat
+
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.write(fd, line.encode() + b"\n")
         except OSError:
             pass  # a full disk must not turn the error being reported into a traceback
         finally:
@@ -128,13 +133,30 @@ class Log:
 def cmd_create(g: dict[str, Any], args: list[str], log: Log) -> int:
     from mocktainer import runtime
 
+    from runu.delegate import check_unclaimed
+
     flags, rest = parse_flags(args, CREATE_FLAGS, False)
     cid = one_id(rest, "create")
+    check_unclaimed(g["root"], cid)
     runtime.create(g["root"], cid, flags.get("bundle") or os.getcwd(), pid_file=flags.get("pid-file"),
                    console_socket=flags.get("console-socket"), preserve_fds=flags.get("preserve-fds", 0),
                    no_new_keyring=flags.get("no-new-keyring", False), log_level="debug" if g.get("debug") else None,
                    systemd_cgroup=bool(g.get("systemd-cgroup")))
+    _unclaimed_after_create(g["root"], cid)
     return 0
+
+
+def _unclaimed_after_create(root: str, cid: str) -> None:
+    """A delegated create of the same id that raced this one: the later of the two gives way."""
+    from mocktainer import runtime
+
+    from runu.delegate import check_unclaimed
+
+    try:
+        check_unclaimed(root, cid)
+    except Exception:
+        runtime.delete(root, cid, force=True)
+        raise
 
 
 def cmd_run(g: dict[str, Any], args: list[str], log: Log) -> int:
@@ -143,6 +165,9 @@ def cmd_run(g: dict[str, Any], args: list[str], log: Log) -> int:
     spec = dict(CREATE_FLAGS, detach=("bool", "d"), keep=("bool", None))
     flags, rest = parse_flags(args, spec, False)
     cid = one_id(rest, "run")
+    from runu.delegate import check_unclaimed
+
+    check_unclaimed(g["root"], cid)
     return runtime.run(g["root"], cid, flags.get("bundle") or os.getcwd(), detach=flags.get("detach", False),
                        pid_file=flags.get("pid-file"), console_socket=flags.get("console-socket"),
                        preserve_fds=flags.get("preserve-fds", 0), no_new_keyring=flags.get("no-new-keyring", False),
@@ -222,7 +247,9 @@ def cmd_list(g: dict[str, Any], args: list[str], log: Log) -> int:
     flags, rest = parse_flags(args, {"format": ("str", "f"), "quiet": ("bool", "q")}, False)
     if rest:
         raise UsageError(f"'list' takes no arguments, got {' '.join(rest)}")
-    items = runtime.list_containers(g["root"])
+    from runu import delegate
+
+    items = sorted(runtime.list_containers(g["root"]) + delegate.list_containers(g["root"]), key=lambda s: s["id"])
     fmt = flags.get("format", "table")
     if flags.get("quiet"):
         for st in items:
@@ -243,7 +270,11 @@ def cmd_features(g: dict[str, Any], args: list[str], log: Log) -> int:
 
     from runu.output import pretty_json
 
-    print(pretty_json(runtime.features()))
+    from runu.delegate import feature_annotations
+
+    features = runtime.features()
+    features["annotations"].update(feature_annotations())
+    print(pretty_json(features))
     return 0
 
 
@@ -278,11 +309,15 @@ global flags: --root DIR (default /run/runu), --log FILE, --log-format text|json
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The command line. Called without `argv` (by the `runu` launcher) it ends the process itself."""
+def main(argv: list[str] | None = None, *, delegate: bool = True) -> int:
+    """The command line. Called without `argv` (by the `runu` launcher) it ends the process itself.
+
+    `delegate=False` keeps every container with runu (no delegate OCI runtime): the library's own paths
+    driven through the command line, for tests of the library; the `runu` launcher never sets it.
+    """
     if argv is not None:
-        return _main(argv)
-    code = _main(sys.argv[1:])
+        return _main(argv, delegate)
+    code = _main(sys.argv[1:], delegate)
     # Finalising the interpreter (freeing every module and object) costs 1.5-3 ms per call, and runu
     # leaves nothing to finalise: its files are written with os.write and closed, and no atexit handler
     # matters. Flush what print() buffered and leave.
@@ -295,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     os._exit(code)
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], delegate: bool = True) -> int:
     log = Log(None, None, False)
     try:
         g, rest = parse_flags(argv, GLOBAL_FLAGS, True)
@@ -304,6 +339,8 @@ def _main(argv: list[str]) -> int:
         if g.get("log-format") not in (None, "text", "json"):
             raise UsageError(f"invalid --log-format {g['log-format']!r}: use text or json")
         g.setdefault("root", os.environ.get("RUNU_ROOT") or "/run/runu")
+        if not g["root"]:
+            raise UsageError("--root must not be empty: give the state directory (default /run/runu)")
         if g.get("version"):
             from runu import __version__
 
@@ -313,6 +350,10 @@ def _main(argv: list[str]) -> int:
             sys.stdout.write(USAGE)
             return 0 if g.get("help") else 1
         command, args = rest[0], rest[1:]
+        if delegate:
+            from runu.delegate import route
+
+            route(g, command, args)  # execs the delegate OCI runtime for a container that is not a unikernel
         log.debug(f"{command} {' '.join(args)}")
         if command in UNSUPPORTED:
             raise UsageError(f"'{command}' is not supported for unikernels: a VM has no container process tree to "

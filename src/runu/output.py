@@ -14,7 +14,16 @@ def pretty_json(obj: object, indent: str = "") -> str:
     return fastjson.dumps(obj)
 
 
+def printable(text: str) -> str:
+    """`text` with every control or other non-printable character escaped (`\\n`, `\\x1b`, `\\u202e`): a guest
+    argument or a bundle path from an image can neither start a row of its own nor drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
+    rows = [[printable(str(c)) for c in r] for r in rows]
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     lines = []
     for r in [header] + rows:

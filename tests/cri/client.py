@@ -181,6 +181,13 @@ class CriClient:
         req = self.pb.ListContainersRequest(filter=self.pb.ContainerFilter(pod_sandbox_id=pod_id))
         return list(self.runtime.ListContainers(req, timeout=self._t(timeout)).containers)
 
+    def exec_sync(self, container_id: str, cmd: list[str], exec_timeout: int = 0, *,
+                  timeout: float | None = None) -> Any:
+        """ExecSync: run ``cmd`` in a running container (``runtime exec``) and wait; ExecSyncResponse
+        (``stdout``, ``stderr`` as bytes, ``exit_code``).  ``exec_timeout``: seconds the CRI lets it run."""
+        req = self.pb.ExecSyncRequest(container_id=container_id, cmd=cmd, timeout=exec_timeout)
+        return self.runtime.ExecSync(req, timeout=self._t(timeout) + exec_timeout)
+
     # -- images -----------------------------------------------------------------------------------------------
 
     def image_status(self, ref: str, *, timeout: float | None = None) -> Any | None:

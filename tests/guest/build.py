@@ -1,8 +1,10 @@
 """Build the tiny test guest kernel (standard library only).
 
 The kernel lives in ``tests/guest/tiny/``: a few hundred lines of freestanding
-32-bit C and assembly that print to COM1 and exit through QEMU's
-``isa-debug-exit`` device or an i8042 reset (see ``tiny/kernel.c``).
+32-bit C and assembly that read the command line the way Unikraft 0.16 does,
+print what they parsed to COM1 and exit through QEMU's ``isa-debug-exit``
+device (at 0xf4, or at 0x501 with Unikraft's values) or an i8042 reset (see
+``tiny/kernel.c``).
 
 Two flavours:
 

@@ -3,10 +3,17 @@
 #
 # Every line it prints starts with "runu-linux-guest: ". Words it honours anywhere on
 # the kernel command line (/proc/cmdline, before or after "--"):
+#   netdev.ip=CIDR[:GW[:DNS0[:DNS1[:HOSTNAME[:DOMAIN]]]]]  (Unikraft 0.16's form)
+#               load virtio_net, give the first ethernet link CIDR, bring it up,
+#               default route via GW; DNS0/DNS1/DOMAIN go to /etc/resolv.conf and
+#               HOSTNAME becomes the hostname ("network: from netdev.ip", then a
+#               "network: ..." line for each); it wins over the older form:
 #   netdev.ipv4_addr=A netdev.ipv4_gw_addr=G netdev.ipv4_subnet_mask=M
-#               load virtio_net, give the first ethernet link A/M (M defaults to
-#               255.255.255.0), bring it up, default route via G
+#               the same with A/M (M defaults to 255.255.255.0) and G
 #   ping=IP     ping IP (up to 5 tries, 1 s each): "ping IP: ok" or "ping IP: fail"
+#               (repeatable)
+#   serve=PORT  after the network is up, serve HTTP on PORT (busybox httpd): a GET of /
+#               answers "runu-linux-guest http PORT"; says "http: serving on PORT"
 #               (repeatable)
 #   panic       crash the kernel (sysrq c) instead of powering off: with panic=-1 the
 #               guest resets (QEMU -no-reboot exits 0); with QEMU's `-device pvpanic
@@ -35,13 +42,15 @@ load_modules boot
 read -r cmdline < /proc/cmdline
 say "cmdline: $cmdline"
 
-addr= gw= mask=255.255.255.0 idle= pings= panic=
+addr= gw= mask=255.255.255.0 idle= pings= serves= panic= ip4=
 for word in $cmdline; do
 	case "$word" in
+	netdev.ip=*) ip4=${word#*=} ;;
 	netdev.ipv4_addr=*) addr=${word#*=} ;;
 	netdev.ipv4_gw_addr=*) gw=${word#*=} ;;
 	netdev.ipv4_subnet_mask=*) mask=${word#*=} ;;
 	ping=*) pings="$pings ${word#*=}" ;;
+	serve=*) serves="$serves ${word#*=}" ;;
 	idle) idle=1 ;;
 	panic) panic=1 ;;
 	esac
@@ -81,13 +90,26 @@ first_ether() {
 	return 1
 }
 
+dns0= dns1= host= domain= prefix=
+if [ -n "$ip4" ]; then
+	say "network: from netdev.ip"
+	saved_ifs=$IFS
+	IFS=:
+	set -- $ip4
+	IFS=$saved_ifs
+	addr=${1%/*} gw=$2 dns0=$3 dns1=$4 host=$5 domain=$6
+	prefix=${1#*/}
+	[ "$prefix" = "$1" ] && prefix=32
+elif [ -n "$addr" ]; then
+	say "network: from netdev.ipv4_*"
+	prefix=$(prefix_of "$mask") || { say "network: bad netdev.ipv4_subnet_mask=$mask"; addr=; }
+fi
+
 ip link set lo up
 if [ -n "$addr" ]; then
 	load_modules net
 	if ! dev=$(first_ether); then
 		say "network: no ethernet device (is there a virtio-net device?)"
-	elif ! prefix=$(prefix_of "$mask"); then
-		say "network: bad netdev.ipv4_subnet_mask=$mask"
 	elif ! ip addr add "$addr/$prefix" dev "$dev" || ! ip link set "$dev" up; then
 		say "network: cannot configure $dev with $addr/$prefix"
 	else
@@ -98,6 +120,17 @@ if [ -n "$addr" ]; then
 			else
 				say "network: cannot add default route via $gw"
 			fi
+		fi
+		if [ -n "$dns0$dns1$domain" ]; then
+			{
+				[ -n "$domain" ] && echo "search $domain"
+				for server in $dns0 $dns1; do echo "nameserver $server"; done
+			} > /etc/resolv.conf
+			say "network: dns ${dns0:--} ${dns1:--} search ${domain:--}"
+		fi
+		if [ -n "$host" ]; then
+			hostname "$host"
+			say "network: hostname $(hostname)"
 		fi
 	fi
 fi
@@ -113,6 +146,16 @@ for target in $pings; do
 		n=$((n + 1))
 	done
 	say "ping $target: $result"
+done
+
+for port in $serves; do
+	mkdir -p "/www/$port"
+	echo "runu-linux-guest http $port" > "/www/$port/index.html"
+	if httpd -p "$port" -h "/www/$port"; then
+		say "http: serving on $port"
+	else
+		say "http: cannot serve on $port"
+	fi
 done
 
 if [ -n "$panic" ]; then

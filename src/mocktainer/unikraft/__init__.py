@@ -15,3 +15,9 @@ Imported only on `runu create` (and `runu features`): standard library only,
 and nothing heavy at import time (the backend of a container is imported when
 it is chosen; `tomllib` only when a config file exists).
 """
+
+KERNEL = "unikraft/bin/kernel"
+"""Where a unikernel bundle's rootfs holds its kernel: the file that makes a bundle a unikernel."""
+INITRD = "unikraft/bin/initrd"
+SANDBOX_ANNOTATION = "io.kubernetes.cri.container-type"
+"""The CRI's container-type annotation; the value `sandbox` marks a pod's pause container."""

@@ -14,7 +14,8 @@
    Firecracker), with a clean environment (PATH only). The backend may also
    ask for files in the container's state directory (`Plan.files`).
 
-   Guest command line, following Unikraft's `<library params> -- <app args>`:
+   Guest command line, for Unikraft 0.16 and later (`[argv0] <library params> -- <app args>`;
+   the rules, the rendering and the quoting are `unikraft.cmdline`'s):
 
    - The image entrypoint is dropped: kraftkit's images set the OCI
      `Entrypoint` to `/unikraft/bin/kernel` and `Cmd` to the application's
@@ -28,16 +29,16 @@
      application's; without `--` all are the application's.
    - Each `process.env` entry `K=V` becomes a library parameter
      `env.vars=K=V` (posix-environ's `env.vars` array, one token per variable,
-     so values may contain spaces, `[` or `]`), placed before the user's.
-   - The line is `<params> -- <app args>`; without parameters it is just the
-     application arguments (a leading `--` is kept only when an application
-     argument is itself `--`, so that Unikraft does not take the words before
-     it for parameters).
-   - Quoting follows Unikraft's argument splitter (uk_argnparse): words are
-     split on blanks, `'...'` and `"..."` group (no backslash escapes), quotes
-     are removed and adjacent pieces join. A word with a blank or a quote is
-     wrapped in single quotes, a `'` inside written as `'"'"'`. An empty word
-     or a NUL byte cannot be expressed and is refused.
+     so values may contain spaces, `[` or `]`), placed before the user's. More
+     than ENV_MAX (8, Unikraft's default) is a warning naming the ones at risk.
+   - An image with an initrd gets INITRD_FSTAB (kraftkit's root file system)
+     unless the user gave a `vfs.fstab=` parameter.
+   - argv[0] comes first where the VMM writes none (`backend.prepends_program`:
+     QEMU's multiboot loader writes the kernel's path; PVH and Firecracker do
+     not): the entrypoint as `args[0]` names it, else `/unikraft/bin/kernel`.
+   - `Plan.guest` keeps the parts, the machine, the spec's hostname and the
+     source of the /etc/resolv.conf mount, for the guest network to write the
+     line again at start with its parameters (`unikraft.net`).
 
    A Linux kernel (`Kernel.linux`: a bzImage or an ELF vmlinux) gets the
    same words with Linux's rules instead (`linux_cmdline`): `process.env`
@@ -69,11 +70,12 @@
 import os
 
 from mocktainer.error import ConfigError
+from mocktainer.unikraft import SANDBOX_ANNOTATION
+from mocktainer.unikraft import cmdline as _cmdline
 from mocktainer.unikraft import kernel as _kernel
 from mocktainer.unikraft import settings as _settings
 from mocktainer.unikraft import vmm as _vmm
 
-SANDBOX_ANNOTATION = "io.kubernetes.cri.container-type"
 DEFAULT_MEMORY_MIB = 64
 # A distribution kernel resets while decompressing itself in 64 MiB (and a reset
 # looks like a clean exit): Linux guests without a limit get more.
@@ -85,9 +87,14 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VMM_ENV = ("PATH=" + DEFAULT_PATH,)
 
 ENTRYPOINT = "/" + _kernel.KERNEL
-ENV_PARAM = "env.vars="
-SEPARATOR = "--"
-_BLANKS_AND_QUOTES = frozenset(" \t\n\r\v\f'\"")
+ENV_PARAM = _cmdline.ENV_PARAM
+SEPARATOR = _cmdline.SEPARATOR
+# Unikraft's default CONFIG_LIBPOSIX_ENVIRON_LIBPARAM_MAXCOUNT: env.vars entries past it are dropped.
+ENV_MAX = 8
+FSTAB_PARAM = "vfs.fstab="
+# kraftkit's root file system for an image with an initrd: extracted into a RAM file system.
+INITRD_FSTAB = ("vfs.fstab=[", "initrd0:/:extract::ramfs=1:", "]")
+RESOLV_CONF = "/etc/resolv.conf"
 
 
 class Plan:
@@ -98,16 +105,18 @@ class Plan:
     {name: bytes} to write into the container's state directory before it
     starts (empty for most); `control` (protocol, socket name) of the VMM's
     control socket in the state directory, or None; `setup` what the backend's Session needs to
-    prepare the VM (see vmm.Launch). For a unikernel also `vmm` (the backend's name),
+    prepare the VM (see vmm.Launch). For a unikernel also `guest`: what the guest network needs (at
+    create or start) to render the command line again (`unikraft.net.instruction`), `vmm` (the backend's name),
     `kernel`, `cmdline`, `memory_mib`, `vcpus`, `accel` and `machine` (None
     for a sandbox; `machine` None under Firecracker).
     """
 
     __slots__ = ("kind", "args", "env", "kernel", "cmdline", "memory_mib", "vcpus", "accel",
-                 "machine", "vmm", "files", "control", "setup")
+                 "machine", "vmm", "files", "control", "setup", "guest", "fds")
 
     def __init__(self, kind, args, env, kernel=None, cmdline=None, memory_mib=None,
-                 vcpus=None, accel=None, machine=None, vmm=None, files=None, control=None, setup=None):
+                 vcpus=None, accel=None, machine=None, vmm=None, files=None, control=None, setup=None,
+                 guest=None):
         self.kind = kind
         self.args = args
         self.env = env
@@ -121,19 +130,23 @@ class Plan:
         self.files = dict(files or {})
         self.control = control
         self.setup = dict(setup or {})
+        self.guest = guest
+        self.fds = []  # open files the VMM must inherit at plan(fd_base=N)'s N, N+1, ... (the caller closes them)
 
     def __repr__(self):
         return "Plan(%s)" % ", ".join("%s=%r" % (a, getattr(self, a)) for a in self.__slots__)
 
 
-def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
+def plan(spec, rootfs, environ, state_dir=None, control_dir=None, fd_base=None):
     """Decide what the container runs. Raises ConfigError with a user-facing message.
 
     `environ` is the runu process' environment (knobs, PATH for the VMM lookup,
     RUNU_CONFIG); `state_dir` the container's directory under the runtime root,
     where `Plan.files` will be written (its base name is the container id);
     `control_dir` the short path by which the VMM will reach that directory
-    (see vmm.VM), or None for a VMM without a control socket.
+    (see vmm.VM), or None for a VMM without a control socket. With `fd_base`,
+    the kernel and initrd that were checked stay open (`Plan.fds`) and the VMM
+    boots them as the fds fd_base, fd_base+1 it will inherit (kernel.Kernel).
     """
     if not isinstance(spec, dict):
         raise ConfigError("the OCI config must be a JSON object")
@@ -149,7 +162,16 @@ def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
         exe = resolve_executable(rootfs, args[0], env)
         return Plan("sandbox", [exe] + args[1:], list(env))
 
-    kern = _kernel.find_kernel(rootfs)
+    kern = _kernel.find_kernel(rootfs, keep_open=fd_base is not None)
+    try:
+        return _unikernel_plan(kern, spec, rootfs, environ, args, env, annotations, state_dir, control_dir, fd_base)
+    except BaseException:
+        if kern is not None:
+            kern.close()
+        raise
+
+
+def _unikernel_plan(kern, spec, rootfs, environ, args, env, annotations, state_dir, control_dir, fd_base):
     if kern is None:
         raise ConfigError(
             "runu runs unikernel bundles (rootfs/%s) and CRI sandbox containers "
@@ -160,19 +182,51 @@ def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
     name, _source = _vmm.choose(annotations, settings)
     backend = _vmm.backend(name)
     if kern.linux:
-        cmdline = linux_cmdline(args, env, backend.linux_params(kern))
+        line = linux_line(args, env, backend.linux_params(kern))
     else:
-        cmdline = guest_cmdline(args, env)
+        program = None if backend.prepends_program(kern) else program_name(args)
+        line = guest_line(args, env, program, bool(kern.initrd))
+        at_risk = env_at_risk(line.params)
+        if at_risk:
+            from mocktainer.error import warn
+
+            warn("the guest gets %d environment variables on its command line, but Unikraft takes only the "
+                 "first %d unless built with a larger CONFIG_LIBPOSIX_ENVIRON_LIBPARAM_MAXCOUNT; at risk: %s"
+                 % (ENV_MAX + len(at_risk), ENV_MAX, ", ".join(at_risk)))
+    cmdline = _cmdline.render(line)
     resources = _dict(_dict(spec.get("linux"), "linux").get("resources"), "linux.resources")
     memory = memory_mib(resources, backend.OVERHEAD_MIB + _vmm.SUPERVISOR_MIB, name,
                         DEFAULT_LINUX_MEMORY_MIB if kern.linux else DEFAULT_MEMORY_MIB)
     vcpus = vcpu_count(resources)
+    fds = kern.hand_over(fd_base) if fd_base is not None else []
     vm = _vmm.VM(kern, cmdline, memory, vcpus, annotations, settings, state_dir,
                  os.path.basename(state_dir) if state_dir else None, control_dir)
     launch = backend.launch(vm)
-    return Plan("unikernel", launch.args, list(VMM_ENV), kernel=kern, cmdline=cmdline,
-                memory_mib=memory, vcpus=vcpus, accel=launch.accel, machine=launch.machine,
-                vmm=name, files=launch.files, control=launch.control, setup=launch.setup)
+    guest = {"line": line.as_dict(), "machine": launch.machine or "",
+             "hostname": spec.get("hostname") if isinstance(spec.get("hostname"), str) else "",
+             "resolv_conf": resolv_conf_source(spec.get("mounts"))}
+    out = Plan("unikernel", launch.args, list(VMM_ENV), kernel=kern, cmdline=cmdline,
+               memory_mib=memory, vcpus=vcpus, accel=launch.accel, machine=launch.machine,
+               vmm=name, files=launch.files, control=launch.control, setup=launch.setup, guest=guest)
+    out.fds = fds
+    return out
+
+
+def program_name(args: list[str]) -> str:
+    """argv[0] for a guest whose VMM writes none: the image entrypoint as `process.args` names it."""
+    return args[0] if args and is_entrypoint(args[0]) else ENTRYPOINT
+
+
+def resolv_conf_source(mounts: object) -> str:
+    """The host file bind-mounted on /etc/resolv.conf (CRI and podman mount one), or "" (read at start,
+    when the guest network is configured: see unikraft.net)."""
+    found = ""
+    for m in mounts if isinstance(mounts, list) else ():
+        if (isinstance(m, dict) and isinstance(m.get("destination"), str) and isinstance(m.get("source"), str)
+                and os.path.normpath("/" + m["destination"].lstrip("/")) == RESOLV_CONF
+                and os.path.isabs(m["source"])):
+            found = m["source"]  # the last mount on a path is the one seen there
+    return found
 
 
 def _dict(value, what):
@@ -213,8 +267,11 @@ def split_args(args):
     return [], words
 
 
-def guest_cmdline(args, env=()):
-    """The Unikraft command line for `process.args` and `process.env` (see module doc)."""
+def guest_line(args: list[str], env: "list[str] | tuple[str, ...]" = (), program: "str | None" = None,
+               initrd: bool = False) -> _cmdline.Line:
+    """The parts (a cmdline.Line) of the Unikraft command line for `process.args` and `process.env`
+    (see module doc); `program` is argv[0] to write (None where the VMM writes one), `initrd` whether the
+    image has an initrd (then `vfs.fstab` mounts it as the root file system unless the user gave one)."""
     params, app = split_args(args)
     env_params = []
     for entry in env:
@@ -222,16 +279,41 @@ def guest_cmdline(args, env=()):
             raise ConfigError("process.env entry %r is not of the form NAME=value" % (entry,))
         env_params.append(ENV_PARAM + entry)
     params = env_params + params
-    if params or SEPARATOR in app:
-        out = [quote(p, "a library parameter") for p in params] + [SEPARATOR]
-    else:
-        out = []
-    out += [quote(a, "process.args") for a in app]
-    return " ".join(out)
+    if initrd and not any(p.startswith(FSTAB_PARAM) for p in params):
+        params += list(INITRD_FSTAB)
+    return _cmdline.Line(program, params, app)
 
 
-def linux_cmdline(args, env=(), defaults=()):
-    """The Linux kernel command line for `process.args` and `process.env` (see module doc).
+def guest_cmdline(args: list[str], env: "list[str] | tuple[str, ...]" = (), program: "str | None" = None,
+                  initrd: bool = False) -> str:
+    """The Unikraft command line for `process.args` and `process.env` (see module doc)."""
+    return _cmdline.render(guest_line(args, env, program, initrd))
+
+
+def env_at_risk(params: list[str]) -> list[str]:
+    """The names of the environment variables past the first ENV_MAX `env.vars` entries of `params`:
+    a Unikraft guest built with the default configuration drops them silently."""
+    names, in_list = [], False
+    for p in params:
+        if in_list:
+            value = p[:-1] if p.endswith("]") else p
+            in_list = not p.endswith("]")
+        elif p.startswith(ENV_PARAM):
+            value = p[len(ENV_PARAM):]
+            if value.startswith("["):
+                value, in_list = value[1:], True
+                if value.endswith("]"):
+                    value, in_list = value[:-1], False
+        else:
+            continue
+        if value:
+            names.append(value.split("=", 1)[0])
+    return names[ENV_MAX:]
+
+
+def linux_line(args: list[str], env: "list[str] | tuple[str, ...]" = (),
+               defaults: "tuple[str, ...] | list[str]" = ()) -> _cmdline.Line:
+    """The parts (a cmdline.Line) of a Linux kernel command line (see module doc).
 
     `defaults` are "name=value" parameters added first unless a kernel parameter
     (a word before `--`, or an env entry) of that name is given.
@@ -243,35 +325,16 @@ def linux_cmdline(args, env=(), defaults=()):
     params = list(env) + params
     given = {p.split("=", 1)[0] for p in params}
     params = [d for d in defaults if d.split("=", 1)[0] not in given] + params
-    out = [linux_quote(p, "a kernel parameter") for p in params]
-    if app:
-        out += [SEPARATOR] + [linux_quote(a, "process.args") for a in app]
-    return " ".join(out)
+    return _cmdline.Line(None, params, app, linux=True)
 
 
-def linux_quote(word, what="argument"):
-    """`word` as one token of a Linux kernel command line (double quotes group blanks)."""
-    if word == "":
-        raise ConfigError("%s contains an empty string, which a kernel command line cannot carry" % what)
-    if "\0" in word or '"' in word:
-        raise ConfigError("%s %r contains a %s, which a Linux kernel command line cannot carry"
-                          % (what, word, "NUL byte" if "\0" in word else "double quote"))
-    if not any(c.isspace() for c in word):
-        return word
-    return '"' + word + '"'
+def linux_cmdline(args, env=(), defaults=()):
+    """The Linux kernel command line for `process.args` and `process.env` (see module doc)."""
+    return _cmdline.render(linux_line(args, env, defaults))
 
 
-def quote(word, what="argument"):
-    """`word` as one token for Unikraft's command-line splitter."""
-    if word == "":
-        raise ConfigError("%s contains an empty string, which a Unikraft command line cannot "
-                          "carry" % what)
-    if "\0" in word:
-        raise ConfigError("%s %r contains a NUL byte, which a kernel command line cannot carry"
-                          % (what, word))
-    if _BLANKS_AND_QUOTES.isdisjoint(word):
-        return word
-    return "'" + word.replace("'", "'\"'\"'") + "'"
+quote = _cmdline.quote
+linux_quote = _cmdline.linux_quote
 
 
 # -- resources -------------------------------------------------------------------
@@ -287,7 +350,15 @@ def memory_mib(resources, overhead_mib=0, vmm="the VMM", default=DEFAULT_MEMORY_
                           % (limit,))
     if limit <= 0:
         return default
+    if limit >= 1 << 63:
+        raise ConfigError("linux.resources.memory.limit %d is out of range: the kernel takes limits below 2^63"
+                          % limit)
     mib = limit // MIB - overhead_mib
+    host = host_memory_mib()
+    if host and mib > host:
+        raise ConfigError(
+            "memory limit of %d bytes would give the %s guest %d MiB, more than this host's %d MiB of memory "
+            "and swap, which %s cannot allocate; lower linux.resources.memory.limit" % (limit, vmm, mib, host, vmm))
     if mib < MIN_MEMORY_MIB:
         need = MIN_MEMORY_MIB + overhead_mib
         raise ConfigError(
@@ -296,6 +367,19 @@ def memory_mib(resources, overhead_mib=0, vmm="the VMM", default=DEFAULT_MEMORY_
             "raise linux.resources.memory.limit"
             % (limit, vmm, overhead_mib, vmm, MIN_MEMORY_MIB, need, need * MIB))
     return mib
+
+
+def host_memory_mib(meminfo="/proc/meminfo"):
+    """MemTotal + SwapTotal in MiB (the most a VMM can allocate for its guest), or 0 when unknown."""
+    total = 0
+    try:
+        with open(meminfo, "rb") as f:
+            for line in f:
+                if line.startswith((b"MemTotal:", b"SwapTotal:")):
+                    total += int(line.split()[1])  # kB
+    except (OSError, ValueError, IndexError):
+        return 0
+    return total // 1024
 
 
 def vcpu_count(resources):
@@ -307,7 +391,7 @@ def vcpu_count(resources):
     if _positive_int(quota) and _positive_int(period):
         n = -(-quota // period)
     elif isinstance(cpu.get("cpus"), str) and cpu["cpus"].strip():
-        n = len(_cpuset(cpu["cpus"]))
+        n = _cpuset_size(cpu["cpus"])
     return max(1, min(n or 1, host))
 
 
@@ -315,8 +399,12 @@ def _positive_int(v):
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
-def _cpuset(text):
-    cpus = set()
+MAX_CPU = 1 << 16  # above any machine's CPU numbers (the kernel's NR_CPUS is at most 8192)
+
+
+def _cpuset_size(text):
+    """How many CPUs the list `text` (e.g. 0-3,8) names, counted from its ranges (never expanded)."""
+    ranges = []
     try:
         for part in text.split(","):
             part = part.strip()
@@ -327,11 +415,20 @@ def _cpuset(text):
             hi = int(hi) if hi else lo
             if lo < 0 or hi < lo:
                 raise ValueError(part)
-            cpus.update(range(lo, hi + 1))
+            ranges.append((lo, hi))
     except ValueError:
         raise ConfigError("linux.resources.cpu.cpus %r is not a CPU list like 0-1,3"
-                          % (text,)) from None
-    return cpus
+                          % (text[:100],)) from None
+    top = max((hi for _lo, hi in ranges), default=0)
+    if top >= MAX_CPU:
+        raise ConfigError("linux.resources.cpu.cpus names CPU %d; no machine has a CPU numbered %d or more"
+                          % (top, MAX_CPU))
+    count, end = 0, -1
+    for lo, hi in sorted(ranges):
+        if hi > end:
+            count += hi - max(lo, end + 1) + 1
+            end = hi
+    return count
 
 
 # -- sandbox executable --------------------------------------------------------

@@ -41,6 +41,10 @@ from mocktainer.error import ConfigError
 from mocktainer.unikraft import host, vmmproc
 from mocktainer.unikraft.vmm import ACCEL_ANNOTATION, ACCEL_VALUES, Launch
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from mocktainer.unikraft.kernel import Kernel
+
 NAME = "firecracker"
 # Memory Firecracker needs beside the guest's RAM: ~2 MiB resident measured for a
 # tiny guest; the rest is margin for its threads, device queues and page tables.
@@ -93,6 +97,40 @@ def linux_params(kernel):
     return ("console=ttyS0", "reboot=k", "panic=1", "pci=off")
 
 
+def prepends_program(kernel: "Kernel") -> bool:
+    """Firecracker passes boot_args to the guest as they are: no program name in front."""
+    return False
+
+
+# Firecracker's own exit codes (src/firecracker/src/main.rs, FcExitCode) worth a message.
+_EXIT_CODES = {
+    1: "Firecracker failed (see its messages)",
+    2: "Firecracker hit an unexpected error",
+    148: "Firecracker's seccomp filter stopped it (a bad system call)",
+    152: "Firecracker refused its configuration",
+    153: "Firecracker refused its arguments",
+}
+
+
+def exit_status(status: int, reason: "str | None" = None) -> "tuple[int, str | None]":
+    """(container exit code, message or None) for Firecracker's raw wait `status` (as os.waitpid gives it);
+    `reason` is there for the backend interface (QEMU's takes a QMP reason) and is not used.
+
+    Firecracker exits 0 when the guest resets through the i8042, which is how a Unikraft guest built for
+    Firecracker halts, cleanly or after a crash alike, and how a triple fault ends too: status 0 cannot
+    tell them apart, and is 0. Firecracker's own failures keep their code, with a message; killed by
+    signal N: 128 + N.
+    """
+    import os
+
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status), None
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+    if code == 0:
+        return 0, None
+    return code, _EXIT_CODES.get(code, "Firecracker exited with status %d" % code)
+
+
 def check_kernel(kernel):
     """ConfigError unless Firecracker can boot `kernel`."""
     path = kernel.path
@@ -128,9 +166,9 @@ def check_accel(vm, kvm_check=host.kvm_usable, hwvirt_check=host.hardware_virtua
 
 def vm_config(vm):
     """The configuration file's content (a dict)."""
-    boot = {"kernel_image_path": vm.kernel.path}
+    boot = {"kernel_image_path": vm.kernel.boot_path}  # /proc/self/fd/N: the checked file (kernel.Kernel)
     if vm.kernel.initrd:
-        boot["initrd_path"] = vm.kernel.initrd
+        boot["initrd_path"] = vm.kernel.boot_initrd
     # Always set: without boot_args Firecracker uses its own, which turn the serial port off.
     boot["boot_args"] = vm.cmdline or ""
     return {
@@ -214,21 +252,11 @@ IFACE_ID = "eth0"
 _CONNECT_EVERY = 0.002
 
 
-def exit_status(raw, reason=None):
-    """The container's exit code for Firecracker's `raw` exit code (negative: killed by that signal) and a
-    line for the container's stderr, or None. Firecracker ends with 0 when the guest resets through the
-    i8042 (a Unikraft guest's halt and its crash alike, a Linux reboot or power-off): it cannot tell them
-    apart, so neither can runu; its own failures are non-zero and pass as they are."""
-    return raw, None
-
-
 def boot_source(config, nic=None):
     """The boot-source of `config` (vm_config) with the guest network's parameters merged (net.Nic)."""
     boot = dict(config.get("boot-source") or {})
     if nic is not None:
-        from mocktainer.unikraft.net import merge_cmdline
-
-        boot["boot_args"] = merge_cmdline(boot.get("boot_args") or "", nic.params, nic.linux)
+        boot["boot_args"] = nic.cmdline  # rendered again with the network (net.guest_cmdline)
     return boot
 
 

@@ -26,8 +26,7 @@ import struct
 
 from mocktainer.error import ConfigError
 
-KERNEL = "unikraft/bin/kernel"
-INITRD = "unikraft/bin/initrd"
+from mocktainer.unikraft import INITRD, KERNEL  # noqa: F401  (re-exported)
 
 # ELF e_machine values we can run, and the QEMU architecture they map to.
 EM_386 = 3
@@ -52,11 +51,21 @@ class Kernel:
     """A validated bundle kernel.
 
     `path` and `initrd` are absolute paths inside the bundle rootfs (strings,
-    for the VMM's command line); `elf_class` is 32 or 64 for an ELF kernel and
-    None for a bzImage; `linux` is True for a Linux kernel.
+    for messages); `elf_class` is 32 or 64 for an ELF kernel and None for a
+    bzImage; `linux` is True for a Linux kernel.
+
+    What the VMM opens is `boot_path` and `boot_initrd`: the same paths, unless
+    `find_kernel(..., keep_open=True)` kept the checked files open (`fds`: the
+    kernel's fd and the initrd's, or None) and `hand_over` then named them as
+    the VMM will inherit them (`/proc/self/fd/N`). A path is opened again
+    later, when the VMM starts; an fd is the very file that was checked, so a
+    swap of the file (or of a directory above it) after create changes nothing,
+    and no path of the bundle ever reaches QEMU's option parser.
     """
 
-    __slots__ = ("path", "initrd", "arch", "elf_class", "boot_protocol", "linux")
+    __slots__ = ("path", "initrd", "arch", "elf_class", "boot_protocol", "linux", "fds", "boot_path",
+                 "boot_initrd")
+    _FIELDS = ("path", "initrd", "arch", "elf_class", "boot_protocol", "linux")
 
     def __init__(self, path, initrd, arch, elf_class, boot_protocol, linux=False):
         self.path = path
@@ -65,6 +74,26 @@ class Kernel:
         self.elf_class = elf_class
         self.boot_protocol = boot_protocol
         self.linux = bool(linux)
+        self.fds = None
+        self.boot_path = path
+        self.boot_initrd = initrd
+
+    def hand_over(self, first_fd):
+        """The open files (`fds`) the VMM must inherit as fds first_fd, first_fd+1, ...; from now on
+        `boot_path`/`boot_initrd` name them by those numbers. The caller closes them once handed over."""
+        files = [fd for fd in (self.fds or ()) if fd is not None]
+        if self.fds:
+            self.boot_path = "/proc/self/fd/%d" % first_fd
+            if self.fds[1] is not None:
+                self.boot_initrd = "/proc/self/fd/%d" % (first_fd + 1)
+        return files
+
+    def close(self):
+        """Close the files `find_kernel(..., keep_open=True)` kept open."""
+        fds, self.fds = self.fds, None
+        for fd in fds or ():
+            if fd is not None:
+                os.close(fd)
 
     def __repr__(self):
         return ("Kernel(path=%r, initrd=%r, arch=%r, elf_class=%r, boot_protocol=%r, linux=%r)"
@@ -73,16 +102,17 @@ class Kernel:
     def __eq__(self, other):
         if not isinstance(other, Kernel):
             return NotImplemented
-        return all(getattr(self, a) == getattr(other, a) for a in self.__slots__)
+        return all(getattr(self, a) == getattr(other, a) for a in self._FIELDS)
 
 
-def find_kernel(rootfs):
+def find_kernel(rootfs, keep_open=False):
     """Return the bundle's `Kernel`, or None when `rootfs` has no unikraft kernel.
 
     A missing `unikraft`, `unikraft/bin` or `unikraft/bin/kernel` means "not a
     unikernel bundle" (None). A symlink anywhere on those paths, a kernel that
     is not a regular file, or one that is neither an ELF for a supported
-    architecture nor a bzImage raises ConfigError.
+    architecture nor a bzImage raises ConfigError. With `keep_open` the checked
+    kernel and initrd stay open in `Kernel.fds` (see `Kernel`; close them).
     """
     root = os.path.abspath(rootfs)
     try:
@@ -102,21 +132,25 @@ def find_kernel(rootfs):
             kfd = _open_file(bin_fd, kpath, "kernel")
             if kfd is None:
                 return None
+            ifd = None
             try:
                 arch, elf_class, protocol, linux = identify(kfd, kpath)
+                ipath = os.path.join(root, INITRD)
+                ifd = _open_file(bin_fd, ipath, "initrd")
+                if ifd is None:
+                    ipath = None
+                kern = Kernel(kpath, ipath, arch, elf_class, protocol, linux)
+                if keep_open:
+                    kern.fds, kfd, ifd = (kfd, ifd), None, None
             finally:
-                os.close(kfd)
-            ipath = os.path.join(root, INITRD)
-            ifd = _open_file(bin_fd, ipath, "initrd")
-            if ifd is None:
-                ipath = None
-            else:
-                os.close(ifd)
+                for fd in (kfd, ifd):
+                    if fd is not None:
+                        os.close(fd)
         finally:
             os.close(bin_fd)
     finally:
         os.close(root_fd)
-    return Kernel(kpath, ipath, arch, elf_class, protocol, linux)
+    return kern
 
 
 def _open_dirs(dir_fd, root, components):
@@ -208,7 +242,11 @@ def _identify_elf(fd, path, head):
     else:
         (phoff,) = struct.unpack_from(end + "I", head, 28)
         phentsize, phnum = struct.unpack_from(end + "HH", head, 42)
-    pvh, linux = _scan_notes(fd, end, elf_class, phoff, phentsize, phnum)
+    size = os.fstat(fd).st_size
+    if phnum and phoff + phentsize * phnum > size:
+        raise ConfigError("unikernel kernel %s is a corrupt ELF file: its program headers (offset %d, %d of %d "
+                          "bytes) lie beyond its end (%d bytes)" % (path, phoff, phnum, phentsize, size))
+    pvh, linux = _scan_notes(fd, end, elf_class, phoff, phentsize, phnum, size)
     if pvh:
         return arch, elf_class, "pvh", linux
     if _has_multiboot_header(head):
@@ -229,7 +267,7 @@ def _has_multiboot_header(head):
     return False
 
 
-def _scan_notes(fd, end, elf_class, phoff, phentsize, phnum):
+def _scan_notes(fd, end, elf_class, phoff, phentsize, phnum, file_size):
     """(has a PVH entry note, has a "Linux" note) from the PT_NOTE segments."""
     if elf_class == 64:
         fmt, size = end + "IIQQQQQQ", 56
@@ -245,8 +283,8 @@ def _scan_notes(fd, end, elf_class, phoff, phentsize, phnum):
             p_type, _flags, p_offset, _va, _pa, p_filesz, _memsz, p_align = fields
         else:
             p_type, p_offset, _va, _pa, p_filesz, _memsz, _flags, p_align = fields
-        if p_type != PT_NOTE or p_filesz == 0:
-            continue
+        if p_type != PT_NOTE or p_filesz == 0 or p_offset >= file_size:
+            continue  # (a note segment beyond the file's end holds nothing to read)
         data = os.pread(fd, min(p_filesz, _MAX_NOTE_SEGMENT), p_offset)
         for name, ntype in _notes(data, end, 8 if p_align == 8 else 4):
             if ntype == XEN_ELFNOTE_PHYS32_ENTRY and name == b"Xen":

@@ -24,11 +24,16 @@ What it does:
   ingress qdisc on both with a match-all u32 filter whose action is mirred
   egress redirect to the other (urunc's and Kata's "tc redirect"). The guest
   MAC is the link's MAC; Firecracker gets the tap through its API.
-- Both: `netdev.ipv4_addr=`, `netdev.ipv4_gw_addr=` (when the route has a
-  gateway), `netdev.ipv4_subnet_mask=` (`Nic.params`) for the guest command line
-  (`merge_cmdline`: Unikraft library parameters go before `--`; a Linux kernel takes
-  them as kernel parameters, also before `--`), then the address is removed from the
-  link: the guest owns it.
+- Both: `netdev.ip=CIDR:GW:DNS0:DNS1:HOSTNAME:DOMAIN` (Unikraft 0.16 and
+  later; name servers and search domain from the file bind-mounted on
+  /etc/resolv.conf, read now, the hostname from the spec) and the older
+  `netdev.ipv4_addr=`, `netdev.ipv4_gw_addr=` (when the route has a gateway),
+  `netdev.ipv4_subnet_mask=` join the guest's parameters and the command line
+  is rendered again (`guest_cmdline`, `unikraft.cmdline`; `Nic.cmdline`, which the
+  backend puts in place of its own): Unikraft library parameters before `--`, and on
+  QEMU microvm the NIC's `virtio_mmio.device` with them (`Nic.mmio`); a Linux kernel
+  takes them as kernel parameters. Then the address is removed from the link: the
+  guest owns it.
 
 What was (about to be) created is recorded in `guestnet.json` in the state
 directory before anything is changed. A failure half-way removes what was
@@ -61,6 +66,14 @@ MNT_DETACH = 2
 TUNSETIFF, TUNSETPERSIST = 0x400454CA, 0x400454CB
 IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
 TC_INGRESS = 0xFFFF0000
+RESOLV_CONF_MAX = 64 * 1024
+# QEMU microvm without ACPI: 8 virtio-mmio transports of 512 bytes from 0xfeb00000 on IRQs 5-12, the first
+# device plugged into the last one.
+MICROVM_MMIO_BASE, MICROVM_MMIO_SIZE, MICROVM_TRANSPORTS, MICROVM_IRQ_BASE = 0xFEB00000, 512, 8, 5
+MICROVM_NIC_PARAM = "virtio_mmio.device=%d@%#x:%d" % (
+    MICROVM_MMIO_SIZE, MICROVM_MMIO_BASE + (MICROVM_TRANSPORTS - 1) * MICROVM_MMIO_SIZE,
+    MICROVM_IRQ_BASE + MICROVM_TRANSPORTS - 1)
+MICROVM_NO_ACPI = "acpi=off,auto-kernel-cmdline=off"
 
 
 class GuestNetError(RuntimeError):
@@ -83,11 +96,14 @@ class Uplink:
 
 # ---- pure parts ----------------------------------------------------------------------------
 
-def instruction(device: str, linux: bool, state_dir: str, netns: str = "") -> dict[str, Any]:
-    """What `runu create` tells the supervisor: the device the backend takes (its NIC_DEVICE: "macvtap" or
-    "tap"), the guest's kind, where the state directory is and the netns path the container joins ("" for a
-    netns of its own)."""
-    return {"device": device, "linux": bool(linux), "state_dir": state_dir, "netns": netns or ""}
+def instruction(vmm: str, device: str, linux: bool, state_dir: str, netns: str = "",
+                guest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What `runu create` tells the supervisor: the backend `vmm` and the device it takes (its NIC_DEVICE:
+    "macvtap" or "tap"), the guest's kind, where the state directory is, the netns path the container joins
+    ("" for a netns of its own) and `guest` (bundle.Plan.guest: the command line's parts, the QEMU machine,
+    the spec's hostname and the resolv.conf mount's source)."""
+    return {"vmm": vmm, "device": device, "linux": bool(linux), "state_dir": state_dir, "netns": netns or "",
+            "guest": guest or {}}
 
 
 def subnet_mask(prefixlen: int) -> str:
@@ -97,55 +113,79 @@ def subnet_mask(prefixlen: int) -> str:
     return ".".join(str((m >> s) & 0xFF) for s in (24, 16, 8, 0))
 
 
-def boot_params(up: Uplink) -> list[str]:
-    out = [f"netdev.ipv4_addr={up.addr}"]
+def _ipv4(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
+
+
+def _dns_name(text: str) -> bool:
+    return 0 < len(text) <= 253 and text.isascii() and all(c.isalnum() or c in "-." for c in text)
+
+
+def read_resolv_conf(path: str, limit: int = RESOLV_CONF_MAX) -> tuple[list[str], str]:
+    """(IPv4 name servers, first search domain) of the resolv.conf at `path` ("" or unreadable: none),
+    reading at most `limit` bytes. The last `search` or `domain` line wins, as in glibc."""
+    if not path:
+        return [], ""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return [], ""
+    try:
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return [], ""
+        data = os.read(fd, limit)
+    except OSError:
+        return [], ""
+    finally:
+        os.close(fd)
+    servers, domain = [], ""
+    for raw in data.decode("utf-8", "replace").splitlines():
+        words = raw.split("#", 1)[0].split(";", 1)[0].split()
+        if len(words) >= 2 and words[0] == "nameserver" and _ipv4(words[1]):
+            servers.append(words[1])
+        elif len(words) >= 2 and words[0] in ("search", "domain"):
+            domain = words[1].rstrip(".")
+    return servers, domain if _dns_name(domain) else ""
+
+
+def boot_params(up: Uplink, dns: list[str] | tuple[str, ...] = (), hostname: str = "",
+                domain: str = "") -> list[str]:
+    """The guest's network parameters: Unikraft 0.16's `netdev.ip=CIDR:GW:DNS0:DNS1:HOSTNAME:DOMAIN` (empty
+    fields at the end left out), then the older `netdev.ipv4_*` form, which 0.16 and later ignore and older
+    releases need (both are always given: a guest takes the one it knows, and nothing tells runu which)."""
+    fields = [f"{up.addr}/{up.prefixlen}", up.gateway or "", *(list(dns[:2]) + ["", ""])[:2],
+              hostname if _dns_name(hostname) else "", domain if _dns_name(domain) else ""]
+    while fields and not fields[-1]:
+        fields.pop()
+    out = ["netdev.ip=" + ":".join(fields), f"netdev.ipv4_addr={up.addr}"]
     if up.gateway:
         out.append(f"netdev.ipv4_gw_addr={up.gateway}")
     out.append(f"netdev.ipv4_subnet_mask={subnet_mask(up.prefixlen)}")
     return out
 
 
-def _separator_at(cmdline: str) -> int:
-    """Offset of the first unquoted `--` word of a guest command line, or -1 (quotes: '…' and "…")."""
-    i, n, quote = 0, len(cmdline), ""
-    start = -1
-    word = []
-    while i <= n:
-        c = cmdline[i] if i < n else " "
-        if quote:
-            if c == quote:
-                quote = ""
-            word.append("q")
-        elif c in "'\"":
-            quote = c
-            if start < 0:
-                start = i
-            word.append("q")
-        elif c.isspace():
-            if word == ["-", "-"]:
-                return start
-            word, start = [], -1
-        else:
-            if start < 0:
-                start = i
-            word.append(c)
-        i += 1
-    return -1
+def guest_cmdline(guest: dict[str, Any], params: list[str], vmm: str) -> str:
+    """The guest command line of `guest` (instruction()'s) with the network `params` added to its parameters,
+    and for a Unikraft guest on QEMU microvm the NIC's `virtio_mmio.device` (see `microvm_mmio`)."""
+    from mocktainer.unikraft import cmdline
+
+    line = cmdline.Line.from_dict(guest.get("line") or {})
+    extra = list(params)
+    if microvm_mmio(vmm, guest):
+        extra.append(MICROVM_NIC_PARAM)
+    line.params += extra
+    return cmdline.render(line, firecracker_nic=vmm == "firecracker" and not line.linux)
 
 
-def merge_cmdline(cmdline: str, params: list[str], linux: bool) -> str:
-    """`cmdline` with `params` added as library (Unikraft) or kernel (Linux) parameters: before the first
-    `--`. A Unikraft command line without `--` holds only application arguments, so `params --` goes first;
-    a Linux one without `--` holds only kernel parameters, so they go last."""
-    add = " ".join(params)
-    cmdline = cmdline or ""
-    at = _separator_at(cmdline)
-    if at >= 0:
-        head = cmdline[:at].rstrip()
-        return (head + " " + add if head else add) + " " + cmdline[at:]
-    if linux:
-        return (cmdline + " " + add) if cmdline.strip() else add
-    return add + " --" + (" " + cmdline if cmdline.strip() else "")
+def microvm_mmio(vmm: str, guest: dict[str, Any]) -> bool:
+    """Whether the NIC is announced on the command line by runu (a Unikraft guest on QEMU microvm, which
+    finds virtio-mmio devices only through `virtio_mmio.device`): then QEMU runs the machine without ACPI,
+    whose second IOAPIC would put the device on an IRQ past 23, and without adding its own parameter, which
+    it would put after the `--`."""
+    return vmm == "qemu" and guest.get("machine") == "microvm" and not (guest.get("line") or {}).get("linux")
 
 
 # ---- netlink -------------------------------------------------------------------------------
@@ -319,13 +359,16 @@ def has_default_route(path: str = "/proc/self/net/route") -> bool:
 class Nic:
     """The guest's side of the network, for the VMM backend: `device` ("macvtap" or "tap"), `name` of the
     interface, `fd` (the macvtap's character device, inheritable, else -1), `mac` for the guest, `params`
-    to merge into the guest command line (see `merge_cmdline`), `linux` (the guest's kind), and the `uplink`
-    (as_dict) whose address the guest took."""
+    (the network's guest parameters), `linux` (the guest's kind), the `uplink` (as_dict) whose address the
+    guest took, `cmdline`: the guest command line rendered again with `params` (see `guest_cmdline`), which
+    the backend uses instead of its own, and `mmio`: whether QEMU must run microvm without ACPI (see
+    `microvm_mmio`)."""
 
     def __init__(self, device: str, name: str, fd: int, mac: str, params: list[str], linux: bool,
-                 uplink: dict[str, Any]) -> None:
+                 uplink: dict[str, Any], cmdline: str = "", mmio: bool = False) -> None:
         self.device, self.name, self.fd, self.mac = device, name, fd, mac
         self.params, self.linux, self.uplink = params, linux, uplink
+        self.cmdline, self.mmio = cmdline, mmio
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -335,17 +378,19 @@ class Nic:
     def as_dict(self) -> dict[str, Any]:
         """Everything but the fd (which travels apart, see supervisor.py)."""
         return {"device": self.device, "name": self.name, "mac": self.mac, "params": self.params,
-                "linux": self.linux, "uplink": self.uplink}
+                "linux": self.linux, "uplink": self.uplink, "cmdline": self.cmdline, "mmio": self.mmio}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], fd: int = -1) -> Nic:
-        return cls(d["device"], d["name"], fd, d["mac"], list(d["params"]), bool(d["linux"]), d["uplink"])
+        return cls(d["device"], d["name"], fd, d["mac"], list(d["params"]), bool(d["linux"]), d["uplink"],
+                   str(d.get("cmdline") or ""), bool(d.get("mmio")))
 
 
 def attach(instr: dict[str, Any]) -> Nic | None:
     """Give the guest the netns' network (see module doc): the Nic for the VMM, or None when the netns has
     none. GuestNetError on failure, after undoing what was done."""
-    device, linux, state_dir = instr["device"], bool(instr.get("linux")), instr["state_dir"]
+    vmm, device, state_dir = instr["vmm"], instr["device"], instr["state_dir"]
+    linux = bool(instr.get("linux"))
     if not has_default_route():
         return None
     try:
@@ -359,8 +404,13 @@ def attach(instr: dict[str, Any]) -> Nic | None:
             raise GuestNetError(f"guest network: cannot read routes and addresses: {e}") from None
         if up is None:
             return None
-        params = boot_params(up)
-        record = {"netns": instr.get("netns") or "", "device": device, "nic": NIC, "uplink": up.as_dict()}
+        guest = dict(instr.get("guest") or {})
+        guest.setdefault("line", {"linux": linux})
+        dns, domain = read_resolv_conf(guest.get("resolv_conf") or "")
+        params = boot_params(up, dns, guest.get("hostname") or "", domain)
+        line = guest_cmdline(guest, params, vmm)
+        record = {"netns": instr.get("netns") or "", "vmm": vmm, "device": device, "nic": NIC,
+                  "uplink": up.as_dict()}
         _write_json(os.path.join(state_dir, RECORD), record)
         fd = -1
         try:
@@ -395,7 +445,7 @@ def attach(instr: dict[str, Any]) -> Nic | None:
                 ipr.addr("del", index=up.index, address=up.addr, prefixlen=up.prefixlen)
             except Exception as e:
                 raise GuestNetError(f"cannot take {up.addr}/{up.prefixlen} off {up.name}: {e}") from None
-            return Nic(device, NIC, fd, mac, params, linux, up.as_dict())
+            return Nic(device, NIC, fd, mac, params, linux, up.as_dict(), line, microvm_mmio(vmm, guest))
         except BaseException as e:
             if fd >= 0:
                 os.close(fd)

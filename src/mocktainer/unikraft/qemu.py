@@ -24,7 +24,9 @@ The command line (see `qemu_args`) keeps the guest's serial console on the
 VMM's stdio and nothing else there: no monitor, no graphics, no default
 devices (runu's own QMP socket, `qmp_args`, lives in the state directory);
 a guest reset ends QEMU (`-no-reboot`) and on x86 the guest can pick
-QEMU's exit status through `isa-debug-exit` (status = (value << 1) | 1). Under
+QEMU's exit status through `isa-debug-exit` (status = (value << 1) | 1): a Unikraft guest at port 0x501
+(83 for a clean halt, 85 for a crash; `exit_status` turns them into the container's), runu's test
+kernels at 0xf4. Under
 TCG the translation cache is bounded (`tb-size`, TCG_TB_SIZE_MIB) so that
 QEMU's own memory stays within OVERHEAD_MIB.
 
@@ -51,6 +53,10 @@ from mocktainer.unikraft import vmmproc
 from mocktainer.unikraft.host import find_binary, hardware_virtualization, kvm_obstacle, kvm_usable
 from mocktainer.unikraft.vmm import ACCEL_ANNOTATION, ACCEL_ENV, ACCEL_VALUES, Launch
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from mocktainer.unikraft.kernel import Kernel
+
 NAME = "qemu"
 # Memory QEMU needs beside the guest's RAM (see bundle.memory_mib): measured here
 # 40-53 MiB resident for a tiny guest (half of it shared libraries), up to ~60 MiB
@@ -66,9 +72,16 @@ QEMU_BINARIES = {
     "arm": ("qemu-system-arm", "qemu-system-arm"),
 }
 
-# Port and width of the isa-debug-exit device the guest writes its status to.
+# isa-debug-exit devices a guest writes its status N to (QEMU then exits with (N << 1) | 1): Unikraft's
+# (QEMU's default port, written with a 16-bit `out`: 41 for a clean halt, 42 for a crash), and the one at
+# 0xf4 that runu's own test kernels have used (any value).
+UNIKRAFT_EXIT_IOBASE = 0x501
+UNIKRAFT_EXIT_IOSIZE = 2
 DEBUG_EXIT_IOBASE = 0xF4
 DEBUG_EXIT_IOSIZE = 4
+# QEMU's exit status for Unikraft's clean halt and crash (see exit_status).
+UNIKRAFT_HALT_STATUS = (41 << 1) | 1
+UNIKRAFT_CRASH_STATUS = (42 << 1) | 1
 
 CONSOLE_ID = "console0"
 
@@ -289,19 +302,33 @@ def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, machine=None
     if kernel.arch == "x86_64":
         args += ["-device", "isa-debug-exit,iobase=%#x,iosize=%d"
                  % (DEBUG_EXIT_IOBASE, DEBUG_EXIT_IOSIZE)]
+        if not kernel.linux:
+            args += ["-device", "isa-debug-exit,iobase=%#x,iosize=%d"
+                     % (UNIKRAFT_EXIT_IOBASE, UNIKRAFT_EXIT_IOSIZE)]
         if kernel.linux:
             # panic=-1 makes a panicking kernel reset, which -no-reboot turns into exit status 0;
             # through pvpanic the container ends with a failure instead.
             args += ["-device", "pvpanic", "-action", "panic=exit-failure"]
     args += extra_args
-    args += ["-kernel", kernel.path]
+    # boot_path/boot_initrd: /proc/self/fd/N when runu hands over the checked files (kernel.Kernel), so no
+    # bundle path meets QEMU's option syntax (a multiboot -initrd is a module list split at ',' and ' ').
+    args += ["-kernel", kernel.boot_path]
     if kernel.initrd:
-        args += ["-initrd", kernel.initrd]
+        multiboot = kernel.boot_protocol == "multiboot"
+        args += ["-initrd", _module_path(kernel.boot_initrd) if multiboot else kernel.boot_initrd]
     if cmdline:
         args += ["-append", cmdline]
     if nic_fds:
         args += nic_args(args, nic_fds)
     return args
+
+
+def _module_path(path):
+    """`path` as one multiboot module: a path with `,` or a blank (the module list's separators) is refused
+    (create hands QEMU the initrd as /proc/self/fd/N, which never has them)."""
+    if "," in path or any(c.isspace() for c in path):
+        raise ConfigError("path %r has a ',' or a blank, which QEMU would read as option syntax" % path)
+    return path
 
 
 def nic_args(args, nics, start=0):
@@ -346,6 +373,9 @@ def check_cpu_model(value, source):
     for item in features:
         name, eq, val = item.lstrip("+-").partition("=")
         ok = ok and _is_name(name) and (not eq or _is_name(val))
+    if "help" in [model] + [item.lstrip("+-").partition("=")[0] for item in features]:
+        # QEMU answers a help request by printing the list and exiting 0: the container would "succeed"
+        raise ConfigError("%s=%r asks QEMU for help instead of naming a CPU model" % (source, value))
     if not ok:
         raise ConfigError("%s=%r is not a CPU model: use a QEMU model name and ,[+-]feature[=value] "
                           "items made of letters, digits, '.', '_' and '-' (e.g. max or "
@@ -374,7 +404,10 @@ EXTRA_OPTIONS = {
     "-machine": {k: _ON_OFF_AUTO for k in (
         "acpi", "pit", "pic", "rtc", "hpet", "pcie", "isa-serial", "x-option-roms", "auto-kernel-cmdline",
         "smm", "vmport", "usb", "sata", "i8042", "mem-merge", "graphics", "suppress-vmdesc")},
-    "-overcommit": {"mem-lock": _ON_OFF, "cpu-pm": _ON_OFF},
+    # (not mem-lock: QEMU's mlockall makes every mapping it ever makes resident at once, its reserved areas
+    # and thread stacks too, far beyond OVERHEAD_MIB: under the container's memory limit the kernel OOM-kills
+    # QEMU before the guest runs)
+    "-overcommit": {"cpu-pm": _ON_OFF},
     "-msg": {"timestamp": _ON_OFF, "guest-name": _ON_OFF},
     "-icount": {"shift": lambda v: v == "auto" or (_number(v) and int(v) <= 10), "align": _ON_OFF,
                 "sleep": _ON_OFF},
@@ -466,6 +499,51 @@ def linux_params(kernel):
     return ("console=" + console, "panic=-1")
 
 
+def prepends_program(kernel: "Kernel") -> bool:
+    """Whether QEMU puts a program name (the kernel's path) in front of the guest command line: its
+    multiboot loader does, its PVH and Linux loaders do not."""
+    return kernel.boot_protocol == "multiboot"
+
+
+# QMP's reasons (SHUTDOWN events, or the run state a STOP left: see Session) that mean the guest failed.
+FAILURES = {
+    "guest-reset": "the guest reset itself (a triple fault, or a reboot that -no-reboot turned into an exit)",
+    "guest-panic": "the guest panicked",
+    "guest-panicked": "the guest panicked",
+    "internal-error": "the VM stopped on a KVM internal error",
+    "io-error": "the VM stopped on an I/O error",
+}
+
+
+def exit_status(status: int, reason: "str | None" = None) -> "tuple[int, str | None]":
+    """(container exit code, message or None) for QEMU's raw wait `status` (as os.waitpid gives it) and
+    `reason`, the last QMP SHUTDOWN reason or stopped run state when known.
+
+    - 83 (Unikraft's clean halt through isa-debug-exit at 0x501): 0, unless `reason` says the guest
+      failed first (then as for 0 below).
+    - 85 (Unikraft's crash): 1, "the guest crashed".
+    - 0 (ACPI power-off, which is how a Unikraft guest halts on `pc` when the ACPI write wins the race
+      with isa-debug-exit, or QEMU quit on request): 0, unless `reason` says the guest failed (a reset,
+      which -no-reboot turns into an exit: a triple fault; a panic; a KVM internal error): then 1 and why.
+    - 1: QEMU's own failure, or `-action panic=exit-failure` (Linux guests with pvpanic): 1 and a message.
+    - any other exit code: unchanged (runu's own test kernels write N to 0xf4 and QEMU exits (N << 1) | 1).
+    - killed by signal N: 128 + N, as a shell reports it.
+    """
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status), None
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+    failed = FAILURES.get(reason or "")
+    if code == UNIKRAFT_HALT_STATUS:
+        return (1, failed) if failed else (0, None)
+    if code == UNIKRAFT_CRASH_STATUS:
+        return 1, "the guest crashed (Unikraft reported a crash through isa-debug-exit: QEMU status 85)"
+    if code == 0:
+        return (1, failed) if failed else (0, None)
+    if code == 1:
+        return 1, failed or "QEMU exited with status 1: it failed (see its messages) or the guest panicked"
+    return code, None
+
+
 def launch(vm):
     """The QEMU backend: argv for `vm` (see vmm.VM); QEMU needs no files. With
     `vm.control_dir`, a QMP socket for graceful stop (`qmp_args`)."""
@@ -539,46 +617,20 @@ def qmp_args(control_dir):
 # The network device the guest network (net.py) makes for QEMU: a macvtap whose fd QEMU gets.
 NIC_DEVICE = "macvtap"
 SUPERVISOR_MONITOR = "runu-sv"
-# isa-debug-exit statuses ((value << 1) | 1) of Unikraft's halt (see exit_status)
-CLEAN_HALT = 83
-CRASH = 85
-# Why the supervisor ends QEMU, or why QEMU ended, from its QMP events -> what the container's log says.
-FAILURES = {
-    "guest-reset": "the guest reset itself (a triple fault, or a reboot, which -no-reboot turns into an end)",
-    "internal-error": "the guest stopped on an internal error of the accelerator (KVM)",
-    "guest-panicked": "the guest panicked",
-}
-
-
-def exit_status(raw, reason=None):
-    """The container's exit code for QEMU's exit code `raw` (negative: killed by that signal), and a line
-    for the container's stderr or None. `reason` is what the QMP events said (a FAILURES key) or None.
-
-    isa-debug-exit: CLEAN_HALT (a Unikraft guest's halt) is 0, CRASH (its crash) 1 with "the guest
-    crashed"; other statuses of the device ((value << 1) | 1 for a guest writing value) pass as they are,
-    so do QEMU's own 0 (power-off, quit, a signal it handled) and 1 (an error, a panic through pvpanic)."""
-    if raw < 0:
-        return raw, None
-    if reason in FAILURES:
-        return (raw if raw not in (0, CLEAN_HALT) else 1), FAILURES[reason]
-    if raw == CLEAN_HALT:
-        return 0, None
-    if raw == CRASH:
-        return 1, "the guest crashed"
-    return raw, None
-
-
 def with_nic(args, nic, fd):
-    """QEMU's argv with the guest network's parameters merged into its one -append and the NIC on `fd` (the
-    macvtap's fd number in QEMU); `nic` is a net.Nic."""
-    from mocktainer.unikraft.net import merge_cmdline
+    """QEMU's argv with the guest network: its -append replaced by the command line rendered again with the
+    network's parameters (`nic.cmdline`, net.guest_cmdline), microvm without ACPI when the NIC is announced on
+    that line (`nic.mmio`, net.microvm_mmio), and the NIC on `fd` (the macvtap's fd number in QEMU); `nic`
+    is a net.Nic."""
+    from mocktainer.unikraft.net import MICROVM_NO_ACPI
 
     args = list(args)
     if "-append" in args[:-1]:
-        i = args.index("-append")
-        args[i + 1] = merge_cmdline(args[i + 1], nic.params, nic.linux)
+        args[args.index("-append") + 1] = nic.cmdline
     else:
-        args += ["-append", merge_cmdline("", nic.params, nic.linux)]
+        args += ["-append", nic.cmdline]
+    if nic.mmio:
+        args += ["-machine", MICROVM_NO_ACPI]
     return args + nic_args(args, [(fd, nic.mac)])
 
 

@@ -16,9 +16,11 @@ exists). Keys, all optional, unknown keys are an error:
     firecracker_binary = "/opt/firecracker/firecracker"
     qemu_cpu = "max"                 # default QEMU -cpu model (see qemu.check_cpu_model)
     qemu_extra_args = ["-rtc", "base=localtime"]       # validated like the annotation
+    delegate = "/usr/bin/crun"       # the OCI runtime of non-unikernel containers (runu/delegate.py)
 
 Environment variables of the runu process (the shim's environment) override the
-file: RUNU_VMM, RUNU_ACCEL, RUNU_QEMU_BINARY, RUNU_FIRECRACKER_BINARY. Binaries
+file: RUNU_VMM, RUNU_ACCEL, RUNU_QEMU_BINARY, RUNU_FIRECRACKER_BINARY,
+RUNU_DELEGATE. Binaries
 are never taken from annotations: a container must not choose which host
 program runs as its VMM.
 """
@@ -38,6 +40,7 @@ KEYS = {
     "firecracker_binary": (str, "a path or a program name"),
     "qemu_cpu": (str, "a QEMU CPU model"),
     "qemu_extra_args": (list, "a list of strings"),
+    "delegate": (str, "a path or a program name"),
 }
 
 # setting -> environment variable that overrides it
@@ -46,6 +49,7 @@ ENV = {
     "accel": "RUNU_ACCEL",
     "qemu_binary": "RUNU_QEMU_BINARY",
     "firecracker_binary": "RUNU_FIRECRACKER_BINARY",
+    "delegate": "RUNU_DELEGATE",
 }
 
 

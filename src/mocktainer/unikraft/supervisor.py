@@ -219,15 +219,15 @@ class Supervisor:
         if control >= 0:
             while session.on_control():
                 pass  # the last events (why it ended)
-        code, message = self.backend.exit_status(os.waitstatus_to_exitcode(status), getattr(session, "reason", None))
+        code, message = self.backend.exit_status(status, getattr(session, "reason", None))
         if message:
             self._say(message)
-        if code < 0:
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
             for name in FORWARDED:
                 _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
-            _signal.pthread_sigmask(_signal.SIG_UNBLOCK, [-code])
-            os.kill(os.getpid(), -code)  # die of the signal that killed the VMM, as if we had been it
-            code = 128 - code
+            _signal.pthread_sigmask(_signal.SIG_UNBLOCK, [sig])
+            os.kill(os.getpid(), sig)  # die of the signal that killed the VMM, as if we had been it
         os._exit(code)
 
     @staticmethod

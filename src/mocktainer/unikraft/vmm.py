@@ -13,6 +13,14 @@ container's state directory. The module provides:
                     kernel parameters a Linux guest needs under this VMM
                     (serial console, what ends the VMM on panic/reboot); each is
                     added unless the user gave one with the same name
+    prepends_program(kernel)
+                    whether the VMM itself puts a program name (argv[0]) in front of
+                    the guest command line of `kernel` (see cmdline)
+    exit_status(status, reason=None)
+                    (container exit code, message or None) for the VMM's raw wait
+                    status and, when known, the last reason the VMM gave for
+                    stopping (QEMU: a QMP SHUTDOWN reason or run state); see the
+                    backends and docs/bundles.md#exit-status for the mapping
     find(settings, arch)
                     absolute path of the VMM binary for guests of `arch`, or
                     None when this machine has none (`runu features`)

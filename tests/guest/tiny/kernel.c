@@ -5,28 +5,58 @@
  * head_pvh.S (PVH direct boot) or head_multiboot.S (multiboot v1).  It
  * talks to the outside world only through I/O ports:
  *
- *   0x3f8  COM1 16550 UART: greeting, command line, "arg:" lines, result
+ *   0x3f8  COM1 16550 UART: greeting, command line, what it parsed, result
  *   0xf4   QEMU isa-debug-exit: QEMU exits with status (N << 1) | 1
+ *   0x501  QEMU isa-debug-exit where Unikraft writes (16 bits): 41 for a
+ *          clean halt (QEMU status 83), 42 for a crash (85)
  *   0x64   i8042 command port: 0xfe pulses the CPU reset line
  *
- * Command line words (before a "--" separator):
- *   exit=N     print "bye N" and exit with N (the default, with N = 0);
- *              without isa-debug-exit, fall back to a reset
+ * It reads its command line the way Unikraft 0.16 and later do:
+ *   - words split on blanks; '...' and "..." group, a backslash escapes
+ *     outside single quotes, quotes are removed ('' alone is no word);
+ *   - the first word is the program name (argv[0]), never parsed;
+ *   - library parameters are the words before the first "--", parsed only
+ *     when at least one word stands between argv[0] and it; the words after
+ *     it are the application's arguments (without such a "--" every word
+ *     after argv[0] is);
+ *   - a parameter NAME=[ v1 v2 ... ] is a list, NAME=v repeated appends.
+ * It prints (after "cmdline: <line>") "uk: argv0=<w>", then, of the
+ * parameters it knows: "uk: env K=V" for the environment that env.vars gave
+ * (at most 8 entries taken, a later duplicate wins: posix-environ's
+ * defaults), "uk: netdev.ip=<v>", "uk: virtio_mmio.device=<v>",
+ * "uk: vfs.fstab=<v>" per value; then "arg: <w>" per application argument.
+ *
+ * Mode words, as parameters or application arguments (the last one wins):
+ *   exit=N     print "bye N" and exit with N through 0xf4 (the default, with
+ *              N = 0); without isa-debug-exit, fall back to a reset
+ *   halt       print "bye halt" and halt like Unikraft: 41 to 0x501
+ *   crash      print "bye crash" and crash like Unikraft: 42 to 0x501
+ *              (halt and crash reset, as Unikraft's Firecracker builds do,
+ *              when no isa-debug-exit device is there)
  *   idle       print "idling" and halt forever
  *   reset      print "bye reset" and reset the machine: i8042 reset if
  *              there is an i8042, else a triple fault
- * Every word after the first "--" is printed as "arg: <word>".  Unknown
- * words are ignored (VMMs like to add their own).  The last mode word wins.
+ * Other words are ignored (VMMs like to add their own).
  */
 
 #define COM1            0x3f8
 #define DEBUG_EXIT_PORT 0xf4
+#define UK_EXIT_PORT    0x501
+#define UK_EXIT_HALT    41
+#define UK_EXIT_CRASH   42
+#define MAX_ARGS        256
+#define ENV_MAX         8
 #define I8042_CMD_PORT  0x64
 #define CMDLINE_MAX     4096
 
 static inline void outb(unsigned short port, unsigned char val)
 {
 	__asm__ volatile("outb %0, %1" : : "a"(val), "Nd"(port));
+}
+
+static inline void outw(unsigned short port, unsigned short val)
+{
+	__asm__ volatile("outw %0, %1" : : "a"(val), "Nd"(port));
 }
 
 static inline unsigned char inb(unsigned short port)
@@ -165,14 +195,233 @@ static void __attribute__((noreturn)) machine_exit(unsigned int code)
 	machine_reset();
 }
 
-enum mode { MODE_EXIT, MODE_IDLE, MODE_RESET };
+static void __attribute__((noreturn)) unikraft_exit(unsigned short value)
+{
+	outw(UK_EXIT_PORT, value);
+	machine_reset();
+}
+
+static int str_len(const char *s)
+{
+	int n = 0;
+
+	while (s[n])
+		n++;
+	return n;
+}
+
+static int str_eq(const char *a, const char *b)
+{
+	while (*a && *a == *b) {
+		a++;
+		b++;
+	}
+	return *a == *b;
+}
+
+static int has_prefix(const char *s, const char *prefix)
+{
+	while (*prefix)
+		if (*s++ != *prefix++)
+			return 0;
+	return 1;
+}
+
+static char words[CMDLINE_MAX + 1];
+static char *argv[MAX_ARGS];
+
+/* Split like Unikraft's uk_argnparse into argv; returns argc. */
+static int split(const char *s, int len)
+{
+	int argc = 0, o = 0, in_word = 0, escape = 0;
+	char quote = 0;
+
+	for (int i = 0; i < len && argc < MAX_ARGS; i++) {
+		char c = s[i];
+
+		if (escape) {
+			escape = 0;
+			if (quote == '"' && c != '"' && c != '\\')
+				words[o++] = '\\';
+			words[o++] = c;
+			continue;
+		}
+		if (!quote && (is_space(c) || c == '\v')) {
+			if (in_word) {
+				words[o++] = '\0';
+				in_word = 0;
+			}
+			continue;
+		}
+		if ((c == '\'' || c == '"') && (!quote || quote == c)) {
+			quote = quote ? 0 : c;
+			continue;
+		}
+		if (!in_word) {
+			argv[argc++] = words + o;
+			in_word = 1;
+		}
+		if (c == '\\' && quote != '\'') {
+			escape = 1;
+			continue;
+		}
+		words[o++] = c;
+	}
+	if (escape)
+		words[o++] = '\\';
+	words[o] = '\0';
+	return argc;
+}
+
+static const char *env[ENV_MAX];
+static int env_count;
+
+static void param_value(const char *name, int name_len, const char *value)
+{
+	if (name_len == 8 && word_is(name, 8, "env.vars")) {
+		if (env_count < ENV_MAX)
+			env[env_count++] = value;
+		return;
+	}
+	if ((name_len == 9 && word_is(name, 9, "netdev.ip")) ||
+	    (name_len == 18 && word_is(name, 18, "virtio_mmio.device")) ||
+	    (name_len == 9 && word_is(name, 9, "vfs.fstab"))) {
+		put_str("uk: ");
+		put_mem(name, name_len);
+		put_str("=");
+		put_str(value);
+		put_str("\n");
+	}
+}
+
+static int key_len(const char *kv)
+{
+	int n = 0;
+
+	while (kv[n] && kv[n] != '=')
+		n++;
+	return n;
+}
+
+/* The environment env.vars set: each variable once, with its last value. */
+static void print_env(void)
+{
+	for (int i = 0; i < env_count; i++) {
+		int n = key_len(env[i]), later = 0;
+
+		for (int j = i + 1; j < env_count; j++) {
+			int same = key_len(env[j]) == n;
+
+			for (int k = 0; same && k < n; k++)
+				same = env[j][k] == env[i][k];
+			later |= same;
+		}
+		if (later)
+			continue;
+		put_str("uk: env ");
+		put_str(env[i]);
+		put_str("\n");
+	}
+}
+
+enum mode { MODE_EXIT, MODE_IDLE, MODE_RESET, MODE_HALT, MODE_CRASH };
+
+static enum mode mode = MODE_EXIT;
+static unsigned int code;
+
+static int mode_word(const char *w)
+{
+	if (str_eq(w, "idle"))
+		mode = MODE_IDLE;
+	else if (str_eq(w, "reset"))
+		mode = MODE_RESET;
+	else if (str_eq(w, "halt"))
+		mode = MODE_HALT;
+	else if (str_eq(w, "crash"))
+		mode = MODE_CRASH;
+	else if (has_prefix(w, "exit=")) {
+		mode = MODE_EXIT;
+		code = parse_uint(w + 5, str_len(w) - 5);
+	} else
+		return 0;
+	return 1;
+}
+
+/* The index of the "--" that ends the parameters, or 0 when they are not parsed. */
+static int find_stop(int argc)
+{
+	int in_list = 0;
+
+	for (int i = 1; i < argc; i++) {
+		const char *w = argv[i];
+		int n = str_len(w);
+
+		if (in_list) {
+			if (n && w[n - 1] == ']')
+				in_list = 0;
+			continue;
+		}
+		if (str_eq(w, "--"))
+			return i > 1 ? i : 0;
+		for (int k = 0; k < n; k++)
+			if (w[k] == '=') {
+				in_list = w[k + 1] == '[' && !(n - k > 2 && w[n - 1] == ']');
+				break;
+			}
+	}
+	return 0;
+}
+
+static void parse_params(int stop)
+{
+	const char *list = 0;
+	int list_len = 0;
+
+	for (int i = 1; i < stop; i++) {
+		char *w = argv[i];
+		int n = str_len(w);
+
+		if (list) {
+			if (n && w[n - 1] == ']') {
+				w[--n] = '\0';
+				if (n)
+					param_value(list, list_len, w);
+				list = 0;
+			} else {
+				param_value(list, list_len, w);
+			}
+			continue;
+		}
+		if (mode_word(w))
+			continue;
+		int eq = 0;
+
+		while (eq < n && w[eq] != '=')
+			eq++;
+		if (eq == n)
+			continue;
+		char *value = w + eq + 1;
+
+		if (value[0] == '[') {
+			int vn = str_len(++value);
+
+			list = w;
+			list_len = eq;
+			if (vn && value[vn - 1] == ']') {
+				value[vn - 1] = '\0';
+				list = 0;
+			}
+			if (value[0])
+				param_value(w, eq, value);
+			continue;
+		}
+		param_value(w, eq, value);
+	}
+}
 
 void __attribute__((noreturn)) kmain(const char *cmdline)
 {
-	enum mode mode = MODE_EXIT;
-	unsigned int code = 0;
-	int after_sep = 0;
-	int len = 0;
+	int len = 0, argc, stop;
 
 	if (!cmdline)
 		cmdline = "";
@@ -185,34 +434,18 @@ void __attribute__((noreturn)) kmain(const char *cmdline)
 	put_mem(cmdline, len);
 	put_str("\n");
 
-	for (int i = 0; i < len;) {
-		const char *w;
-		int n = 0;
-
-		while (i < len && is_space(cmdline[i]))
-			i++;
-		w = cmdline + i;
-		while (i < len && !is_space(cmdline[i])) {
-			i++;
-			n++;
-		}
-		if (n == 0)
-			break;
-
-		if (after_sep) {
-			put_str("arg: ");
-			put_mem(w, n);
-			put_str("\n");
-		} else if (word_is(w, n, "--")) {
-			after_sep = 1;
-		} else if (word_is(w, n, "idle")) {
-			mode = MODE_IDLE;
-		} else if (word_is(w, n, "reset")) {
-			mode = MODE_RESET;
-		} else if (word_has_prefix(w, n, "exit=")) {
-			mode = MODE_EXIT;
-			code = parse_uint(w + 5, n - 5);
-		}
+	argc = split(cmdline, len);
+	put_str("uk: argv0=");
+	put_str(argc ? argv[0] : "");
+	put_str("\n");
+	stop = find_stop(argc);
+	parse_params(stop);
+	print_env();
+	for (int i = stop ? stop + 1 : 1; i < argc; i++) {
+		put_str("arg: ");
+		put_str(argv[i]);
+		put_str("\n");
+		mode_word(argv[i]);
 	}
 
 	switch (mode) {
@@ -222,6 +455,12 @@ void __attribute__((noreturn)) kmain(const char *cmdline)
 	case MODE_RESET:
 		put_str("bye reset\n");
 		machine_reset();
+	case MODE_HALT:
+		put_str("bye halt\n");
+		unikraft_exit(UK_EXIT_HALT);
+	case MODE_CRASH:
+		put_str("bye crash\n");
+		unikraft_exit(UK_EXIT_CRASH);
 	case MODE_EXIT:
 	default:
 		put_str("bye ");
