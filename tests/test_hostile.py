@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import needs_root
+from conftest import needs_root, vmm_of
 from runu_helpers import BACKENDS, Runtime, assert_error, log_lines, spec, wait_for, write_bundle
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -106,7 +106,7 @@ def test_vmm_argv_names_inherited_fds_not_bundle_paths(tmp_path, rt, kernels):
     b = unikernel(tmp_path / "b", kernels["multiboot"], initrd=b"initrd-bytes")
     rt.create("fds", b)
     rt.ok("start", "fds")
-    vmm = rt.state("fds")["pid"]
+    vmm = vmm_of(rt.state("fds")["pid"])  # the container's process supervises its VMM
     wait_for(lambda: open(f"/proc/{vmm}/comm").read().startswith("qemu"), 10, "the VMM")
     with open(f"/proc/{vmm}/cmdline", "rb") as f:
         argv = f.read().split(b"\0")
