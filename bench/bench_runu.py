@@ -270,12 +270,18 @@ def _first_line_after_start(binary: str, root: str, bundle: str, cid: str, needl
     return ms
 
 
+def tiny_and_runc_bundles(tmp: str, make) -> tuple[str, str]:
+    """The tiny guest's bundle and a runc bundle made by `make` (echo_bundle, sandbox_bundle) in `tmp`."""
+    bundle, _ = tiny_bundle(tmp)
+    other = os.path.join(tmp, make.__name__)
+    make(other)
+    return bundle, other
+
+
 def bench_start(n: int) -> None:
     runc = shutil.which("runc")
     with tempfile.TemporaryDirectory() as tmp:
-        bundle, _ = tiny_bundle(tmp)
-        echo = os.path.join(tmp, "echo")
-        echo_bundle(echo)
+        bundle, echo = tiny_and_runc_bundles(tmp, echo_bundle)
         via_runu, via_runc = [], []
         for i in range(n):
             via_runu.append(_first_line_after_start(RUNU, os.path.join(tmp, "runu"), bundle, f"s{i}", GREETING))
@@ -406,9 +412,7 @@ def _proc_cpu(pid: int) -> float:
 def bench_cpu(n: int) -> None:
     runc = shutil.which("runc")
     with tempfile.TemporaryDirectory() as tmp:
-        bundle, _ = tiny_bundle(tmp)
-        sandbox = os.path.join(tmp, "sandbox")
-        sandbox_bundle(sandbox)
+        bundle, sandbox = tiny_and_runc_bundles(tmp, sandbox_bundle)
         cli, sup, rc = [], [], []
         for i in range(n):
             root = os.path.join(tmp, "runu")

@@ -7,6 +7,7 @@ like `json.dumps(obj, separators=(",", ":"))`.
 """
 
 import _json
+from _collections_abc import Callable, Iterable  # already loaded at start-up (collections.abc is not)
 
 __all__ = ["dumps", "loads", "JSONDecodeError"]
 
@@ -40,7 +41,35 @@ def _default(obj: object) -> object:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-_encode = _json.make_encoder(None, _default, _json.encode_basestring_ascii, None, ":", ",", False, False, True)
+# _json.make_encoder is private and positional. Its arguments, in the order json.encoder passes them
+# (tests/test_library_unit.py records what this interpreter's json.encoder really passes and fails
+# by name if the order or the count changed): markers, default, encoder, indent, key_separator,
+# item_separator, sort_keys, skipkeys, allow_nan.
+ENCODER_ARGS = ("markers", "default", "encoder", "indent", "key_separator", "item_separator",
+                "sort_keys", "skipkeys", "allow_nan")
+_ENCODER_VALUES = {"markers": None, "default": _default, "encoder": _json.encode_basestring_ascii,
+                   "indent": None, "key_separator": ":", "item_separator": ",", "sort_keys": False,
+                   "skipkeys": False, "allow_nan": True}
+# A probe whose compact encoding is known: an interpreter whose make_encoder takes its arguments
+# otherwise gets the json package's encoder (correct, only slower) instead of wrong output.
+_PROBE = ({"a": [1, 2.5, None, True, "\u00e9"], "b": {}}, '{"a":[1,2.5,null,true,"\\u00e9"],"b":{}}')
+
+
+def _make_encoder() -> Callable[[object, int], Iterable[str]]:
+    try:
+        args: tuple = tuple(_ENCODER_VALUES[name] for name in ENCODER_ARGS)
+        enc: Callable[[object, int], Iterable[str]] = _json.make_encoder(*args)
+        if "".join(enc(_PROBE[0], 0)) == _PROBE[1]:
+            return enc
+    except Exception:
+        pass
+    import json
+
+    fallback = json.JSONEncoder(separators=(",", ":"), default=_default)
+    return lambda obj, _level: fallback.iterencode(obj)
+
+
+_encode = _make_encoder()
 
 
 def dumps(obj: object) -> str:
