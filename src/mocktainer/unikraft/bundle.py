@@ -38,7 +38,8 @@
      not): the entrypoint as `args[0]` names it, else `/unikraft/bin/kernel`.
    - `Plan.guest` keeps the parts, the machine, the spec's hostname and the
      source of the /etc/resolv.conf mount, for the guest network to write the
-     line again at start with its parameters (`unikraft.net`).
+     line again with its parameters when it attaches (at create, or at start
+     for a late network; `unikraft.net`).
 
    A Linux kernel (`Kernel.linux`: a bzImage or an ELF vmlinux) gets the
    same words with Linux's rules instead (`linux_cmdline`): `process.env`
@@ -218,8 +219,8 @@ def program_name(args: list[str]) -> str:
 
 
 def resolv_conf_source(mounts: object) -> str:
-    """The host file bind-mounted on /etc/resolv.conf (CRI and podman mount one), or "" (read at start,
-    when the guest network is configured: see unikraft.net)."""
+    """The host file bind-mounted on /etc/resolv.conf (CRI and podman mount one), or "" (read when the guest
+    network is attached: see unikraft.net)."""
     found = ""
     for m in mounts if isinstance(mounts, list) else ():
         if (isinstance(m, dict) and isinstance(m.get("destination"), str) and isinstance(m.get("source"), str)

@@ -2,7 +2,7 @@
 
 A command line is built from its parts (`Line`): the program name (argv[0]) where the boot path does not
 supply one, the library (or kernel) parameters, and the application's arguments. It is rendered at create
-time and again at start time, when the guest network adds its parameters (`unikraft.net`): both renderings
+time and again when the guest network adds its parameters (`unikraft.net`, at create or at start): both renderings
 come from here, so the rules below hold for every line a guest gets.
 
 Unikraft's rules (lib/ukboot, lib/uklibparam, lib/ukargparse), and what `render` does about each:
