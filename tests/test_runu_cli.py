@@ -970,3 +970,26 @@ def test_launcher_exits_without_finalising_but_never_loses_output():
     with open("/dev/full", "w") as full:
         r = subprocess.run([RUNU, "--version"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=30)
     assert r.returncode == 120, r
+
+
+@needs_root
+@pytest.mark.parametrize("command", ["create", "run"])
+def test_debug_shows_what_the_init_did_for_create_and_run(tmp_path, command):
+    """`--debug` reaches the container init through create's and run's log level alike (run used to drop
+    it), and the init's lines land in --log next to runu's own."""
+    from conftest import RUNU_LIBRARY, base_env
+
+    root, log = str(tmp_path / "root"), str(tmp_path / "log.json")
+    b = write_bundle(str(tmp_path / "b"), spec(args=["/bin/busybox", "true"]))
+    argv = [RUNU_LIBRARY, "--root", root, "--debug", "--log", log, "--log-format", "json", command, "--bundle", b, "c"]
+    try:
+        # no pipes: a created container's init keeps its stdio open until it runs
+        res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, timeout=30, env=base_env())
+        assert res.returncode == 0, res
+        msgs = [json.loads(line) for line in log_lines(log)]
+        assert {"level": "debug", "msg": "brought up lo"} in [
+            {"level": m["level"], "msg": m["msg"]} for m in msgs], msgs
+    finally:
+        subprocess.run([RUNU_LIBRARY, "--root", root, "delete", "--force", "c"], capture_output=True, timeout=30,
+                       env=base_env())

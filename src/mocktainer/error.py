@@ -62,6 +62,11 @@ class CgroupError(Error):
 warning_sink: "Callable[[str], None] | None" = None
 
 
+# Where the container init's log lines (level, message) go. None: the `mocktainer.init` logger.
+# runu points it at its --log file, so `--debug` shows what the init did.
+log_sink: "Callable[[str, str], None] | None" = None
+
+
 def warn(msg: str) -> None:
     """Report a problem that does not stop the operation: a failed poststart or poststop
     hook, a cgroup limit the kernel refused."""

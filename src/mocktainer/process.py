@@ -340,17 +340,21 @@ class _LogForwarder:
     def _emit(line: bytes) -> None:
         if not line.strip():
             return
-        import logging
-
-        from . import fastjson
+        from . import error, fastjson
 
         try:
             rec = fastjson.loads(line)
             level, msg = rec.get("level", "info"), rec.get("msg", "")  # type: ignore[attr-defined]
         except Exception:
             level, msg = "info", line.decode(errors="replace")
+        level = str(level).lower()
+        if error.log_sink is not None:
+            error.log_sink(level, str(msg))
+            return
+        import logging
+
         levels = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}
-        logging.getLogger("mocktainer.init").log(levels.get(str(level).lower(), 20), msg)
+        logging.getLogger("mocktainer.init").log(levels.get(level, 20), msg)
 
 
 def descendants(pid: int) -> list[int]:

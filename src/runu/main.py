@@ -138,10 +138,7 @@ def cmd_create(g: dict[str, Any], args: list[str], log: Log) -> int:
     flags, rest = parse_flags(args, CREATE_FLAGS, False)
     cid = one_id(rest, "create")
     check_unclaimed(g["root"], cid)
-    runtime.create(g["root"], cid, flags.get("bundle") or os.getcwd(), pid_file=flags.get("pid-file"),
-                   console_socket=flags.get("console-socket"), preserve_fds=flags.get("preserve-fds", 0),
-                   no_new_keyring=flags.get("no-new-keyring", False), log_level="debug" if g.get("debug") else None,
-                   systemd_cgroup=bool(g.get("systemd-cgroup")))
+    runtime.create(g["root"], cid, flags.get("bundle") or os.getcwd(), **_create_options(g, flags))
     _unclaimed_after_create(g["root"], cid)
     return 0
 
@@ -169,9 +166,14 @@ def cmd_run(g: dict[str, Any], args: list[str], log: Log) -> int:
 
     check_unclaimed(g["root"], cid)
     return runtime.run(g["root"], cid, flags.get("bundle") or os.getcwd(), detach=flags.get("detach", False),
-                       pid_file=flags.get("pid-file"), console_socket=flags.get("console-socket"),
-                       preserve_fds=flags.get("preserve-fds", 0), no_new_keyring=flags.get("no-new-keyring", False),
-                       systemd_cgroup=bool(g.get("systemd-cgroup")))
+                       **_create_options(g, flags))
+
+
+def _create_options(g: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """What `create` and `run` both pass to runtime.create: one place, so the two cannot drift apart."""
+    return {"pid_file": flags.get("pid-file"), "console_socket": flags.get("console-socket"),
+            "preserve_fds": flags.get("preserve-fds", 0), "no_new_keyring": flags.get("no-new-keyring", False),
+            "log_level": "debug" if g.get("debug") else None, "systemd_cgroup": bool(g.get("systemd-cgroup"))}
 
 
 def cmd_start(g: dict[str, Any], args: list[str], log: Log) -> int:
@@ -394,6 +396,8 @@ def _route_warnings(log: Log) -> None:
             pass
 
     error.warning_sink = sink
+    # The init logs at the level create/run asked for (debug with --debug, else info and up).
+    error.log_sink = log.write
 
 
 def _message(e: BaseException) -> str:
