@@ -45,11 +45,13 @@ def main() -> None:
               "sys.exit(main(sys.argv[1:], delegate=False))"
         subprocess.run([PY, "-I", "-S", "-c", lib, "--root", root, "create", "--bundle", tmp, "probe"], check=True,
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        argv = ["--root", root, command, "probe"] if command != "list" else ["--root", root, "list"]
-        probe = PROBE.format(src=os.path.join(TOP, "src"), argv=argv)
-        r = subprocess.run([PY, "-I", "-S", "-c", probe], capture_output=True, text=True)
-        print(f"runu {command} imports:", r.stderr.strip())
-        subprocess.run([PY, "-I", "-S", "-c", lib, "--root", root, "delete", "--force", "probe"], check=True)
+        try:
+            argv = ["--root", root, command, "probe"] if command != "list" else ["--root", root, "list"]
+            probe = PROBE.format(src=os.path.join(TOP, "src"), argv=argv)
+            r = subprocess.run([PY, "-I", "-S", "-c", probe], capture_output=True, text=True)
+            print(f"runu {command} imports:", r.stderr.strip())
+        finally:  # the probe's init outlives this script otherwise, waiting on its exec.fifo
+            subprocess.run([PY, "-I", "-S", "-c", lib, "--root", root, "delete", "--force", "probe"], check=True)
 
 
 if __name__ == "__main__":
