@@ -69,8 +69,10 @@
 """
 
 import os
+import stat
 
 from mocktainer.error import ConfigError
+from mocktainer.init import DEFAULT_PATH
 from mocktainer.unikraft import SANDBOX_ANNOTATION
 from mocktainer.unikraft import cmdline as _cmdline
 from mocktainer.unikraft import kernel as _kernel
@@ -84,7 +86,6 @@ DEFAULT_LINUX_MEMORY_MIB = 256
 MIN_MEMORY_MIB = 8
 MIB = 1 << 20
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VMM_ENV = ("PATH=" + DEFAULT_PATH,)
 
 ENTRYPOINT = "/" + _kernel.KERNEL
@@ -493,7 +494,7 @@ def secure_join(root, unsafe, max_links=255):
         except OSError:
             resolved.append(part)
             continue
-        if (st.st_mode & 0o170000) != 0o120000:
+        if not stat.S_ISLNK(st.st_mode):
             resolved.append(part)
             continue
         links += 1

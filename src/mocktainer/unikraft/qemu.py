@@ -51,7 +51,7 @@ import struct
 from mocktainer.error import ConfigError
 from mocktainer.unikraft import vmmproc
 from mocktainer.unikraft.host import find_binary, hardware_virtualization, kvm_obstacle, kvm_usable
-from mocktainer.unikraft.vmm import ACCEL_ANNOTATION, ACCEL_ENV, ACCEL_VALUES, Launch
+from mocktainer.unikraft.vmm import ACCEL_ANNOTATION, Launch, accel_wanted  # noqa: F401  (ACCEL_ANNOTATION re-exported)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -131,19 +131,7 @@ def choose_accel(annotations, environ, kernel, *, config=(None, None), kvm_check
                  hwvirt_check=hardware_virtualization):
     """Return "kvm" or "tcg" for `kernel`, honouring the annotation, then RUNU_ACCEL, then
     `config` ((value, source) of `accel` in the config file)."""
-    value = (annotations or {}).get(ACCEL_ANNOTATION)
-    source = "annotation %s" % ACCEL_ANNOTATION
-    if value is None or value == "":
-        value = (environ or {}).get(ACCEL_ENV)
-        source = "environment variable %s" % ACCEL_ENV
-    if value is None or value == "":
-        value, source = config
-    if value is None or value == "":
-        value, source = "auto", None
-    if not isinstance(value, str) or value.strip().lower() not in ACCEL_VALUES:
-        raise ConfigError("%s=%r is not a valid accelerator: use kvm, tcg or auto"
-                          % (source, value))
-    value = value.strip().lower()
+    value, source = accel_wanted(annotations, environ, config)
     if value == "tcg":
         return "tcg"
     obstacle = kvm_obstacle(kernel, kvm_check, hwvirt_check)
@@ -223,18 +211,16 @@ def has_seccomp(binary):
 
 
 def _needed(f):
+    from mocktainer.unikraft.kernel import program_headers, program_table
+
     head = f.read(64)
-    if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+    if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
         return []
-    phoff, = struct.unpack_from("<Q", head, 32)
-    phentsize, phnum = struct.unpack_from("<HH", head, 54)
-    if phnum > 256 or phentsize < 56:
+    phoff, phentsize, phnum = program_table(head, "<", 64)
+    if phnum > 256:
         return []
-    f.seek(phoff)
-    table = f.read(phentsize * phnum)
     loads, dynamic = [], None
-    for i in range(phnum):
-        p_type, _flags, offset, vaddr, _paddr, filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
+    for p_type, offset, vaddr, filesz, _align in program_headers(f.fileno(), "<", 64, phoff, phentsize, phnum):
         if p_type == 1:  # PT_LOAD
             loads.append((vaddr, offset, filesz))
         elif p_type == 2:  # PT_DYNAMIC

@@ -108,6 +108,24 @@ class Launch:
             self.args, sorted(self.files), self.accel, self.machine, self.control, self.setup)
 
 
+def accel_wanted(annotations, environ, config=(None, None)):
+    """(kvm | tcg | auto, where it came from) of the accelerator knob: the annotation, then RUNU_ACCEL in
+    `environ`, then `config` ((value, source) of `accel` in the config file), else auto. ConfigError for
+    a value that is none of these; each backend decides which it can honour."""
+    value = (annotations or {}).get(ACCEL_ANNOTATION)
+    source = "annotation %s" % ACCEL_ANNOTATION
+    if value is None or value == "":
+        value = (environ or {}).get(ACCEL_ENV)
+        source = "environment variable %s" % ACCEL_ENV
+    if value is None or value == "":
+        value, source = config
+    if value is None or value == "":
+        return "auto", None
+    if not isinstance(value, str) or value.strip().lower() not in ACCEL_VALUES:
+        raise ConfigError("%s=%r is not a valid accelerator: use kvm, tcg or auto" % (source, value))
+    return value.strip().lower(), source
+
+
 def choose(annotations, settings):
     """(backend name, where the choice came from) for a container."""
     value = (annotations or {}).get(VMM_ANNOTATION)
