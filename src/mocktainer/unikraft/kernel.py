@@ -21,6 +21,8 @@ QEMU) read a file outside its rootfs, and reads the kernel's header to learn:
   it; QEMU cannot).
 """
 
+from __future__ import annotations
+
 import os
 import stat
 import struct
@@ -28,6 +30,15 @@ import struct
 from mocktainer.error import ConfigError
 
 from mocktainer.unikraft import INITRD, KERNEL  # noqa: F401  (re-exported)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterator, NoReturn
+
+    # (p_type, p_offset, p_vaddr, p_filesz, p_align) of one ELF program header
+    ProgramHeader = tuple[int, int, int, int, int]
+    # (arch, elf_class, boot_protocol, linux): see Kernel
+    Identity = tuple[str, int | None, str, bool]
 
 # ELF e_machine values we can run, and the QEMU architecture they map to.
 EM_386 = 3
@@ -68,18 +79,19 @@ class Kernel:
                  "boot_initrd")
     _FIELDS = ("path", "initrd", "arch", "elf_class", "boot_protocol", "linux")
 
-    def __init__(self, path, initrd, arch, elf_class, boot_protocol, linux=False):
+    def __init__(self, path: str, initrd: str | None, arch: str, elf_class: int | None, boot_protocol: str,
+                 linux: bool = False) -> None:
         self.path = path
         self.initrd = initrd
         self.arch = arch
         self.elf_class = elf_class
         self.boot_protocol = boot_protocol
         self.linux = bool(linux)
-        self.fds = None
+        self.fds: tuple[int, int | None] | None = None
         self.boot_path = path
         self.boot_initrd = initrd
 
-    def hand_over(self, first_fd):
+    def hand_over(self, first_fd: int) -> list[int]:
         """The open files (`fds`) the VMM must inherit as fds first_fd, first_fd+1, ...; from now on
         `boot_path`/`boot_initrd` name them by those numbers. The caller closes them once handed over."""
         files = [fd for fd in (self.fds or ()) if fd is not None]
@@ -89,24 +101,24 @@ class Kernel:
                 self.boot_initrd = "/proc/self/fd/%d" % (first_fd + 1)
         return files
 
-    def close(self):
+    def close(self) -> None:
         """Close the files `find_kernel(..., keep_open=True)` kept open."""
         fds, self.fds = self.fds, None
         for fd in fds or ():
             if fd is not None:
                 os.close(fd)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return ("Kernel(path=%r, initrd=%r, arch=%r, elf_class=%r, boot_protocol=%r, linux=%r)"
                 % (self.path, self.initrd, self.arch, self.elf_class, self.boot_protocol, self.linux))
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Kernel):
             return NotImplemented
         return all(getattr(self, a) == getattr(other, a) for a in self._FIELDS)
 
 
-def find_kernel(rootfs, keep_open=False):
+def find_kernel(rootfs: str, keep_open: bool = False) -> Kernel | None:
     """Return the bundle's `Kernel`, or None when `rootfs` has no unikraft kernel.
 
     A missing `unikraft`, `unikraft/bin` or `unikraft/bin/kernel` means "not a
@@ -138,9 +150,7 @@ def find_kernel(rootfs, keep_open=False):
                 arch, elf_class, protocol, linux = identify(kfd, kpath)
                 ipath = os.path.join(root, INITRD)
                 ifd = _open_file(bin_fd, ipath, "initrd")
-                if ifd is None:
-                    ipath = None
-                kern = Kernel(kpath, ipath, arch, elf_class, protocol, linux)
+                kern = Kernel(kpath, ipath if ifd is not None else None, arch, elf_class, protocol, linux)
                 if keep_open:
                     kern.fds, kfd, ifd = (kfd, ifd), None, None
             finally:
@@ -154,7 +164,7 @@ def find_kernel(rootfs, keep_open=False):
     return kern
 
 
-def _open_dirs(dir_fd, root, components):
+def _open_dirs(dir_fd: int, root: str, components: list[str]) -> int | None:
     """Open root/components... as directories without following symlinks."""
     fd = os.dup(dir_fd)
     path = root
@@ -174,7 +184,7 @@ def _open_dirs(dir_fd, root, components):
     return fd
 
 
-def _open_file(dir_fd, path, what):
+def _open_file(dir_fd: int, path: str, what: str) -> int | None:
     name = os.path.basename(path)
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
@@ -190,7 +200,7 @@ def _open_file(dir_fd, path, what):
     return fd
 
 
-def _refuse(path, name, err):
+def _refuse(path: str, name: str, err: OSError) -> NoReturn:
     import errno
     if err.errno == errno.ELOOP or (err.errno == errno.ENOTDIR and os.path.islink(path)):
         raise ConfigError(
@@ -203,7 +213,7 @@ def _refuse(path, name, err):
     raise ConfigError("cannot open %s: %s" % (path, err.strerror)) from None
 
 
-def identify(fd, path="kernel"):
+def identify(fd: int, path: str = "kernel") -> Identity:
     """Return (arch, elf_class, boot_protocol, linux) of the kernel open on `fd`."""
     head = os.pread(fd, _HEADER_READ, 0)
     if head[:4] == b"\x7fELF":
@@ -215,7 +225,7 @@ def identify(fd, path="kernel"):
     raise ConfigError("unikernel kernel %s is not a kernel image: %s" % (path, _EXPECTED))
 
 
-def _identify_elf(fd, path, head):
+def _identify_elf(fd: int, path: str, head: bytes) -> Identity:
     if len(head) < 52:
         raise ConfigError("unikernel kernel %s is a truncated ELF file: %s" % (path, _EXPECTED))
     ei_class, ei_data = head[4], head[5]
@@ -246,7 +256,7 @@ def _identify_elf(fd, path, head):
     return arch, elf_class, "elf", linux
 
 
-def _has_multiboot_header(head):
+def _has_multiboot_header(head: bytes) -> bool:
     magic = struct.pack("<I", MULTIBOOT_MAGIC)
     limit = min(len(head), MULTIBOOT_SEARCH) - 12
     off = head.find(magic)
@@ -259,7 +269,7 @@ def _has_multiboot_header(head):
     return False
 
 
-def program_table(head, end, elf_class):
+def program_table(head: bytes, end: str, elf_class: int) -> tuple[int, int, int]:
     """(e_phoff, e_phentsize, e_phnum) of the ELF header `head` (at least 52 bytes for ELF32, 64 for
     ELF64); `end` is the struct byte order ("<" or ">")."""
     if elf_class == 64:
@@ -271,7 +281,8 @@ def program_table(head, end, elf_class):
     return phoff, phentsize, phnum
 
 
-def program_headers(fd, end, elf_class, phoff, phentsize, phnum):
+def program_headers(fd: int, end: str, elf_class: int, phoff: int, phentsize: int,
+                    phnum: int) -> list[ProgramHeader]:
     """(p_type, p_offset, p_vaddr, p_filesz, p_align) of each program header of the ELF file open on `fd`
     (the table that `program_table` locates); [] for an implausible table, fewer for a truncated one."""
     if elf_class == 64:
@@ -292,7 +303,8 @@ def program_headers(fd, end, elf_class, phoff, phentsize, phnum):
     return out
 
 
-def _scan_notes(fd, end, elf_class, phoff, phentsize, phnum, file_size):
+def _scan_notes(fd: int, end: str, elf_class: int, phoff: int, phentsize: int, phnum: int,
+                file_size: int) -> tuple[bool, bool]:
     """(has a PVH entry note, has a "Linux" note) from the PT_NOTE segments."""
     pvh = linux = False
     for p_type, p_offset, _va, p_filesz, p_align in program_headers(fd, end, elf_class, phoff, phentsize, phnum):
@@ -307,7 +319,7 @@ def _scan_notes(fd, end, elf_class, phoff, phentsize, phnum, file_size):
     return pvh, linux
 
 
-def _notes(data, end, align):
+def _notes(data: bytes, end: str, align: int) -> Iterator[tuple[bytes, int]]:
     """(name, type) of each ELF note; `align` (4, or 8 for 8-aligned note segments) pads offsets."""
     mask = align - 1
     off = 0

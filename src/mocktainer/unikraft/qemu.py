@@ -45,6 +45,8 @@ This is the `qemu` VMM backend (see `vmm`): `launch(vm)` also honours
   guest's architecture (x86_64, aarch64, arm).
 """
 
+from __future__ import annotations
+
 import os
 import struct
 
@@ -55,7 +57,15 @@ from mocktainer.unikraft.vmm import ACCEL_ANNOTATION, Launch, accel_wanted  # no
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import IO, Any, Callable, Mapping, Sequence
+
+    from mocktainer.init import _Launch
     from mocktainer.unikraft.kernel import Kernel
+    from mocktainer.unikraft.net import Nic
+    from mocktainer.unikraft.vmm import VM, Knobs
+
+    # an allowed property of an extra option: its values, or a check of the value
+    PropertyCheck = tuple[str, ...] | Callable[[str], bool]
 
 NAME = "qemu"
 # Memory QEMU needs beside the guest's RAM (see bundle.memory_mib): measured here
@@ -90,7 +100,8 @@ MACHINE_ANNOTATION = "org.unikraft.runu.machine"
 MACHINES = {"x86_64": ("microvm", "pc", "q35"), "aarch64": ("virt",), "arm": ("virt",)}
 
 
-def qemu_binary(arch, path_env=None, configured=None, source=None):
+def qemu_binary(arch: str, path_env: str | None = None, configured: str | None = None,
+                source: str | None = None) -> str:
     """Absolute path of the QEMU system emulator for `arch`.
 
     `path_env` defaults to this process' PATH. `configured` (from `source`, the
@@ -118,7 +129,7 @@ def qemu_binary(arch, path_env=None, configured=None, source=None):
                           % (name, arch, e, package, package)) from None
 
 
-def find(settings, arch):
+def find(settings: Knobs, arch: str) -> str | None:
     """The QEMU binary for `arch` guests on this machine, or None (for `runu features`)."""
     configured, source = settings.get("qemu_binary")
     try:
@@ -127,8 +138,9 @@ def find(settings, arch):
         return None
 
 
-def choose_accel(annotations, environ, kernel, *, config=(None, None), kvm_check=kvm_usable,
-                 hwvirt_check=hardware_virtualization):
+def choose_accel(annotations: Mapping[str, str] | None, environ: Mapping[str, str] | None, kernel: Kernel, *,
+                 config: tuple[Any, str | None] = (None, None), kvm_check: Callable[[], bool] = kvm_usable,
+                 hwvirt_check: Callable[[], bool] = hardware_virtualization) -> str:
     """Return "kvm" or "tcg" for `kernel`, honouring the annotation, then RUNU_ACCEL, then
     `config` ((value, source) of `accel` in the config file)."""
     value, source = accel_wanted(annotations, environ, config)
@@ -142,7 +154,7 @@ def choose_accel(annotations, environ, kernel, *, config=(None, None), kvm_check
     return "tcg" if obstacle else "kvm"
 
 
-def machine_for(kernel, override=None):
+def machine_for(kernel: Kernel, override: str | None = None) -> str:
     """QEMU machine type for `kernel` (ConfigError when QEMU cannot boot it).
 
     PVH unikernels boot on `microvm` (no firmware to run: fastest); multiboot
@@ -173,7 +185,7 @@ def machine_for(kernel, override=None):
     return "virt"
 
 
-def cpu_for(arch, accel):
+def cpu_for(arch: str, accel: str) -> str:
     """The -cpu model: what the guest needs, without features KVM here rejects."""
     if arch == "x86_64":
         # KVM: the host's features, minus the arch-capabilities MSR that a
@@ -194,7 +206,7 @@ def cpu_for(arch, accel):
 SANDBOX_ARGS = ["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
 
 
-def has_seccomp(binary):
+def has_seccomp(binary: str) -> bool:
     """Whether the QEMU `binary` was built with its seccomp sandbox (`-sandbox`).
 
     QEMU has the sandbox exactly when it is linked with libseccomp, so this reads the ELF
@@ -210,7 +222,7 @@ def has_seccomp(binary):
         return False
 
 
-def _needed(f):
+def _needed(f: IO[bytes]) -> list[bytes]:
     from mocktainer.unikraft.kernel import program_headers, program_table
 
     head = f.read(64)
@@ -249,8 +261,9 @@ def _needed(f):
     return [strings[i:strings.index(b"\0", i)] for i in needed if i < len(strings) and b"\0" in strings[i:]]
 
 
-def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, machine=None,
-              nic_fds=None, cpu=None, extra_args=(), sandbox=False):
+def qemu_args(binary: str, kernel: Kernel, *, memory_mib: int, cmdline: str, accel: str, smp: int = 1,
+              machine: str | None = None, nic_fds: Sequence[tuple[int, str]] | None = None, cpu: str | None = None,
+              extra_args: Sequence[str] = (), sandbox: bool = False) -> list[str]:
     """The VMM's argv (argv[0] = `binary`) to boot `kernel`.
 
     `cmdline` is the guest command line (no -append when empty), `accel` "kvm"
@@ -299,7 +312,7 @@ def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, machine=None
     # boot_path/boot_initrd: /proc/self/fd/N when runu hands over the checked files (kernel.Kernel), so no
     # bundle path meets QEMU's option syntax (a multiboot -initrd is a module list split at ',' and ' ').
     args += ["-kernel", kernel.boot_path]
-    if kernel.initrd:
+    if kernel.initrd and kernel.boot_initrd:
         multiboot = kernel.boot_protocol == "multiboot"
         args += ["-initrd", _module_path(kernel.boot_initrd) if multiboot else kernel.boot_initrd]
     if cmdline:
@@ -309,7 +322,7 @@ def qemu_args(binary, kernel, *, memory_mib, cmdline, accel, smp=1, machine=None
     return args
 
 
-def _module_path(path):
+def _module_path(path: str) -> str:
     """`path` as one multiboot module: a path with `,` or a blank (the module list's separators) is refused
     (create hands QEMU the initrd as /proc/self/fd/N, which never has them)."""
     if "," in path or any(c.isspace() for c in path):
@@ -317,7 +330,7 @@ def _module_path(path):
     return path
 
 
-def nic_args(args, nics, start=0):
+def nic_args(args: Sequence[str], nics: Sequence[tuple[int, str]], start: int = 0) -> list[str]:
     """QEMU arguments for network devices on fds the VMM inherits.
 
     `args` is the VMM argv the devices are for (its `-M` decides virtio-mmio on
@@ -346,11 +359,11 @@ _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _MAX_CPU_MODEL = 256
 
 
-def _is_name(text):
+def _is_name(text: str) -> bool:
     return bool(text) and text[0].isalnum() and text.isascii() and _NAME_CHARS.issuperset(text)
 
 
-def check_cpu_model(value, source):
+def check_cpu_model(value: object, source: str | None) -> str:
     """`value` when it is a safe -cpu argument: `model[,[+-]feature[=value]...]`."""
     if not isinstance(value, str) or not value or len(value) > _MAX_CPU_MODEL:
         raise ConfigError("%s=%r is not a CPU model" % (source, value))
@@ -373,11 +386,11 @@ _ON_OFF = ("on", "off")
 _ON_OFF_AUTO = ("on", "off", "auto")
 
 
-def _number(value):
+def _number(value: str) -> bool:
     return value.isascii() and value.isdigit() and len(value) <= 12
 
 
-def _identifier(value):
+def _identifier(value: str) -> bool:
     return _is_name(value) and len(value) <= 64
 
 
@@ -385,7 +398,7 @@ def _identifier(value):
 # (a tuple) or a predicate}. "-device" also needs its driver in EXTRA_DEVICES.
 # Every property takes a plain word, so no option can name a host path, a
 # character device, a monitor, a drive, a file descriptor or a network back-end.
-EXTRA_OPTIONS = {
+EXTRA_OPTIONS: dict[str, dict[str, PropertyCheck]] = {
     "-rtc": {"base": ("utc", "localtime"), "clock": ("host", "rt", "vm"), "driftfix": ("none", "slew")},
     "-machine": {k: _ON_OFF_AUTO for k in (
         "acpi", "pit", "pic", "rtc", "hpet", "pcie", "isa-serial", "x-option-roms", "auto-kernel-cmdline",
@@ -410,9 +423,10 @@ EXTRA_DEVICES = {
 }
 
 
-def parse_extra_args(value, source):
+def parse_extra_args(value: object, source: str | None) -> list[str]:
     """The words of an extra-arguments setting: a list of strings, or a string holding a JSON
     list of strings or blank-separated words."""
+    words: object
     if isinstance(value, list):
         words = value
     elif isinstance(value, str) and value.lstrip().startswith("["):
@@ -432,7 +446,7 @@ def parse_extra_args(value, source):
     return words
 
 
-def check_extra_args(words, source):
+def check_extra_args(words: Sequence[str], source: str | None) -> list[str]:
     """`words` (a list) when every option is on the allow-list (see EXTRA_OPTIONS)."""
     words = list(words)
     allowed = ", ".join(sorted(EXTRA_OPTIONS))
@@ -468,7 +482,7 @@ def check_extra_args(words, source):
     return words
 
 
-def features():
+def features() -> dict[str, str]:
     """The annotations `runu features` lists for this backend's knobs."""
     return {
         MACHINE_ANNOTATION: "microvm | pc | q35 | virt: the QEMU machine type",
@@ -478,7 +492,7 @@ def features():
     }
 
 
-def linux_params(kernel):
+def linux_params(kernel: Kernel) -> tuple[str, ...]:
     """Kernel parameters for a Linux guest: the serial console; a panic reboots at once,
     which with -no-reboot ends QEMU (a power-off ends it too)."""
     console = "ttyS0" if kernel.arch == "x86_64" else "ttyAMA0"
@@ -530,7 +544,7 @@ def exit_status(status: int, reason: "str | None" = None) -> "tuple[int, str | N
     return code, None
 
 
-def launch(vm):
+def launch(vm: VM) -> Launch:
     """The QEMU backend: argv for `vm` (see vmm.VM); QEMU needs no files. With
     `vm.control_dir`, a QMP socket for graceful stop (`qmp_args`)."""
     kernel, ann, settings = vm.kernel, vm.annotations, vm.settings
@@ -538,6 +552,7 @@ def launch(vm):
     machine = machine_for(kernel, ann.get(MACHINE_ANNOTATION) or None)
     configured, source = settings.get("qemu_binary")
     binary = qemu_binary(kernel.arch, settings.environ.get("PATH"), configured, source)
+    cpu_source: str | None
     cpu, cpu_source = ann.get(CPU_ANNOTATION), "annotation %s" % CPU_ANNOTATION
     if not cpu:
         cpu, cpu_source = settings.get("qemu_cpu")
@@ -563,7 +578,7 @@ CONTROL_PROTOCOL = "qmp"
 QMP_SOCKET = "qmp.sock"
 
 
-def request_poweroff(path):
+def request_poweroff(path: str) -> bool:
     """Graceful stop (see control): `system_powerdown`, the ACPI power button, through the QMP socket at
     `path`; True once QEMU accepted it. OSError or ValueError when it cannot be asked."""
     from mocktainer import fastjson
@@ -589,7 +604,7 @@ def request_poweroff(path):
         sock.close()
 
 
-def qmp_args(control_dir):
+def qmp_args(control_dir: str) -> list[str]:
     """A private QMP server on `<control_dir>/qmp.sock`: runu's graceful stop sends
     `system_powerdown` (the ACPI power button) through it. `control_dir` is a short path to
     the container's state directory (`/proc/self/fd/N`, N an fd QEMU inherits), so the
@@ -603,7 +618,7 @@ def qmp_args(control_dir):
 # The network device the guest network (net.py) makes for QEMU: a macvtap whose fd QEMU gets.
 NIC_DEVICE = "macvtap"
 SUPERVISOR_MONITOR = "runu-sv"
-def with_nic(args, nic, fd):
+def with_nic(args: Sequence[str], nic: Nic, fd: int) -> list[str]:
     """QEMU's argv with the guest network: its -append replaced by the command line rendered again with the
     network's parameters (`nic.cmdline`, net.guest_cmdline), microvm without ACPI when the NIC is announced on
     that line (`nic.mmio`, net.microvm_mmio), and the NIC on `fd` (the macvtap's fd number in QEMU); `nic`
@@ -628,20 +643,20 @@ class Session(vmmproc.Session):
     QEMU needs no `setup` beside its argv.
     """
 
-    def __init__(self, launch, linux, setup=None):
+    def __init__(self, launch: _Launch, linux: bool, setup: dict[str, Any] | None = None) -> None:
         self.launch = launch
         self.linux = linux
         self.child = None
         self.sock = None
         self.buf = b""
-        self.reason = None
+        self.reason: str | None = None
 
     @property
-    def control_fd(self):
+    def control_fd(self) -> int:
         return self.sock.fileno() if self.sock is not None else -1
 
 
-    def spawn(self, nic=None):
+    def spawn(self, nic: Nic | None = None) -> None:
         """Start QEMU paused (-S), with the NIC of `nic` (a net.Nic) when given; `ready` waits for it."""
         import _socket
 
@@ -665,7 +680,7 @@ class Session(vmmproc.Session):
             theirs.close()
         self.sock, self.buf = mine, b""
 
-    def ready(self):
+    def ready(self) -> None:
         """Wait until QEMU's monitor answers (its machine is built); VMMError (QEMU's own words) otherwise."""
         import time
 
@@ -674,12 +689,12 @@ class Session(vmmproc.Session):
         deadline = time.monotonic() + READY_TIMEOUT
         greeting = self._message(deadline, "start")
         if "QMP" not in greeting:
-            self.child.kill()
+            self.vmm.kill()
             raise self._error("QEMU's monitor did not greet: %r" % (greeting,))
         self._command("qmp_capabilities", deadline, "start")
-        self.child.start_relaying()
+        self.vmm.start_relaying()
 
-    def attach(self, nic):
+    def attach(self, nic: Nic) -> None:
         """A network that appeared after create: QEMU cannot take new kernel parameters once its machine is
         built (the guest's address is on the command line), so the paused QEMU is replaced by one with the
         NIC, before the guest ever ran. The container's pid (the supervisor's) does not change."""
@@ -687,7 +702,7 @@ class Session(vmmproc.Session):
         self.spawn(nic)
         self.ready()
 
-    def resume(self):
+    def resume(self) -> None:
         import time
 
         from mocktainer.unikraft.vmmproc import READY_TIMEOUT, VMMError
@@ -695,12 +710,12 @@ class Session(vmmproc.Session):
         try:
             self._command("cont", time.monotonic() + READY_TIMEOUT, "resume")
         except (OSError, VMMError):
-            if not self.child.exited():
+            if not self.vmm.exited():
                 raise
             # The guest ran and QEMU ended before its answer came (a guest that exits at once): the
             # container started; the supervisor reports how it ended.
 
-    def on_control(self):
+    def on_control(self) -> bool:
         """Read what QEMU said (events); False once the monitor is closed (QEMU is ending)."""
         try:
             data = self.sock.recv(65536)
@@ -716,7 +731,7 @@ class Session(vmmproc.Session):
             self._handle(_json(line))
         return True
 
-    def _handle(self, msg):
+    def _handle(self, msg: dict[str, Any]) -> None:
         event = msg.get("event")
         data = msg.get("data") or {}
         if event == "SHUTDOWN" and data.get("reason") in ("guest-reset", "guest-panic"):
@@ -730,26 +745,26 @@ class Session(vmmproc.Session):
             self.reason = self.reason or msg["return"]["status"]
             self._send("quit")
 
-    def _send(self, command):
+    def _send(self, command: str) -> None:
         try:
             self.sock.sendall(b'{"execute": "%s"}\n' % command.encode())
         except OSError:
             pass  # QEMU is going away
 
-    def _message(self, deadline, what):
+    def _message(self, deadline: float, what: str) -> dict[str, Any]:
         while b"\n" not in self.buf:
-            self.child.wait_readable(self.sock.fileno(), deadline, what)
+            self.vmm.wait_readable(self.sock.fileno(), deadline, what)
             try:
                 data = self.sock.recv(65536)
             except ConnectionResetError:
                 data = b""
             if not data:  # QEMU closed its monitor: it is ending
-                raise self._error(self.child.failure(what))
+                raise self._error(self.vmm.failure(what))
             self.buf += data
         line, self.buf = self.buf.split(b"\n", 1)
         return _json(line)
 
-    def _command(self, command, deadline, what):
+    def _command(self, command: str, deadline: float, what: str) -> Any:
         self._send(command)
         while True:
             reply = self._message(deadline, what)
@@ -758,16 +773,16 @@ class Session(vmmproc.Session):
             elif "return" in reply:
                 return reply["return"]
             elif "error" in reply:
-                self.child.kill()
+                self.vmm.kill()
                 raise self._error("QEMU refused %s: %s" % (command, (reply.get("error") or {}).get("desc", reply)))
 
-    def _error(self, msg):
+    def _error(self, msg: str) -> vmmproc.VMMError:
         from mocktainer.unikraft.vmmproc import VMMError
 
         return VMMError(msg)
 
 
-def _json(line):
+def _json(line: bytes) -> dict[str, Any]:
     from mocktainer import fastjson
 
     try:

@@ -42,7 +42,27 @@ config file (see `settings`), else `qemu`. An unknown name is an error.
 Backends are imported only by `runu create` (and `runu features`).
 """
 
+from __future__ import annotations
+
 from mocktainer.error import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any, Mapping, Protocol
+
+    from mocktainer.unikraft.kernel import Kernel
+
+    class Knobs(Protocol):
+        """The runtime-wide settings a backend reads (runu's settings.Settings): `get(key)` is
+        (value, where it came from) or (None, None)."""
+
+        environ: Mapping[str, str]
+
+        def get(self, key: str, use_env: bool = True) -> tuple[Any, str | None]: ...
+
+    # A VMM's control socket: (protocol, socket file name in the state directory).
+    Control = tuple[str, str]
 
 VMM_ANNOTATION = "org.unikraft.runu.vmm"
 # The accelerator knob, the same for every backend (each says which values it can honour).
@@ -73,8 +93,9 @@ class VM:
     __slots__ = ("kernel", "cmdline", "memory_mib", "vcpus", "annotations", "settings", "state_dir",
                  "container_id", "control_dir")
 
-    def __init__(self, kernel, cmdline, memory_mib, vcpus, annotations, settings, state_dir=None,
-                 container_id=None, control_dir=None):
+    def __init__(self, kernel: Kernel, cmdline: str, memory_mib: int, vcpus: int, annotations: dict[str, str],
+                 settings: Knobs, state_dir: str | None = None, container_id: str | None = None,
+                 control_dir: str | None = None) -> None:
         self.kernel = kernel
         self.cmdline = cmdline
         self.memory_mib = memory_mib
@@ -95,7 +116,9 @@ class Launch:
 
     __slots__ = ("args", "files", "accel", "machine", "control", "setup")
 
-    def __init__(self, args, files=None, accel=None, machine=None, control=None, setup=None):
+    def __init__(self, args: list[str], files: dict[str, bytes] | None = None, accel: str | None = None,
+                 machine: str | None = None, control: Control | None = None,
+                 setup: dict[str, Any] | None = None) -> None:
         self.args = args
         self.files = dict(files or {})
         self.accel = accel
@@ -103,17 +126,18 @@ class Launch:
         self.control = control
         self.setup = dict(setup or {})
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Launch(args=%r, files=%r, accel=%r, machine=%r, control=%r, setup=%r)" % (
             self.args, sorted(self.files), self.accel, self.machine, self.control, self.setup)
 
 
-def accel_wanted(annotations, environ, config=(None, None)):
+def accel_wanted(annotations: Mapping[str, str] | None, environ: Mapping[str, str] | None,
+                 config: tuple[Any, str | None] = (None, None)) -> tuple[str, str | None]:
     """(kvm | tcg | auto, where it came from) of the accelerator knob: the annotation, then RUNU_ACCEL in
     `environ`, then `config` ((value, source) of `accel` in the config file), else auto. ConfigError for
     a value that is none of these; each backend decides which it can honour."""
     value = (annotations or {}).get(ACCEL_ANNOTATION)
-    source = "annotation %s" % ACCEL_ANNOTATION
+    source: str | None = "annotation %s" % ACCEL_ANNOTATION
     if value is None or value == "":
         value = (environ or {}).get(ACCEL_ENV)
         source = "environment variable %s" % ACCEL_ENV
@@ -126,10 +150,10 @@ def accel_wanted(annotations, environ, config=(None, None)):
     return value.strip().lower(), source
 
 
-def choose(annotations, settings):
+def choose(annotations: Mapping[str, str] | None, settings: Knobs) -> tuple[str, str | None]:
     """(backend name, where the choice came from) for a container."""
     value = (annotations or {}).get(VMM_ANNOTATION)
-    source = "annotation %s" % VMM_ANNOTATION
+    source: str | None = "annotation %s" % VMM_ANNOTATION
     if value is None or value == "":
         value, source = settings.get("vmm")
     if value is None or value == "":
@@ -141,7 +165,7 @@ def choose(annotations, settings):
     return name, source
 
 
-def backend(name):
+def backend(name: str) -> ModuleType:
     """The backend module called `name`."""
     import sys
 
@@ -153,7 +177,7 @@ def backend(name):
     return sys.modules[module]
 
 
-def available(settings, arch=None):
+def available(settings: Knobs, arch: str | None = None) -> list[tuple[str, str]]:
     """[(name, binary path)] of the backends whose VMM this machine has, for `arch`
     (default: the host's)."""
     from mocktainer.unikraft.host import host_arch
@@ -167,7 +191,7 @@ def available(settings, arch=None):
     return found
 
 
-def feature_annotations(environ):
+def feature_annotations(environ: Mapping[str, str]) -> dict[str, str]:
     """The annotations `runu features` lists for the VMM knobs, with the backends found here:
     `org.unikraft.runu.vmm.available` (comma-separated names) and `org.unikraft.runu.vmm.default`
     (the backend a container without the annotation gets)."""

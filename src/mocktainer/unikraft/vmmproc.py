@@ -154,6 +154,13 @@ class Session:
     child: Child | None = None
     sock: Any = None
 
+    @property
+    def vmm(self) -> Child:
+        """`child` once spawned; VMMError when a step runs before `spawn` (a Session used out of order)."""
+        if self.child is None:
+            raise VMMError("the VMM has not been started")
+        return self.child
+
     def fds(self) -> set[int]:
         """The descriptors the supervisor must keep open."""
         return {self.sock.fileno()} if self.sock is not None else set()
