@@ -40,12 +40,12 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
-    from types import ModuleType
     from typing import Callable
 
     from _socket import socket as AnySocket
 
     from mocktainer.container import Container
+    from mocktainer.unikraft.vmm import Backend
 
 CONTROL_FILE = "control"
 TIMEOUT = 3.0
@@ -167,7 +167,7 @@ def http_response(sock: AnySocket) -> tuple[int, bytes]:
     return int(status[1]), body
 
 
-def _backend_for(protocol: str) -> ModuleType | None:
+def _backend_for(protocol: str) -> Backend | None:
     """The VMM backend whose control socket speaks `protocol` (its CONTROL_PROTOCOL), or None."""
     from mocktainer.unikraft import vmm
 

@@ -31,6 +31,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from mocktainer.init import _Launch
+    from mocktainer.unikraft.net import Nic
+
 MODULE = "mocktainer.unikraft.supervisor"
 # Signals the supervisor passes on to the VMM (the others keep their default action: KILL and STOP cannot be
 # caught; the VMM dies with the supervisor).
@@ -52,7 +55,7 @@ def prepare(config: dict[str, Any], launch: Any) -> Supervisor:
     return sup
 
 
-def _attach_in_a_child(instr: dict[str, Any]) -> Any:
+def _attach_in_a_child(instr: dict[str, Any]) -> Nic | None:
     """net.attach in a short-lived child, so that pyroute2 (some 24 MiB, in the container's memory limit)
     never loads into the supervisor, which lives as long as the container. The Nic comes back as JSON on a
     socketpair, the macvtap's fd beside it (SCM_RIGHTS)."""
@@ -111,13 +114,13 @@ def _attach_in_a_child(instr: dict[str, Any]) -> Any:
 
 
 class Supervisor:
-    def __init__(self, config: dict[str, Any], launch: Any) -> None:
+    def __init__(self, config: dict[str, Any], launch: _Launch) -> None:
         from mocktainer.unikraft import vmm
 
         self.backend = vmm.backend(config["vmm"])
         self.network = config.get("network")
         self.session = self.backend.Session(launch, bool(config.get("linux")), config.get("setup") or {})
-        self.nic: Any = None
+        self.nic: Nic | None = None
 
     def prepare(self) -> None:
         """The network when there is one, and the VMM started; `ready` waits for it."""
@@ -135,7 +138,7 @@ class Supervisor:
             self.abort()
             raise
 
-    def _attach_network(self) -> Any:
+    def _attach_network(self) -> Nic | None:
         if not self.network:
             return None
         from mocktainer.unikraft import net
@@ -153,17 +156,17 @@ class Supervisor:
             self.nic = None
 
     def fds(self) -> set[int]:
-        child = self.session.child
+        child = self.session.vmm
         out = {child.err_fd, child.pidfd} | self.session.fds()
         if self.nic is not None and self.nic.fd >= 0:
             out.add(self.nic.fd)
         return out - {-1}
 
     def alive(self) -> bool:
-        return not self.session.child.exited()
+        return not self.session.vmm.exited()
 
     def start(self) -> None:
-        child = self.session.child
+        child = self.session.vmm
         if child.exited():
             from mocktainer.unikraft.vmmproc import VMMError
 
@@ -191,7 +194,7 @@ class Supervisor:
         import _signal
         import select
 
-        session, child = self.session, self.session.child
+        session, child = self.session, self.session.vmm
 
         def forward(signum: int, _frame: object) -> None:
             child.signal(signum)

@@ -48,7 +48,6 @@ from mocktainer.error import ConfigError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from types import ModuleType
     from typing import Any, Mapping, Protocol
 
     from mocktainer.unikraft.kernel import Kernel
@@ -63,6 +62,51 @@ if TYPE_CHECKING:
 
     # A VMM's control socket: (protocol, socket file name in the state directory).
     Control = tuple[str, str]
+
+    from mocktainer.init import _Launch
+    from mocktainer.unikraft.net import Nic
+    from mocktainer.unikraft.vmmproc import Child
+
+    class Session(Protocol):
+        """A backend's prepared VMM, driven by the container's supervisor (see supervisor.py and
+        vmmproc.Session, which the backends' Sessions extend)."""
+
+        child: Child | None
+
+        @property
+        def vmm(self) -> Child: ...
+        @property
+        def control_fd(self) -> int: ...
+        def fds(self) -> set[int]: ...
+        def spawn(self, nic: Nic | None = None) -> None: ...
+        def ready(self) -> None: ...
+        def attach(self, nic: Nic) -> None: ...
+        def resume(self) -> None: ...
+        def on_control(self) -> bool: ...
+        def abort(self) -> None: ...
+
+    class Backend(Protocol):
+        """A backend module (see the module doc)."""
+
+        NAME: str
+        OVERHEAD_MIB: int
+        NIC_DEVICE: str
+        CONTROL_PROTOCOL: str
+
+        def Session(self, launch: _Launch, linux: bool, setup: dict[str, Any]) -> Session: ...  # noqa: N802
+        def linux_params(self, kernel: Kernel) -> tuple[str, ...]: ...
+        def prepends_program(self, kernel: Kernel) -> bool: ...
+        def exit_status(self, status: int, reason: str | None = None) -> tuple[int, str | None]: ...
+        def find(self, settings: Knobs, arch: str) -> str | None: ...
+        def launch(self, vm: VM) -> Launch: ...
+        def features(self) -> dict[str, str]: ...
+        def request_poweroff(self, path: str) -> bool: ...
+
+    # (mypy checks here that each backend module has the interface)
+    from mocktainer.unikraft import firecracker as _firecracker
+    from mocktainer.unikraft import qemu as _qemu
+
+    _BACKENDS: tuple[Backend, ...] = (_qemu, _firecracker)
 
 VMM_ANNOTATION = "org.unikraft.runu.vmm"
 # The accelerator knob, the same for every backend (each says which values it can honour).
@@ -165,7 +209,7 @@ def choose(annotations: Mapping[str, str] | None, settings: Knobs) -> tuple[str,
     return name, source
 
 
-def backend(name: str) -> ModuleType:
+def backend(name: str) -> Backend:
     """The backend module called `name`."""
     import sys
 
@@ -174,7 +218,8 @@ def backend(name: str) -> ModuleType:
     except KeyError:
         raise ConfigError("no VMM backend called %r (known: %s)" % (name, ", ".join(BACKENDS))) from None
     __import__(module)  # (importlib itself would cost the import of `warnings`)
-    return sys.modules[module]
+    found: Backend = sys.modules[module]  # type: ignore[assignment]  # a backend module: see Backend
+    return found
 
 
 def available(settings: Knobs, arch: str | None = None) -> list[tuple[str, str]]:
