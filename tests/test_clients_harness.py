@@ -11,15 +11,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-import clients  # noqa: E402
+import clients
 
 pytestmark = [
     pytest.mark.clients,

@@ -13,7 +13,6 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -23,9 +22,8 @@ import pytest
 
 from conftest import RUNU_LIBRARY as RUNU, base_env, children_of, needs_root, reap_zombies
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import clients  # noqa: E402
-from runu_helpers import spec, write_bundle  # noqa: E402
+import clients
+from runu_helpers import spec, write_bundle
 
 pytestmark = [needs_root]
 

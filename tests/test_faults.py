@@ -16,7 +16,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,11 +24,10 @@ import pytest
 
 from conftest import RUNU_LIBRARY as RUNU, base_env, children_of, needs_root, reap_zombies, vmm_of
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import clients  # noqa: E402
-from runu_helpers import alive, spec, write_bundle  # noqa: E402
+import clients
+from runu_helpers import alive, spec, write_bundle
 
-from mocktainer import failpoint, system  # noqa: E402
+from mocktainer import failpoint, system
 
 pytestmark = [needs_root]
 

@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,10 +27,10 @@ import pytest
 from conftest import RUNU, base_env, needs_root, vmm_argv
 from runu_helpers import BACKENDS, alive, kill_and_reap, wait_exit
 
+import clients
+from guest.build import build_tiny
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import clients  # noqa: E402
-from guest.build import build_tiny  # noqa: E402
 
 VMM = "org.unikraft.runu.vmm"
 MIB = 1 << 20

@@ -18,11 +18,10 @@ import pytest
 
 from conftest import RUNU, needs_root
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import clients  # noqa: E402
-from guest import linux  # noqa: E402
-from guest.build import build_tiny  # noqa: E402
-from mocktainer.unikraft import host, net, qemu  # noqa: E402
+import clients
+from guest import linux
+from guest.build import build_tiny
+from mocktainer.unikraft import host, net, qemu
 
 QEMU = shutil.which("qemu-system-x86_64")
 FIRECRACKER = shutil.which("firecracker")

@@ -9,7 +9,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import time
 
 import pytest
@@ -17,9 +16,8 @@ import pytest
 from conftest import needs_root, vmm_of
 from runu_helpers import BACKENDS, Runtime, assert_error, log_lines, spec, wait_for, write_bundle
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import clients  # noqa: E402
-from guest.build import build_tiny  # noqa: E402
+import clients
+from guest.build import build_tiny
 
 pytestmark = [needs_root, pytest.mark.integration]
 

@@ -5,17 +5,15 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 
 from conftest import base_env, needs_root, vmm_of
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import clients  # noqa: E402
-from guest.build import build_tiny  # noqa: E402
-from mocktainer.unikraft import qemu  # noqa: E402
+import clients
+from guest.build import build_tiny
+from mocktainer.unikraft import qemu
 
 pytestmark = [needs_root, pytest.mark.integration]
 

@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,13 +21,13 @@ import pytest
 
 from conftest import RUNU, base_env, children_of, needs_root, vmm_of
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import clients  # noqa: E402
-from guest.build import build_tiny  # noqa: E402
-from runu_helpers import BACKENDS, alive, kill_and_reap, wait_exit  # noqa: E402
+import clients
+from guest.build import build_tiny
+from runu_helpers import BACKENDS, alive, kill_and_reap, wait_exit
 
-from mocktainer.unikraft import firecracker, qemu  # noqa: E402
+from mocktainer.unikraft import firecracker, qemu
+
+HERE = Path(__file__).resolve().parent
 
 GREETING = "Hello from the runu test kernel"
 VMM = "org.unikraft.runu.vmm"

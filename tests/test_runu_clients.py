@@ -32,12 +32,12 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import clients  # noqa: E402
-from conftest import vmm_of  # noqa: E402
+import clients
+from conftest import vmm_of
 
-from mocktainer import system  # noqa: E402
+from mocktainer import system
+
+HERE = Path(__file__).resolve().parent
 
 pytestmark = [
     pytest.mark.clients,

@@ -5,16 +5,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from conftest import needs_root, vmm_argv, vmm_of
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import clients  # noqa: E402
-from guest.build import build_tiny  # noqa: E402
+import clients
+from guest.build import build_tiny
 
 pytestmark = [needs_root, pytest.mark.integration,
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 is not installed")]

@@ -14,14 +14,13 @@ import time
 
 import pytest
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-if SRC not in sys.path:
-    sys.path.insert(0, SRC)
 
-from mocktainer import error as mocktainer_error  # noqa: E402
-from mocktainer.error import ConfigError  # noqa: E402
-from mocktainer.unikraft import bundle, host, kernel, qemu  # noqa: E402
-from mocktainer.unikraft.kernel import Kernel  # noqa: E402
+from mocktainer import error as mocktainer_error
+from mocktainer.error import ConfigError
+from mocktainer.unikraft import bundle, firecracker, host, kernel, qemu, settings, vmm
+from mocktainer.unikraft.kernel import Kernel
+
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 EM_RISCV = 243
 
@@ -844,8 +843,6 @@ class TestPlanUnikernel:
 
 # -- settings.py: the config file ---------------------------------------------------
 
-from mocktainer.unikraft import firecracker, settings, vmm  # noqa: E402
-
 
 class TestSettings:
     def write(self, tmp_path, text):
@@ -1329,11 +1326,7 @@ integration = pytest.mark.skipif(not (HAVE_QEMU and HAVE_BUILDER),
 
 @pytest.fixture(scope="module")
 def tiny_kernels(tmp_path_factory):
-    sys.path.insert(0, GUEST_DIR)
-    try:
-        import build
-    finally:
-        sys.path.remove(GUEST_DIR)
+    from guest import build
     out = str(tmp_path_factory.mktemp("tiny"))
     return {fmt: build.build_tiny(out, fmt) for fmt in ("pvh", "multiboot")}
 

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,12 +24,12 @@ import pytest
 
 from conftest import RUNU, base_env, needs_root, vmm_argv, vmm_of
 
+import clients
+from runu_helpers import BACKENDS, FIRECRACKER, needs_firecracker
+from guest.build import build_tiny
+from mocktainer.unikraft import host, qemu
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import clients  # noqa: E402
-from runu_helpers import BACKENDS, FIRECRACKER, needs_firecracker  # noqa: E402
-from guest.build import build_tiny  # noqa: E402
-from mocktainer.unikraft import host, qemu  # noqa: E402
 
 GREETING = "Hello from the runu test kernel"
 VMM = "org.unikraft.runu.vmm"
