@@ -22,8 +22,9 @@ import pytest
 
 from conftest import RUNU_LIBRARY as RUNU, base_env, children_of, needs_root, reap_zombies
 
-import clients
-from runu_helpers import spec, write_bundle
+from harness.images import unikernel_bundle
+from harness.procs import processes_mentioning
+from harness.runu import spec, write_bundle
 
 pytestmark = [needs_root]
 
@@ -174,7 +175,7 @@ def test_kill_does_not_signal_a_reused_pid(tmp_path, root):
 # ---- many lifecycles at once ---------------------------------------------------------------------
 
 def _count_leaks(root: str) -> dict[str, object]:
-    qemus = clients.processes_mentioning(root)  # (by argument or open file: a VMM holds its state directory)
+    qemus = processes_mentioning(root)  # (by argument or open file: a VMM holds its state directory)
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     with open("/proc/self/mountinfo") as f:
         mounts = len(f.read().splitlines())
@@ -200,7 +201,7 @@ def test_parallel_tiny_guest_lifecycles_leak_nothing(tmp_path, root):
 
     kernel = build_tiny(str(tmp_path / "k"), "pvh")
     # "idle" must be a kernel word, not an application argument after "--": no environment
-    b = clients.unikernel_bundle(tmp_path / "bundle", kernel, ["idle"], annotations={"org.unikraft.runu.accel": "tcg"})
+    b = unikernel_bundle(tmp_path / "bundle", kernel, ["idle"], annotations={"org.unikraft.runu.accel": "tcg"})
     os.makedirs(root, exist_ok=True)
     before = _count_leaks(root)
 

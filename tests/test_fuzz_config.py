@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from conftest import needs_root
-from runu_helpers import Runtime, spec, write_bundle
+from harness.runu import Runtime, spec, write_bundle
 
 from runu.delegate import is_unikernel
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from conftest import RUNU, base_env, needs_root, vmm_argv
-from runu_helpers import BACKENDS, alive, kill_and_reap, wait_exit
+from harness.runu import BACKENDS, alive, kill_and_reap, wait_exit
 
-import clients
+from harness.images import KEEP, unikernel_bundle
 from guest.build import build_tiny
 
 HERE = Path(__file__).resolve().parent
@@ -60,8 +60,8 @@ def linux_guest(tmp_path_factory):
 
 
 def make_bundle(tmp_path: Path, kernel: str, args=(), annotations=None, initrd=None, memory_mib=None) -> str:
-    resources = {"memory": {"limit": memory_mib * MIB}} if memory_mib else clients.KEEP
-    return clients.unikernel_bundle(tmp_path / "bundle", kernel, args, initrd=initrd, annotations=annotations,
+    resources = {"memory": {"limit": memory_mib * MIB}} if memory_mib else KEEP
+    return unikernel_bundle(tmp_path / "bundle", kernel, args, initrd=initrd, annotations=annotations,
                                     resources=resources)
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import RUNU, needs_root
 
-import clients
+from harness.images import unikernel_bundle
 from guest import linux
 from guest.build import build_tiny
 from mocktainer.unikraft import host, net, qemu
@@ -319,7 +319,7 @@ def guest(tmp_path_factory):
 
 def linux_bundle(tmp_path: Path, guest, netns_path: str, args, name="bundle") -> str:
     kernel, initrd = guest
-    return clients.unikernel_bundle(tmp_path / name, kernel, ["quiet", *args], initrd=initrd,
+    return unikernel_bundle(tmp_path / name, kernel, ["quiet", *args], initrd=initrd,
                                     annotations={"org.unikraft.runu.accel": "tcg"},
                                     resources={"memory": {"limit": (GUEST_MIB + 64) << 20}}, netns=netns_path)
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import base_env, needs_root, vmm_of
 
-import clients
+from harness.images import unikernel_bundle
 from guest.build import build_tiny
 from mocktainer.unikraft import qemu
 
@@ -29,7 +29,7 @@ def kernel(tmp_path_factory):
 
 
 def make_bundle(tmp_path, kernel, args=("idle", "--"), name="bundle"):
-    return clients.unikernel_bundle(tmp_path / name, kernel, args, annotations={"org.unikraft.runu.accel": "tcg"},
+    return unikernel_bundle(tmp_path / name, kernel, args, annotations={"org.unikraft.runu.accel": "tcg"},
                                     resources={"memory": {"limit": 160 * 1024 * 1024}})
 
 

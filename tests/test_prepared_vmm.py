@@ -21,9 +21,10 @@ import pytest
 
 from conftest import RUNU, base_env, children_of, needs_root, vmm_of
 
-import clients
+from harness.images import unikernel_bundle
+from harness.procs import processes_mentioning
 from guest.build import build_tiny
-from runu_helpers import BACKENDS, alive, kill_and_reap, wait_exit
+from harness.runu import BACKENDS, alive, kill_and_reap, wait_exit
 
 from mocktainer.unikraft import firecracker, qemu
 
@@ -129,7 +130,7 @@ def kernel(tmp_path_factory):
 
 
 def bundle(tmp_path: Path, kernel: str, args=(), annotations=None, resources=None, hooks=None) -> str:
-    b = clients.unikernel_bundle(tmp_path / "bundle", kernel, args, annotations=annotations,
+    b = unikernel_bundle(tmp_path / "bundle", kernel, args, annotations=annotations,
                                  resources=resources or {})
     if hooks:
         cfg = json.loads(Path(b, "config.json").read_text())
@@ -162,7 +163,7 @@ def status(root: str, cid: str) -> str:
 
 
 def mentioning(text: str) -> list[int]:
-    return clients.processes_mentioning(text, names=[])
+    return processes_mentioning(text, names=[])
 
 
 def qmp(state_dir: str, command: str) -> dict:

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import needs_root, vmm_argv, vmm_of
 
-import clients
+from harness.images import KEEP, unikernel_bundle
 from guest.build import build_tiny
 
 pytestmark = [needs_root, pytest.mark.integration,
@@ -29,8 +29,8 @@ def kernels(tmp_path_factory):
 
 
 def make_bundle(tmp_path, kernel, args=(), env=(), annotations=None, memory=None, name="bundle"):
-    return clients.unikernel_bundle(tmp_path / name, kernel, args, env=env, annotations=annotations,
-                                    resources=clients.KEEP if memory is None else {"memory": {"limit": memory}})
+    return unikernel_bundle(tmp_path / name, kernel, args, env=env, annotations=annotations,
+                                    resources=KEEP if memory is None else {"memory": {"limit": memory}})
 
 
 def runu(root, *args, timeout=60, env=None, **kw):
