@@ -7,9 +7,11 @@ import select
 import shutil
 import subprocess
 import time
+
 import pytest
-from mocktainer.unikraft import bundle, host
+
 from harness.unikernels import unikraft_argv
+from mocktainer.unikraft import bundle, host
 
 GUEST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest")
 

@@ -12,10 +12,23 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
+
 from .fs import remove_cgroups, remove_tree, unmount_under
 from .procs import (
-    CONTAINERD_START_TIMEOUT, DEFAULT_TIMEOUT, HarnessError, all_pids, cmdline, eventually, kill_tree,
-    missing_binaries, processes_mentioning, read_stat, reap_zombies, run_cmd, unique_id)
+    CONTAINERD_START_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    HarnessError,
+    all_pids,
+    cmdline,
+    eventually,
+    kill_tree,
+    missing_binaries,
+    processes_mentioning,
+    read_stat,
+    reap_zombies,
+    run_cmd,
+    unique_id,
+)
 from .pty import PtyProcess
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
 from .containerd import Containerd
 from .procs import DEFAULT_TIMEOUT, HarnessError, missing_binaries, run_cmd
 

@@ -9,11 +9,21 @@ import subprocess
 import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
+
 from .fs import remove_cgroups, remove_tree, unmount_under
 from .images import normalize_ref
 from .procs import (
-    DEFAULT_TIMEOUT, HarnessError, all_pids, cmdline, kill_tree, missing_binaries, read_stat, reap_zombies,
-    run_cmd, wait_gone)
+    DEFAULT_TIMEOUT,
+    HarnessError,
+    all_pids,
+    cmdline,
+    kill_tree,
+    missing_binaries,
+    read_stat,
+    reap_zombies,
+    run_cmd,
+    wait_gone,
+)
 from .pty import PtyProcess
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import subprocess
 import termios
 import time
 from typing import Mapping, Sequence
+
 from .procs import DEFAULT_TIMEOUT
 
 # ---------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 reading of a guest command line (to check what a guest would see)."""
 
 import struct
-from mocktainer.unikraft.kernel import Kernel
 
+from mocktainer.unikraft.kernel import Kernel
 
 EM_RISCV = 243
 

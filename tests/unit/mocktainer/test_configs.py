@@ -1,6 +1,7 @@
 """mocktainer.configs and mocktainer.state: libmocktainer's field names, accessors, the state file's shape."""
 
 import json
+
 import mocktainer
 from mocktainer import configs, fastjson
 from mocktainer.state import State, Status

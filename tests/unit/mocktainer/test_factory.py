@@ -1,6 +1,7 @@
 """mocktainer.factory and mocktainer.error: container ids, and one base for the library's errors."""
 
 import pytest
+
 import mocktainer
 from mocktainer.factory import validate_id
 

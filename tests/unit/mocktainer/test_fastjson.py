@@ -1,7 +1,9 @@
 """mocktainer.fastjson: same answers as json, and a clear failure if CPython's private encoder changes."""
 
 import json
+
 import pytest
+
 from mocktainer import fastjson
 
 

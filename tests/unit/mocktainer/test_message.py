@@ -2,7 +2,9 @@
 
 import struct
 import sys
+
 import pytest
+
 import mocktainer
 from mocktainer import message
 

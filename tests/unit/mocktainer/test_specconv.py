@@ -1,6 +1,7 @@
 """mocktainer.specconv: an OCI spec to a Config."""
 
 import pytest
+
 import mocktainer
 from mocktainer import configs, specconv
 

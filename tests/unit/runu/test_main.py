@@ -1,6 +1,7 @@
 """runu.main: flag parsing (runc's spellings, flags after the id, errors)."""
 
 import pytest
+
 from runu.main import CREATE_FLAGS, GLOBAL_FLAGS, UsageError, parse_flags
 
 

@@ -1,7 +1,9 @@
 """runu.output: JSON and table output formatted like runc's."""
 
 import json
+
 import pytest
+
 from runu.output import pretty_json, table
 
 

@@ -1,6 +1,7 @@
 """runu.signals: signal names and numbers as runc accepts them."""
 
 import pytest
+
 from runu.signals import SignalError, parse_signal
 
 

@@ -1,11 +1,13 @@
 """mocktainer.unikraft.bundle: the guest command line, resources, sandboxes and the create-time plan."""
 
 import os
+
 import pytest
+
+from harness.unikernels import make_bzimage, make_elf, make_exe, make_rootfs, opt, unikraft_argv, unikraft_view
 from mocktainer import error as mocktainer_error
 from mocktainer.error import ConfigError
 from mocktainer.unikraft import bundle, firecracker, host, qemu, vmm
-from harness.unikernels import make_bzimage, make_elf, make_exe, make_rootfs, opt, unikraft_argv, unikraft_view
 
 AWKWARD = [
     "two words", "it's", 'say "hi"', "both ' and \"", "tab\there", "new\nline",

@@ -1,11 +1,14 @@
 """mocktainer.unikraft.firecracker: the VM configuration and the files it writes."""
 
 import os
+
 import pytest
+
+from harness.unikernels import fake_kernel, make_exe
 from mocktainer import error as mocktainer_error
 from mocktainer.error import ConfigError
 from mocktainer.unikraft import firecracker, host, settings, vmm
-from harness.unikernels import fake_kernel, make_exe
+
 
 def fc_vm(kernel=None, annotations=None, environ=None, values=None, state_dir="/run/runu/fc-1",
           memory=64, vcpus=1, cmdline="exit=3 -- hi"):

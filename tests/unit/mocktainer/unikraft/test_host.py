@@ -1,10 +1,13 @@
 """mocktainer.unikraft.host: the VMM binaries and KVM this host offers."""
 
 import os
+
 import pytest
+
+from harness.unikernels import make_exe
 from mocktainer.error import ConfigError
 from mocktainer.unikraft import host, qemu
-from harness.unikernels import make_exe
+
 
 class TestBinaries:
     def test_path_first(self, tmp_path):

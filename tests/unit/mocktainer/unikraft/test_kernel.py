@@ -1,10 +1,13 @@
 """mocktainer.unikraft.kernel: finding and reading the kernel in a bundle (synthetic ELF/bzImage headers)."""
 
 import os
+
 import pytest
+
+from harness.unikernels import EM_RISCV, make_bzimage, make_elf, make_rootfs
 from mocktainer.error import ConfigError
 from mocktainer.unikraft import kernel
-from harness.unikernels import EM_RISCV, make_bzimage, make_elf, make_rootfs
+
 
 class TestFindKernel:
     def test_no_unikraft_dir_is_not_a_unikernel(self, tmp_path):

@@ -1,9 +1,11 @@
 """mocktainer.unikraft.qemu: the accelerator, the QEMU command line and its knobs."""
 
 import pytest
+
+from harness.unikernels import fake_kernel, make_exe, opt
 from mocktainer.error import ConfigError
 from mocktainer.unikraft import firecracker, host, qemu
-from harness.unikernels import fake_kernel, make_exe, opt
+
 
 class TestChooseAccel:
     K = fake_kernel()

@@ -2,10 +2,13 @@
 
 import subprocess
 import sys
+
 import pytest
+
+from conftest import SRC
 from mocktainer.error import ConfigError
 from mocktainer.unikraft import settings
-from conftest import SRC
+
 
 class TestSettings:
     def write(self, tmp_path, text):

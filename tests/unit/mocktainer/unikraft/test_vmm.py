@@ -2,10 +2,15 @@
 
 import os
 import shutil
+
 import pytest
-from mocktainer.error import ConfigError
-from mocktainer.unikraft import firecracker, qemu, settings, vmm
+
 from harness.unikernels import exited, killed, make_exe
+from mocktainer.error import ConfigError
+from mocktainer.unikraft import firecracker, host, qemu, settings, vmm
+
+# Firecracker counts as available only where KVM is usable (/dev/kvm is root's here).
+needs_kvm = pytest.mark.skipif(not host.kvm_usable(), reason="firecracker needs a usable /dev/kvm")
 
 class TestChooseVmm:
     def choose(self, annotations=None, environ=None, values=None):
@@ -39,6 +44,7 @@ class TestChooseVmm:
         with pytest.raises(ConfigError, match="no VMM backend called 'x'"):
             vmm.backend("x")
 
+    @needs_kvm
     def test_available_honours_the_binary_settings(self, tmp_path):
         fc = make_exe(tmp_path / "my-firecracker")
         qemu_bin = make_exe(tmp_path / "qemu-x86_64-custom")
@@ -51,6 +57,7 @@ class TestChooseVmm:
         assert vmm.available(settings.Settings(environ={"RUNU_FIRECRACKER_BINARY": str(fc)}), "aarch64") \
             in ([], [("qemu", shutil.which("qemu-system-aarch64"))])
 
+    @needs_kvm
     def test_feature_annotations(self, tmp_path):
         fc = make_exe(tmp_path / "fc")
         ann = vmm.feature_annotations({"RUNU_CONFIG": "", "RUNU_FIRECRACKER_BINARY": str(fc),
