@@ -7,6 +7,7 @@ leak nothing, and `runu list` stays correct and fast with 1,000 containers.
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -24,14 +25,11 @@ from conftest import RUNU_LIBRARY as RUNU, base_env, children_of, needs_root, re
 
 from harness.images import unikernel_bundle
 from harness.procs import processes_mentioning
-from harness.runu import spec, write_bundle
+from harness.runu import runu as runu_binary, spec, write_bundle
+
+runu = functools.partial(runu_binary, binary=RUNU)  # runu-library: no delegate
 
 pytestmark = [needs_root]
-
-
-def runu(root: str, *args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([RUNU, "--root", root, *args], capture_output=True, text=True, timeout=timeout,
-                          env=base_env(), **kw)
 
 
 def create(root: str, bundle: str, cid: str) -> int:

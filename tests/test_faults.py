@@ -9,6 +9,7 @@ moments of `create`. Afterwards `runu state` must answer (a status, or "does not
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -25,10 +26,12 @@ import pytest
 from conftest import RUNU_LIBRARY as RUNU, base_env, children_of, needs_root, reap_zombies, vmm_of
 
 from harness.images import unikernel_bundle
-from harness.procs import processes_mentioning
-from harness.runu import alive, spec, write_bundle
+from harness.procs import ip, processes_mentioning
+from harness.runu import runu as runu_binary, alive, spec, write_bundle
 
 from mocktainer import failpoint, system
+
+runu = functools.partial(runu_binary, binary=RUNU)  # runu-library: no delegate
 
 pytestmark = [needs_root]
 
@@ -39,11 +42,6 @@ START_POINTS = [p for p in failpoint.POINTS if p.startswith("start:")]
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
-
-def runu(root: str, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([RUNU, "--root", root, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env=env or base_env())
-
 
 def create(root: str, bundle: str, cid: str, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`runu create` with its output in a file: the container process inherits stdio, so never a pipe."""
@@ -314,10 +312,6 @@ def test_create_killed_at_random_moments_leaves_nothing(scene):
 
 
 # ---- start killed mid-way, with a guest network to undo ------------------------------------------------
-
-def ip(*args: str) -> str:
-    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
-
 
 def net_view(ns: str) -> tuple[list[str], list[str]]:
     links = sorted(li["ifname"] for li in json.loads(ip("-j", "-n", ns, "link", "show")))

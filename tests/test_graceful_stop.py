@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import RUNU, base_env, needs_root, vmm_argv
-from harness.runu import BACKENDS, alive, kill_and_reap, wait_exit
+from harness.runu import runu, BACKENDS, alive, kill_and_reap, wait_exit
 
 from harness.images import KEEP, unikernel_bundle
 from guest.build import build_tiny
@@ -63,11 +63,6 @@ def make_bundle(tmp_path: Path, kernel: str, args=(), annotations=None, initrd=N
     resources = {"memory": {"limit": memory_mib * MIB}} if memory_mib else KEEP
     return unikernel_bundle(tmp_path / "bundle", kernel, args, initrd=initrd, annotations=annotations,
                                     resources=resources)
-
-
-def runu(root: str, *args: str, timeout=60) -> subprocess.CompletedProcess:
-    return subprocess.run([RUNU, "--root", root, *args], capture_output=True, text=True, timeout=timeout,
-                          env=base_env())
 
 
 def create(root: str, bundle: str, cid: str, log: Path) -> int:

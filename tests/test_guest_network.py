@@ -19,6 +19,7 @@ import pytest
 from conftest import RUNU, needs_root
 
 from harness.images import unikernel_bundle
+from harness.procs import ip
 from guest import linux
 from guest.build import build_tiny
 from mocktainer.unikraft import host, net, qemu
@@ -29,10 +30,6 @@ BUSYBOX = "/bin/busybox"
 M = linux.MARKER
 GUEST_MIB = 128
 VMM = "org.unikraft.runu.vmm"
-
-
-def ip(*args: str) -> str:
-    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
 
 
 def links(ns: str) -> list[str]:

@@ -14,6 +14,7 @@ from conftest import base_env, needs_root, vmm_of
 from harness.images import unikernel_bundle
 from guest.build import build_tiny
 from mocktainer.unikraft import qemu
+from harness.runu import runu
 
 pytestmark = [needs_root, pytest.mark.integration]
 
@@ -31,11 +32,6 @@ def kernel(tmp_path_factory):
 def make_bundle(tmp_path, kernel, args=("idle", "--"), name="bundle"):
     return unikernel_bundle(tmp_path / name, kernel, args, annotations={"org.unikraft.runu.accel": "tcg"},
                                     resources={"memory": {"limit": 160 * 1024 * 1024}})
-
-
-def runu(root, *args, timeout=60):
-    return subprocess.run([RUNU, "--root", root, *args], capture_output=True, text=True, timeout=timeout,
-                          env=base_env())
 
 
 def proc_status(pid):

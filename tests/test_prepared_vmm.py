@@ -24,7 +24,7 @@ from conftest import RUNU, base_env, children_of, needs_root, vmm_of
 from harness.images import unikernel_bundle
 from harness.procs import processes_mentioning
 from guest.build import build_tiny
-from harness.runu import BACKENDS, alive, kill_and_reap, wait_exit
+from harness.runu import runu, BACKENDS, alive, kill_and_reap, wait_exit
 
 from mocktainer.unikraft import firecracker, qemu
 
@@ -137,11 +137,6 @@ def bundle(tmp_path: Path, kernel: str, args=(), annotations=None, resources=Non
         cfg["hooks"] = hooks
         Path(b, "config.json").write_text(json.dumps(cfg))
     return b
-
-
-def runu(root: str, *args: str, timeout=60, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([RUNU, "--root", root, *args], capture_output=True, text=True, timeout=timeout,
-                          env=base_env(), **kw)
 
 
 def create(root: str, b: str, cid: str, log: Path, argv0=()) -> subprocess.CompletedProcess:

@@ -27,7 +27,7 @@ from harness.containerd import Containerd, CtrIds, ctr_run, task_delete, task_ki
 from harness.images import build_image, import_image, unikernel_bundle, unikraft_rootfs
 from harness.procs import become_subreaper, processes_mentioning, reap_zombies, require
 from harness.wait import wait_for
-from harness.runu import BACKENDS, FIRECRACKER, needs_firecracker
+from harness.runu import runu, BACKENDS, FIRECRACKER, needs_firecracker
 from guest.build import build_tiny
 from mocktainer.unikraft import host, qemu
 
@@ -55,11 +55,6 @@ def make_bundle(tmp_path: Path, kernel: str, args=(), annotations=None, resource
     # mode words (idle, exit=N) stay the tiny kernel's: no environment after them
     return unikernel_bundle(tmp_path / name, kernel, args, initrd=initrd, annotations=annotations,
                                     resources=resources or {})
-
-
-def runu(root: str, *args: str, env=None, timeout=60, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([RUNU, "--root", root, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env or base_env(), **kw)
 
 
 def create(root: str, bundle: str, cid: str, log: Path, env=None) -> int:

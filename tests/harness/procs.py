@@ -244,6 +244,11 @@ def run_cmd(argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, check: boo
     return res
 
 
+def ip(*args: str, timeout: float = 30) -> str:
+    """`ip ARGS` (iproute2); its stdout. CalledProcessError when it fails."""
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=timeout).stdout
+
+
 def missing_binaries(*names: str) -> list[str]:
     """The names (commands or absolute paths) that are not executable here."""
     missing = []

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import children_of
+from conftest import base_env, children_of
 
 from .wait import wait_for  # noqa: F401  (re-exported: tests import it from here)
 
@@ -158,6 +158,16 @@ class Runtime:
     def new_processes(self) -> list[int]:
         """Live processes started (and orphaned to us) since this runtime was set up."""
         return sorted(set(children_of(os.getpid())) - self._children_before)
+
+
+def runu(root: str, *args: str, env: dict[str, str] | None = None, log: str | None = None, timeout: float = 60,
+         binary: str = RUNU, **kw) -> subprocess.CompletedProcess:
+    """`runu --root ROOT ARGS` (or `binary`, e.g. RUNU_LIBRARY) to completion, output captured as text, stdin
+    /dev/null; `env` defaults to conftest's `base_env()`; with `log`, a JSON `--log` file."""
+    flags = ["--root", root] + (["--log", log, "--log-format", "json"] if log else [])
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env if env is not None else base_env(), **kw)
 
 
 def kill_and_reap(pid: int) -> None:
