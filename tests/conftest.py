@@ -9,11 +9,10 @@ import uuid
 
 import pytest
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-if SRC not in sys.path:
-    sys.path.insert(0, SRC)
 
-from mocktainer import system  # noqa: E402
+from mocktainer import system
+
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 
 def _install_test_launcher(name: str = "runu", call: str = "main()") -> str:

@@ -22,7 +22,7 @@ from mocktainer import cgroups, configs, specconv
 from mocktainer.cgroups import Host, Limits, cgroup_mode, inner_path, parse_mountinfo, parse_proc_cgroup
 
 from conftest import SRC, needs_root
-from runu_helpers import RUNU_LIBRARY, Runtime, alive, spec, wait_exit, wait_for, write_bundle
+from harness.runu import RUNU_LIBRARY, Runtime, alive, spec, wait_exit, wait_for, write_bundle
 
 # ---- cgroupsPath: cgroupfs -------------------------------------------------------------------
 

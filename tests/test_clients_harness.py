@@ -1,4 +1,4 @@
-"""Prove tests/clients.py with Debian's runc (and crun): real containerd + ctr and podman + conmon.
+"""Prove the client harness (tests/harness/) with Debian's runc (and crun): real containerd + ctr and podman + conmon.
 
 The runtime is always reached through a tiny logging wrapper script, so each test also checks that
 the client really called the binary it was given (and with which flags).  Pointing these helpers at
@@ -11,15 +11,18 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-import clients  # noqa: E402
+from harness.containerd import (Containerd, container_rm, ctr_cleanup, ctr_run, task_delete, task_kill,
+    task_ls, task_ps, wait_task_status)
+from harness.fs import mounts_under
+from harness.images import build_image, busybox_rootfs, import_image, unikraft_rootfs
+from harness.podman import Podman
+from harness.procs import become_subreaper, cmdline, crun_cgroup_problem, read_stat, reap_zombies, require, unique_id
 
 pytestmark = [
     pytest.mark.clients,
@@ -31,9 +34,9 @@ RUNTIMES = {"runc": "/usr/sbin/runc", "crun": "/usr/bin/crun"}
 
 @pytest.fixture(scope="module", autouse=True)
 def subreaper():
-    clients.become_subreaper()
+    become_subreaper()
     yield
-    clients.reap_zombies()
+    reap_zombies()
 
 
 @pytest.fixture(params=sorted(RUNTIMES))
@@ -41,8 +44,8 @@ def runtime(request, tmp_path):
     """(name, wrapper path, call log): a shell wrapper that logs its argv and execs the runtime."""
     name = request.param
     real = RUNTIMES[name]
-    clients.require(real)
-    if name == "crun" and (why := clients.crun_cgroup_problem()):
+    require(real)
+    if name == "crun" and (why := crun_cgroup_problem()):
         pytest.skip(why)
     log = tmp_path / f"{name}-calls.log"
     log.touch()
@@ -54,18 +57,18 @@ def runtime(request, tmp_path):
 
 @pytest.fixture(scope="module")
 def busybox_tar(tmp_path_factory):
-    clients.require("umoci", "busybox")
+    require("umoci", "busybox")
     tmp = tmp_path_factory.mktemp("busybox-image")
-    rootfs = clients.busybox_rootfs(tmp / "rootfs")
-    return clients.build_image(rootfs, "localhost/mocktainer/busybox:latest",
+    rootfs = busybox_rootfs(tmp / "rootfs")
+    return build_image(rootfs, "localhost/mocktainer/busybox:latest",
                                cmd=["echo", "hello from the image"], dest=tmp / "busybox.oci.tar")
 
 
 @pytest.fixture(scope="module")
 def containerd(busybox_tar):
-    clients.require("containerd", "ctr", "containerd-shim-runc-v2")
-    with clients.Containerd() as cd:
-        cd.image = clients.import_image(cd, busybox_tar, "localhost/mocktainer/busybox:latest")
+    require("containerd", "ctr", "containerd-shim-runc-v2")
+    with Containerd() as cd:
+        cd.image = import_image(cd, busybox_tar, "localhost/mocktainer/busybox:latest")
         yield cd
 
 
@@ -78,10 +81,10 @@ def calls(log: Path) -> list[str]:
 
 
 def test_build_image_with_unikraft_kernel(tmp_path):
-    clients.require("umoci")
+    require("umoci")
     kernel = b"\x7fELF" + bytes(range(256)) * 4
-    rootfs = clients.unikraft_rootfs(tmp_path / "rootfs", kernel, initrd=b"initrd-bytes")
-    tar_path = clients.build_image(rootfs, "uk-hello", entrypoint=["/unikraft/bin/kernel"],
+    rootfs = unikraft_rootfs(tmp_path / "rootfs", kernel, initrd=b"initrd-bytes")
+    tar_path = build_image(rootfs, "uk-hello", entrypoint=["/unikraft/bin/kernel"],
                                    cmd=["-h"], annotations={"org.example.k": "v"},
                                    labels={"org.example.l": "w"})
     assert tar_path == tmp_path / "rootfs.oci.tar"
@@ -105,9 +108,9 @@ def test_build_image_with_unikraft_kernel(tmp_path):
 
 
 def test_import_unikraft_image_into_containerd(tmp_path, containerd):
-    rootfs = clients.unikraft_rootfs(tmp_path / "rootfs", b"\x7fELF-not-really")
-    tar_path = clients.build_image(rootfs, "localhost/uk/kernel-only:v1", cmd=["arg"])
-    ref = clients.import_image(containerd, tar_path, "localhost/uk/kernel-only:v1")
+    rootfs = unikraft_rootfs(tmp_path / "rootfs", b"\x7fELF-not-really")
+    tar_path = build_image(rootfs, "localhost/uk/kernel-only:v1", cmd=["arg"])
+    ref = import_image(containerd, tar_path, "localhost/uk/kernel-only:v1")
     assert ref == "localhost/uk/kernel-only:v1"
     containerd.ctr("image", "rm", ref, check=True)
 
@@ -118,46 +121,46 @@ def test_import_unikraft_image_into_containerd(tmp_path, containerd):
 
 def test_ctr_run_rm_prints_line(containerd, runtime):
     name, wrapper, log = runtime
-    cid = clients.unique_id("rm")
+    cid = unique_id("rm")
     try:
-        res = clients.ctr_run(containerd, containerd.image, cid, wrapper, "echo", f"hello via {name}",
+        res = ctr_run(containerd, containerd.image, cid, wrapper, "echo", f"hello via {name}",
                               check=True)
         assert res.stdout == f"hello via {name}\n"
-        res = clients.ctr_run(containerd, containerd.image, cid + "-cmd", wrapper, check=True)
+        res = ctr_run(containerd, containerd.image, cid + "-cmd", wrapper, check=True)
         assert res.stdout == "hello from the image\n"
     finally:
-        clients.ctr_cleanup(containerd, cid)
-        clients.ctr_cleanup(containerd, cid + "-cmd")
+        ctr_cleanup(containerd, cid)
+        ctr_cleanup(containerd, cid + "-cmd")
     lines = calls(log)
     assert any(re.search(rf"--log-format json create --bundle \S+ --pid-file \S+ {cid}$", ln) for ln in lines)
     # the shim appends the namespace to --runc-root, like its default /run/containerd/runc/<ns>
     assert all(ln.startswith(f"--root {containerd.runtime_root}/{containerd.namespace} ") for ln in lines)
-    assert cid not in clients.task_ls(containerd)
+    assert cid not in task_ls(containerd)
 
 
 def test_ctr_run_detached_ps_kill_delete(containerd, runtime):
     name, wrapper, log = runtime
-    cid = clients.unique_id("det")
+    cid = unique_id("det")
     script = "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done"
     try:
-        clients.ctr_run(containerd, containerd.image, cid, wrapper, "sh", "-c", script,
+        ctr_run(containerd, containerd.image, cid, wrapper, "sh", "-c", script,
                         detach=True, check=True)
-        task = clients.wait_task_status(containerd, cid, "RUNNING")
-        pids = clients.task_ps(containerd, cid)
+        task = wait_task_status(containerd, cid, "RUNNING")
+        pids = task_ps(containerd, cid)
         assert task["pid"] in pids
-        assert clients._cmdline(task["pid"])[:2] == ["sh", "-c"]
+        assert cmdline(task["pid"])[:2] == ["sh", "-c"]
         deadline = time.monotonic() + 10
         while "ready" not in containerd.task_log(cid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert "ready" in containerd.task_log(cid)
-        clients.task_kill(containerd, cid, "SIGTERM", check=True)
-        clients.wait_task_status(containerd, cid, "STOPPED")
-        clients.task_delete(containerd, cid, check=True)
-        clients.wait_task_status(containerd, cid, None)
+        task_kill(containerd, cid, "SIGTERM", check=True)
+        wait_task_status(containerd, cid, "STOPPED")
+        task_delete(containerd, cid, check=True)
+        wait_task_status(containerd, cid, None)
         assert "got-term" in containerd.task_log(cid)
-        clients.container_rm(containerd, cid, check=True)
+        container_rm(containerd, cid, check=True)
     finally:
-        clients.ctr_cleanup(containerd, cid)
+        ctr_cleanup(containerd, cid)
     verbs = [ln.split()[6] if ln.startswith("--root") else ln for ln in calls(log)]
     assert verbs[:2] == ["create", "start"]
     assert "ps" in verbs and "kill" in verbs and "delete" in verbs
@@ -166,51 +169,51 @@ def test_ctr_run_detached_ps_kill_delete(containerd, runtime):
 
 def test_ctr_run_tty(containerd, runtime):
     name, wrapper, log = runtime
-    cid = clients.unique_id("tty")
+    cid = unique_id("tty")
     try:
-        with clients.ctr_run(containerd, containerd.image, cid, wrapper, "sh", tty=True) as term:
+        with ctr_run(containerd, containerd.image, cid, wrapper, "sh", tty=True) as term:
             term.read_until("# ", timeout=20)
             term.send("echo tty-$((40+2))\n")
             term.read_until(re.compile(rb"tty-42\r*\n"), timeout=20)
             term.send("exit 3\n")
             assert term.wait(timeout=20) == 3
     finally:
-        clients.ctr_cleanup(containerd, cid)
+        ctr_cleanup(containerd, cid)
     assert any("--console-socket" in ln and ln.endswith(cid) for ln in calls(log))
 
 
 def test_ctr_run_tty_plain_output(containerd, runtime):
     name, wrapper, _log = runtime
-    cid = clients.unique_id("ttyo")
+    cid = unique_id("ttyo")
     try:
-        term = clients.ctr_run(containerd, containerd.image, cid, wrapper, "echo", "line on a tty",
+        term = ctr_run(containerd, containerd.image, cid, wrapper, "echo", "line on a tty",
                                tty=True)
         with term:
             assert term.wait(timeout=20) == 0
             assert "line on a tty\n" in term.text
     finally:
-        clients.ctr_cleanup(containerd, cid)
+        ctr_cleanup(containerd, cid)
 
 
 def test_containerd_stop_cleans_up(busybox_tar, tmp_path):
-    clients.require("containerd", "ctr", "containerd-shim-runc-v2", RUNTIMES["runc"])
-    cd = clients.Containerd()
+    require("containerd", "ctr", "containerd-shim-runc-v2", RUNTIMES["runc"])
+    cd = Containerd()
     try:
         cd.start()
-        ref = clients.import_image(cd, busybox_tar, "localhost/mocktainer/busybox:latest")
-        cid = clients.unique_id("left")
-        clients.ctr_run(cd, ref, cid, RUNTIMES["runc"], "sleep", "1000", detach=True, check=True)
-        task = clients.wait_task_status(cd, cid, "RUNNING")
+        ref = import_image(cd, busybox_tar, "localhost/mocktainer/busybox:latest")
+        cid = unique_id("left")
+        ctr_run(cd, ref, cid, RUNTIMES["runc"], "sleep", "1000", detach=True, check=True)
+        task = wait_task_status(cd, cid, "RUNNING")
         shims = cd.shim_pids()
         assert len(shims) == 1
-        assert clients.mounts_under(cd.base)
+        assert mounts_under(cd.base)
         assert any(os.path.isdir(f"/sys/fs/cgroup/{c}/{cd.namespace}") for c in ("memory", "pids", ""))
     finally:
         cd.stop()
     cd.stop()  # idempotent
     assert not cd.base.exists()
-    assert clients._read_stat(task["pid"]) is None
-    assert all(clients._read_stat(p) is None for p in shims)
+    assert read_stat(task["pid"]) is None
+    assert all(read_stat(p) is None for p in shims)
     assert not cd.shim_pids()
     assert not [d for d in os.listdir("/sys/fs/cgroup")
                 if os.path.exists(f"/sys/fs/cgroup/{d}/{cd.namespace}")]
@@ -222,10 +225,10 @@ def test_containerd_stop_cleans_up(busybox_tar, tmp_path):
 
 @pytest.fixture
 def podman_with(runtime):
-    clients.require("podman", "conmon")
+    require("podman", "conmon")
     name, wrapper, log = runtime
     custom = f"harness-{name}"
-    with clients.Podman({custom: wrapper}) as pm:
+    with Podman({custom: wrapper}) as pm:
         yield pm, custom, log
     assert not pm.base.exists()
     assert not pm.conmon_pids()
@@ -268,8 +271,8 @@ def test_reap_zombies_leaves_popen_children_alone():
     deadline = time.monotonic() + 10
     reaped = []
     while time.monotonic() < deadline:
-        reaped += clients.reap_zombies()
-        if reaped and (st := clients._read_stat(proc.pid)) and st[0] == "Z":
+        reaped += reap_zombies()
+        if reaped and (st := read_stat(proc.pid)) and st[0] == "Z":
             break
         time.sleep(0.05)
     assert reaped, "the orphaned sleep was not adopted and reaped"

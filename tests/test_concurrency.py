@@ -7,13 +7,13 @@ leak nothing, and `runu list` stays correct and fast with 1,000 containers.
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -23,16 +23,13 @@ import pytest
 
 from conftest import RUNU_LIBRARY as RUNU, base_env, children_of, needs_root, reap_zombies
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import clients  # noqa: E402
-from runu_helpers import spec, write_bundle  # noqa: E402
+from harness.images import unikernel_bundle
+from harness.procs import processes_mentioning
+from harness.runu import runu as runu_binary, spec, write_bundle
+
+runu = functools.partial(runu_binary, binary=RUNU)  # runu-library: no delegate
 
 pytestmark = [needs_root]
-
-
-def runu(root: str, *args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([RUNU, "--root", root, *args], capture_output=True, text=True, timeout=timeout,
-                          env=base_env(), **kw)
 
 
 def create(root: str, bundle: str, cid: str) -> int:
@@ -176,7 +173,7 @@ def test_kill_does_not_signal_a_reused_pid(tmp_path, root):
 # ---- many lifecycles at once ---------------------------------------------------------------------
 
 def _count_leaks(root: str) -> dict[str, object]:
-    qemus = clients.processes_mentioning(root)  # (by argument or open file: a VMM holds its state directory)
+    qemus = processes_mentioning(root)  # (by argument or open file: a VMM holds its state directory)
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     with open("/proc/self/mountinfo") as f:
         mounts = len(f.read().splitlines())
@@ -202,7 +199,7 @@ def test_parallel_tiny_guest_lifecycles_leak_nothing(tmp_path, root):
 
     kernel = build_tiny(str(tmp_path / "k"), "pvh")
     # "idle" must be a kernel word, not an application argument after "--": no environment
-    b = clients.unikernel_bundle(tmp_path / "bundle", kernel, ["idle"], annotations={"org.unikraft.runu.accel": "tcg"})
+    b = unikernel_bundle(tmp_path / "bundle", kernel, ["idle"], annotations={"org.unikraft.runu.accel": "tcg"})
     os.makedirs(root, exist_ok=True)
     before = _count_leaks(root)
 

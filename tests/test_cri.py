@@ -30,7 +30,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -40,11 +39,11 @@ import pytest
 
 from conftest import RUNU, needs_root
 
-HERE = Path(__file__).resolve().parent
+import clients
+from guest import linux
+
 POD_DNS, POD_SEARCH = "10.96.0.10", "default.svc.cluster.local"
-sys.path.insert(0, str(HERE))
-import clients  # noqa: E402
-from guest import linux  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 pytestmark = [pytest.mark.integration, pytest.mark.clients]
 

@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from conftest import RUNU, base_env, needs_root
-from runu_helpers import crun_unusable, spec, wait_exit, write_bundle
+from harness.runu import runu, crun_unusable, spec, wait_exit, write_bundle
 
 from mocktainer.error import ConfigError
 from mocktainer.ids import ID_CHARS
@@ -104,12 +104,6 @@ def test_is_unikernel(tmp_path):
 
 # ---- real runtimes ----------------------------------------------------------------------------
 
-def runu(root, *args, env=None, log=None, timeout=60):
-    flags = ["--root", root] + (["--log", log, "--log-format", "json"] if log else [])
-    return subprocess.run([RUNU, *flags, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env=env or base_env())
-
-
 def create(root, bundle, cid, env=None, log=None):
     """`runu create`; output in a file (the container inherits stdio, a pipe would stay open)."""
     import tempfile
@@ -149,9 +143,9 @@ def tiny(tmp_path_factory):
 
 
 def unikernel(tmp_path, kernel, name="uk", namespaces=None):
-    import clients
+    from harness.images import unikernel_bundle
 
-    b = clients.unikernel_bundle(tmp_path / name, kernel, ["idle"], annotations=TCG,
+    b = unikernel_bundle(tmp_path / name, kernel, ["idle"], annotations=TCG,
                                  resources={"memory": {"limit": 160 << 20}})
     if namespaces is not None:
         cfg = json.loads((tmp_path / name / "config.json").read_text())

@@ -9,6 +9,7 @@ moments of `create`. Afterwards `runu state` must answer (a status, or "does not
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -16,7 +17,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,11 +25,13 @@ import pytest
 
 from conftest import RUNU_LIBRARY as RUNU, base_env, children_of, needs_root, reap_zombies, vmm_of
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import clients  # noqa: E402
-from runu_helpers import alive, spec, write_bundle  # noqa: E402
+from harness.images import unikernel_bundle
+from harness.procs import ip, processes_mentioning
+from harness.runu import runu as runu_binary, alive, spec, write_bundle
 
-from mocktainer import failpoint, system  # noqa: E402
+from mocktainer import failpoint, system
+
+runu = functools.partial(runu_binary, binary=RUNU)  # runu-library: no delegate
 
 pytestmark = [needs_root]
 
@@ -40,11 +42,6 @@ START_POINTS = [p for p in failpoint.POINTS if p.startswith("start:")]
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
-
-def runu(root: str, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([RUNU, "--root", root, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env=env or base_env())
-
 
 def create(root: str, bundle: str, cid: str, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`runu create` with its output in a file: the container process inherits stdio, so never a pipe."""
@@ -138,7 +135,7 @@ class Scene:
             text = f.read()
         return {
             "state directory": os.path.exists(os.path.join(self.root, cid)),
-            "processes": clients.processes_mentioning(self.marker, self.root),
+            "processes": processes_mentioning(self.marker, self.root),
             "new children": sorted(set(children_of(os.getpid())) - self.children),
             "cgroups": self.cgroup_dirs(),
             "mounts": [line for line in text.splitlines() if str(self.tmp) in line],
@@ -149,7 +146,7 @@ class Scene:
             runu(self.root, "delete", "--force", cid)
         # after a failure, what delete could not find: processes of this scene, then its cgroups
         name = self.cgroup_parent
-        victims = set(clients.processes_mentioning(self.marker))
+        victims = set(processes_mentioning(self.marker))
         for leaf in self.cgroup_dirs():
             try:
                 victims.update(int(p) for p in open(os.path.join(leaf, "cgroup.procs")).read().split())
@@ -316,10 +313,6 @@ def test_create_killed_at_random_moments_leaves_nothing(scene):
 
 # ---- start killed mid-way, with a guest network to undo ------------------------------------------------
 
-def ip(*args: str) -> str:
-    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
-
-
 def net_view(ns: str) -> tuple[list[str], list[str]]:
     links = sorted(li["ifname"] for li in json.loads(ip("-j", "-n", ns, "link", "show")))
     addrs = sorted(f"{a['local']}/{a['prefixlen']}" for i in json.loads(ip("-j", "-n", ns, "-4", "addr", "show"))
@@ -351,7 +344,7 @@ def test_start_killed_mid_way_with_a_guest_network(scene, netns, tiny_kernel, po
     ip("-n", pod, "route", "add", "default", "via", "10.77.0.1")
     before = net_view(pod)
     # "idle" is a kernel word: the network's parameters are merged in before the "--", not before "idle"
-    b = clients.unikernel_bundle(scene.tmp / "u", tiny_kernel, ["idle", "--"], annotations=TCG,
+    b = unikernel_bundle(scene.tmp / "u", tiny_kernel, ["idle", "--"], annotations=TCG,
                                  netns=f"/run/netns/{pod}")
     cid = f"s-{point.split(':')[1]}"
     scene.set_cgroup(b, cid)
@@ -411,7 +404,7 @@ def test_vmm_dying_at_boot_fails_create_and_leaves_nothing(scene, tiny_kernel):
     from guest.build import broken_pvh
 
     bad = broken_pvh(str(scene.tmp / "k"))
-    b = clients.unikernel_bundle(scene.tmp / "u", bad, annotations=TCG)
+    b = unikernel_bundle(scene.tmp / "u", bad, annotations=TCG)
     cid = "vmm-dies"
     scene.set_cgroup(b, cid)
     pidfile = scene.tmp / "pid"
@@ -483,7 +476,7 @@ def test_create_on_a_full_root_fails_cleanly(scene, small_tmpfs):
     assert "No space left on device" in r.stderr and repr(cid) in r.stderr, r.stderr
     assert json.loads(log.read_text().splitlines()[-1])["level"] == "error"
     assert os.listdir(root) == []  # no directory, no half-written state.json
-    assert not clients.processes_mentioning(scene.marker) and not scene.cgroup_dirs()
+    assert not processes_mentioning(scene.marker) and not scene.cgroup_dirs()
 
 
 def test_create_on_a_read_only_root_fails_cleanly(scene, small_tmpfs):
@@ -499,7 +492,7 @@ def test_create_on_a_read_only_root_fails_cleanly(scene, small_tmpfs):
     assert r.returncode == 1, r
     assert r.stderr == f"runu: cannot create the directory of container {cid!r} in {root}: Read-only file system\n"
     assert os.listdir(root) == []
-    assert not clients.processes_mentioning(scene.marker) and not scene.cgroup_dirs()
+    assert not processes_mentioning(scene.marker) and not scene.cgroup_dirs()
 
 
 def test_state_written_in_the_root_is_never_torn(scene):

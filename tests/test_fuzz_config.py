@@ -12,18 +12,16 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import uuid
 
 import pytest
 
 from conftest import needs_root
-from runu_helpers import Runtime, spec, write_bundle
+from harness.runu import Runtime, spec, write_bundle
 
 from runu.delegate import is_unikernel
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guest.build import build_tiny  # noqa: E402
+from guest.build import build_tiny
 
 pytestmark = [needs_root, pytest.mark.integration]
 

@@ -19,19 +19,18 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import RUNU, base_env, needs_root, vmm_argv
-from runu_helpers import BACKENDS, alive, kill_and_reap, wait_exit
+from harness.runu import runu, BACKENDS, alive, kill_and_reap, wait_exit
+
+from harness.images import KEEP, unikernel_bundle
+from guest.build import build_tiny
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import clients  # noqa: E402
-from guest.build import build_tiny  # noqa: E402
 
 VMM = "org.unikraft.runu.vmm"
 MIB = 1 << 20
@@ -61,14 +60,9 @@ def linux_guest(tmp_path_factory):
 
 
 def make_bundle(tmp_path: Path, kernel: str, args=(), annotations=None, initrd=None, memory_mib=None) -> str:
-    resources = {"memory": {"limit": memory_mib * MIB}} if memory_mib else clients.KEEP
-    return clients.unikernel_bundle(tmp_path / "bundle", kernel, args, initrd=initrd, annotations=annotations,
+    resources = {"memory": {"limit": memory_mib * MIB}} if memory_mib else KEEP
+    return unikernel_bundle(tmp_path / "bundle", kernel, args, initrd=initrd, annotations=annotations,
                                     resources=resources)
-
-
-def runu(root: str, *args: str, timeout=60) -> subprocess.CompletedProcess:
-    return subprocess.run([RUNU, "--root", root, *args], capture_output=True, text=True, timeout=timeout,
-                          env=base_env())
 
 
 def create(root: str, bundle: str, cid: str, log: Path) -> int:

@@ -18,11 +18,11 @@ import pytest
 
 from conftest import RUNU, needs_root
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import clients  # noqa: E402
-from guest import linux  # noqa: E402
-from guest.build import build_tiny  # noqa: E402
-from mocktainer.unikraft import host, net, qemu  # noqa: E402
+from harness.images import unikernel_bundle
+from harness.procs import ip
+from guest import linux
+from guest.build import build_tiny
+from mocktainer.unikraft import host, net, qemu
 
 QEMU = shutil.which("qemu-system-x86_64")
 FIRECRACKER = shutil.which("firecracker")
@@ -30,10 +30,6 @@ BUSYBOX = "/bin/busybox"
 M = linux.MARKER
 GUEST_MIB = 128
 VMM = "org.unikraft.runu.vmm"
-
-
-def ip(*args: str) -> str:
-    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
 
 
 def links(ns: str) -> list[str]:
@@ -320,7 +316,7 @@ def guest(tmp_path_factory):
 
 def linux_bundle(tmp_path: Path, guest, netns_path: str, args, name="bundle") -> str:
     kernel, initrd = guest
-    return clients.unikernel_bundle(tmp_path / name, kernel, ["quiet", *args], initrd=initrd,
+    return unikernel_bundle(tmp_path / name, kernel, ["quiet", *args], initrd=initrd,
                                     annotations={"org.unikraft.runu.accel": "tcg"},
                                     resources={"memory": {"limit": (GUEST_MIB + 64) << 20}}, netns=netns_path)
 

@@ -9,17 +9,15 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import time
 
 import pytest
 
 from conftest import needs_root, vmm_of
-from runu_helpers import BACKENDS, Runtime, assert_error, log_lines, spec, wait_for, write_bundle
+from harness.runu import BACKENDS, Runtime, assert_error, log_lines, spec, wait_for, write_bundle
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import clients  # noqa: E402
-from guest.build import build_tiny  # noqa: E402
+from harness.images import KEEP, unikernel_bundle
+from guest.build import build_tiny
 
 pytestmark = [needs_root, pytest.mark.integration]
 
@@ -44,8 +42,8 @@ def kernels(tmp_path_factory):
     return {fmt: build_tiny(str(out), fmt) for fmt in ("pvh", "multiboot")}
 
 
-def unikernel(path, kernel, args=("idle",), initrd=None, annotations=None, resources=clients.KEEP) -> str:
-    return clients.unikernel_bundle(path, kernel, args, initrd=initrd, annotations=dict(TCG, **(annotations or {})),
+def unikernel(path, kernel, args=("idle",), initrd=None, annotations=None, resources=KEEP) -> str:
+    return unikernel_bundle(path, kernel, args, initrd=initrd, annotations=dict(TCG, **(annotations or {})),
                                     resources=resources)
 
 
@@ -95,7 +93,7 @@ def test_vmm_boots_the_kernel_checked_at_create(tmp_path, rt, kernels, swap, vmm
         os.rename(os.path.join(b, "rootfs"), os.path.join(b, "rootfs.old"))
         os.symlink(str(tmp_path / "other"), os.path.join(b, "rootfs"))
     rt.ok("start", "swap")
-    wait_for(lambda: rt.status("swap") == "stopped", 60, "the guest to exit")
+    wait_for(lambda: rt.status("swap") == "stopped", "the guest to exit", timeout=60)
     assert GREETING in out.read_text(errors="replace"), out.read_text(errors="replace")
     rt.ok("delete", "swap")
     nothing_left(rt, "swap")
@@ -107,7 +105,7 @@ def test_vmm_argv_names_inherited_fds_not_bundle_paths(tmp_path, rt, kernels):
     rt.create("fds", b)
     rt.ok("start", "fds")
     vmm = vmm_of(rt.state("fds")["pid"])  # the container's process supervises its VMM
-    wait_for(lambda: open(f"/proc/{vmm}/comm").read().startswith("qemu"), 10, "the VMM")
+    wait_for(lambda: open(f"/proc/{vmm}/comm").read().startswith("qemu"), "the VMM", timeout=10)
     with open(f"/proc/{vmm}/cmdline", "rb") as f:
         argv = f.read().split(b"\0")
     kernel = argv[argv.index(b"-kernel") + 1].decode()
@@ -140,7 +138,7 @@ def test_initrd_swapped_for_a_fifo_does_not_hang(tmp_path, rt, kernels):
     os.unlink(ipath)
     os.mkfifo(ipath)
     rt.ok("start", "fifo", timeout=20)
-    wait_for(lambda: rt.status("fifo") == "stopped", 60, "the guest to exit")
+    wait_for(lambda: rt.status("fifo") == "stopped", "the guest to exit", timeout=60)
     rt.ok("delete", "fifo")
     nothing_left(rt, "fifo")
 
@@ -191,7 +189,7 @@ def test_same_id_in_two_roots_shares_nothing(tmp_path, rt):
         pa = rt.create("x", sandbox(tmp_path / "a"))
         pb = other.create("x", sandbox(tmp_path / "b"))
         os.kill(pa, 9)
-        wait_for(lambda: rt.status("x") == "stopped", 10, "A's x to stop")
+        wait_for(lambda: rt.status("x") == "stopped", "A's x to stop", timeout=10)
         rt.ok("delete", "x")
         assert other.status("x") == "created"
         os.kill(pb, 0)
@@ -300,7 +298,7 @@ def test_state_root_and_control_socket_are_root_only(tmp_path, rt, kernels):
                    stdout=subprocess.DEVNULL, timeout=30)
     subprocess.run([rt.binary, *rt.global_flags(), "start", "sock"], check=True, umask=0, timeout=30)
     sock = os.path.join(rt.root, "sock", "qmp.sock")
-    wait_for(lambda: os.path.exists(sock), 10, "the QMP socket")
+    wait_for(lambda: os.path.exists(sock), "the QMP socket", timeout=10)
     assert stat.S_IMODE(os.stat(rt.root).st_mode) == 0o700
     assert _connect_as_nobody(sock) == "Permission denied"
     for dirpath, dirs, files in os.walk(rt.root):
@@ -382,8 +380,8 @@ def test_corrupt_state_json(tmp_path, rt, kind):
     before = len(log_lines(rt.log))
     assert_error(rt, rt("state", "c", timeout=10), ["container 'c'", "state.json"], logged_before=before)
     rt.ok("delete", "--force", "c", timeout=20)
-    wait_for(lambda: not os.path.exists(f"/proc/{pc}") or open(f"/proc/{pc}/stat").read().split()[2] == "Z", 5,
-             "the broken container's init to die")
+    wait_for(lambda: not os.path.exists(f"/proc/{pc}") or open(f"/proc/{pc}/stat").read().split()[2] == "Z",
+             "the broken container's init to die", timeout=5)
     assert "c" not in rt.ids()
     assert not os.path.exists(cgroup)
     assert rt.status("good") == "created"
@@ -396,8 +394,8 @@ def test_corrupt_state_and_record_still_found_through_default_cgroup(tmp_path, r
     for name in ("state.json", "recovery.json"):
         _corrupt(os.path.join(rt.root, "c", name), "garbage")
     rt.ok("delete", "--force", "c", timeout=20)
-    wait_for(lambda: not os.path.exists(f"/proc/{pc}") or open(f"/proc/{pc}/stat").read().split()[2] == "Z", 5,
-             "the broken container's init to die")
+    wait_for(lambda: not os.path.exists(f"/proc/{pc}") or open(f"/proc/{pc}/stat").read().split()[2] == "Z",
+             "the broken container's init to die", timeout=5)
     assert not os.path.exists(cgroup)
     nothing_left(rt, "c")
 
@@ -487,7 +485,7 @@ def test_tables_escape_control_characters(tmp_path, rt):
     rt.ok("start", "esc")
     out = rt.ok("list").out
     assert len(out.splitlines()) == 2 and "\x1b" not in out and "b\\nfake" in out, out
-    wait_for(lambda: "spoof" in open(f"/proc/{rt.state('esc')['pid']}/cmdline").read(), 5, "the exec")
+    wait_for(lambda: "spoof" in open(f"/proc/{rt.state('esc')['pid']}/cmdline").read(), "the exec", timeout=5)
     ps = rt.ok("ps", "esc").out
     pids = rt.ok("ps", "--format", "json", "esc").json()
     assert len(ps.splitlines()) == 1 + len(pids) and "\x1b" not in ps and "30\\n\\x1b[2Jspoof" in ps, ps

@@ -5,17 +5,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 
 from conftest import base_env, needs_root, vmm_of
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import clients  # noqa: E402
-from guest.build import build_tiny  # noqa: E402
-from mocktainer.unikraft import qemu  # noqa: E402
+from harness.images import unikernel_bundle
+from guest.build import build_tiny
+from mocktainer.unikraft import qemu
+from harness.runu import runu
 
 pytestmark = [needs_root, pytest.mark.integration]
 
@@ -31,13 +30,8 @@ def kernel(tmp_path_factory):
 
 
 def make_bundle(tmp_path, kernel, args=("idle", "--"), name="bundle"):
-    return clients.unikernel_bundle(tmp_path / name, kernel, args, annotations={"org.unikraft.runu.accel": "tcg"},
+    return unikernel_bundle(tmp_path / name, kernel, args, annotations={"org.unikraft.runu.accel": "tcg"},
                                     resources={"memory": {"limit": 160 * 1024 * 1024}})
-
-
-def runu(root, *args, timeout=60):
-    return subprocess.run([RUNU, "--root", root, *args], capture_output=True, text=True, timeout=timeout,
-                          env=base_env())
 
 
 def proc_status(pid):

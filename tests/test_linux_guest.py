@@ -10,16 +10,14 @@ import gzip
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 
 from conftest import needs_root
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import clients  # noqa: E402
-from guest import linux  # noqa: E402
+import clients
+from guest import linux
 
 QEMU = shutil.which("qemu-system-x86_64")
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,13 +21,14 @@ import pytest
 
 from conftest import RUNU, base_env, children_of, needs_root, vmm_of
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import clients  # noqa: E402
-from guest.build import build_tiny  # noqa: E402
-from runu_helpers import BACKENDS, alive, kill_and_reap, wait_exit  # noqa: E402
+from harness.images import unikernel_bundle
+from harness.procs import processes_mentioning
+from guest.build import build_tiny
+from harness.runu import runu, BACKENDS, alive, kill_and_reap, wait_exit
 
-from mocktainer.unikraft import firecracker, qemu  # noqa: E402
+from mocktainer.unikraft import firecracker, qemu
+
+HERE = Path(__file__).resolve().parent
 
 GREETING = "Hello from the runu test kernel"
 VMM = "org.unikraft.runu.vmm"
@@ -130,18 +130,13 @@ def kernel(tmp_path_factory):
 
 
 def bundle(tmp_path: Path, kernel: str, args=(), annotations=None, resources=None, hooks=None) -> str:
-    b = clients.unikernel_bundle(tmp_path / "bundle", kernel, args, annotations=annotations,
+    b = unikernel_bundle(tmp_path / "bundle", kernel, args, annotations=annotations,
                                  resources=resources or {})
     if hooks:
         cfg = json.loads(Path(b, "config.json").read_text())
         cfg["hooks"] = hooks
         Path(b, "config.json").write_text(json.dumps(cfg))
     return b
-
-
-def runu(root: str, *args: str, timeout=60, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([RUNU, "--root", root, *args], capture_output=True, text=True, timeout=timeout,
-                          env=base_env(), **kw)
 
 
 def create(root: str, b: str, cid: str, log: Path, argv0=()) -> subprocess.CompletedProcess:
@@ -163,7 +158,7 @@ def status(root: str, cid: str) -> str:
 
 
 def mentioning(text: str) -> list[int]:
-    return clients.processes_mentioning(text, names=[])
+    return processes_mentioning(text, names=[])
 
 
 def qmp(state_dir: str, command: str) -> dict:

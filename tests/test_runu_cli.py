@@ -23,7 +23,7 @@ import time
 import pytest
 
 from conftest import RUNU, needs_root
-from runu_helpers import (RFC3339, SANDBOX, Runtime, alive, assert_error, assert_failed, crun_unusable, log_lines,
+from harness.runu import (RFC3339, SANDBOX, Runtime, alive, assert_error, assert_failed, crun_unusable, log_lines,
                           schema_validator, spec, wait_exit, wait_for, write_bundle)
 
 pytestmark = [needs_root, pytest.mark.integration]
@@ -807,7 +807,7 @@ def test_duplicate_id(rt, mk):
 
 def bad_bundle_case(tmp_path, case):
     """A broken bundle (under tmp_path/bundle) and the words runu's error must contain."""
-    from runu_helpers import make_rootfs
+    from harness.runu import make_rootfs
 
     b = tmp_path / "bundle"
     good = json.dumps(spec())

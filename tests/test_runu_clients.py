@@ -32,12 +32,18 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import clients  # noqa: E402
-from conftest import vmm_of  # noqa: E402
+from harness.containerd import (Containerd, CtrIds, container_rm, ctr_run, task_delete, task_kill, task_ls,
+    task_ps, wait_task_status)
+from harness.images import build_image, busybox_rootfs, import_image, unikraft_rootfs
+from harness.podman import Podman
+from harness.procs import (become_subreaper, cmdline as proc_cmdline, eventually, processes_mentioning,
+    read_stat, reap_zombies, require, run_cmd)
+from harness.wait import wait_for
+from conftest import vmm_of
 
-from mocktainer import system  # noqa: E402
+from mocktainer import system
+
+HERE = Path(__file__).resolve().parent
 
 pytestmark = [
     pytest.mark.clients,
@@ -78,9 +84,9 @@ def _load_guest_build():
 
 @pytest.fixture(scope="module", autouse=True)
 def subreaper():
-    clients.become_subreaper()
+    become_subreaper()
     yield
-    clients.reap_zombies()
+    reap_zombies()
 
 
 @pytest.fixture(scope="module")
@@ -98,46 +104,46 @@ def images(tmp_path_factory) -> dict[str, tuple[str, Path]]:
     """{name: (ref, OCI archive)}: "pvh" and "multiboot" (the tiny kernel, Cmd IMAGE_CMD) and
     "nokernel" (a rootfs without unikraft/bin/kernel, same entrypoint) and "busybox" (a plain image, which runu
     hands to its delegate OCI runtime)."""
-    clients.require("umoci", "gcc", "ld", "objcopy", "qemu-system-x86_64")
+    require("umoci", "gcc", "ld", "objcopy", "qemu-system-x86_64")
     tmp = tmp_path_factory.mktemp("runu-images")
     build = _load_guest_build()
     out = {}
     for fmt in FORMATS:
         kernel = build.build_tiny(str(tmp / "kernels"), fmt)
-        rootfs = clients.unikraft_rootfs(tmp / f"rootfs-{fmt}", kernel)
+        rootfs = unikraft_rootfs(tmp / f"rootfs-{fmt}", kernel)
         ref = f"localhost/runu-tests/tiny-{fmt}:latest"
-        out[fmt] = (ref, clients.build_image(rootfs, ref, entrypoint=["/unikraft/bin/kernel"],
+        out[fmt] = (ref, build_image(rootfs, ref, entrypoint=["/unikraft/bin/kernel"],
                                              cmd=IMAGE_CMD, dest=tmp / f"tiny-{fmt}.oci.tar"))
     # a PVH kernel whose loadable segment claims more file than there is: runu accepts it, QEMU dies at boot
     kernel = build.broken_pvh(str(tmp / "kernels"))
-    rootfs = clients.unikraft_rootfs(tmp / "rootfs-broken", kernel)
+    rootfs = unikraft_rootfs(tmp / "rootfs-broken", kernel)
     ref = "localhost/runu-tests/broken:latest"
-    out["broken"] = (ref, clients.build_image(rootfs, ref, entrypoint=["/unikraft/bin/kernel"],
+    out["broken"] = (ref, build_image(rootfs, ref, entrypoint=["/unikraft/bin/kernel"],
                                               dest=tmp / "broken.oci.tar"))
     rootfs = tmp / "rootfs-nokernel"
     (rootfs / "etc").mkdir(parents=True)
     (rootfs / "etc" / "hostname").write_text("no kernel here\n")
     ref = "localhost/runu-tests/nokernel:latest"
-    out["nokernel"] = (ref, clients.build_image(rootfs, ref, entrypoint=["/unikraft/bin/kernel"],
+    out["nokernel"] = (ref, build_image(rootfs, ref, entrypoint=["/unikraft/bin/kernel"],
                                                 dest=tmp / "nokernel.oci.tar"))
-    rootfs = clients.busybox_rootfs(tmp / "rootfs-busybox")
+    rootfs = busybox_rootfs(tmp / "rootfs-busybox")
     ref = "localhost/runu-tests/busybox:latest"
-    out["busybox"] = (ref, clients.build_image(rootfs, ref, cmd=["/bin/sh"], dest=tmp / "busybox.oci.tar"))
+    out["busybox"] = (ref, build_image(rootfs, ref, cmd=["/bin/sh"], dest=tmp / "busybox.oci.tar"))
     return out
 
 
 @pytest.fixture(scope="module")
 def containerd(images):
-    clients.require("containerd", "ctr", "containerd-shim-runc-v2")
-    with clients.Containerd(cri=False) as cd:
-        cd.images = {name: clients.import_image(cd, tar, ref) for name, (ref, tar) in images.items()}
+    require("containerd", "ctr", "containerd-shim-runc-v2")
+    with Containerd(cri=False) as cd:
+        cd.images = {name: import_image(cd, tar, ref) for name, (ref, tar) in images.items()}
         yield cd
 
 
 @pytest.fixture(scope="module")
 def podman(images, runu):
-    clients.require("podman", "conmon")
-    with clients.Podman({"runu": runu}) as pm:
+    require("podman", "conmon")
+    with Podman({"runu": runu}) as pm:
         pm.images = {name: pm.load(tar, ref) for name, (ref, tar) in images.items()
                      if name in ("pvh", "nokernel", "busybox")}
         yield pm
@@ -151,21 +157,21 @@ def podman(images, runu):
 
 def our_qemus(base: Path) -> list[int]:
     """Live QEMU processes booting a kernel below ``base`` (a client's private directory)."""
-    return clients.processes_mentioning(str(base) + "/", names=["qemu-system"])
+    return processes_mentioning(str(base) + "/", names=["qemu-system"])
 
 
-def assert_no_leaks_podman(pm: clients.Podman, cids: list[str]) -> None:
-    clients.eventually("podman containers left", lambda: pm.podman("ps", "-aq", check=True).stdout.split())
-    clients.eventually("conmon processes left", pm.conmon_pids)
-    clients.eventually("QEMU processes left", lambda: our_qemus(pm.base))
-    clients.eventually(f"runu state left in {PODMAN_RUNU_ROOT}",
+def assert_no_leaks_podman(pm: Podman, cids: list[str]) -> None:
+    eventually("podman containers left", lambda: pm.podman("ps", "-aq", check=True).stdout.split())
+    eventually("conmon processes left", pm.conmon_pids)
+    eventually("QEMU processes left", lambda: our_qemus(pm.base))
+    eventually(f"runu state left in {PODMAN_RUNU_ROOT}",
                        lambda: [c for c in cids if (PODMAN_RUNU_ROOT / c).exists()])
 
 
 @pytest.fixture
 def ctr_ids(containerd):
     """Container ids a test hands out; afterwards cleaned up, then checked for leaks."""
-    ids = clients.CtrIds(containerd)
+    ids = CtrIds(containerd)
     yield ids
     ids.finish()
 
@@ -250,15 +256,6 @@ def guest_lines(text: str) -> list[str]:
     return [ln for ln in text.replace("\r", "").split("\n") if ln and not ln.startswith("uk: ")]
 
 
-def wait_for(probe, what: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
-
-
 # ---------------------------------------------------------------------------------------------
 # containerd + ctr
 
@@ -268,7 +265,7 @@ def test_ctr_run_rm_shows_guest_and_exit_status(containerd, runu, ctr_ids, fmt):
     """``ctr run --rm``: the guest's console is the task's stdout, its exit status ctr's."""
     cid = ctr_ids(f"rm-{fmt}")
     image = containerd.images[fmt]
-    res = clients.ctr_run(containerd, image, cid, runu, annotations=ANNOTATIONS[fmt], timeout=TIMEOUT)
+    res = ctr_run(containerd, image, cid, runu, annotations=ANNOTATIONS[fmt], timeout=TIMEOUT)
     lines = guest_lines(res.stdout)
     assert lines and lines[0] == GREETING, res
     assert lines[1].startswith("cmdline: ") and lines[1].endswith(" exit=3 -- hello from-cmd"), lines
@@ -279,24 +276,24 @@ def test_ctr_run_rm_shows_guest_and_exit_status(containerd, runu, ctr_ids, fmt):
 
     # args on the ctr command line replace the image's Cmd
     cid2 = ctr_ids(f"rm-args-{fmt}")
-    res = clients.ctr_run(containerd, image, cid2, runu, "exit=5", "--", "one", "two", "three",
+    res = ctr_run(containerd, image, cid2, runu, "exit=5", "--", "one", "two", "three",
                           annotations=ANNOTATIONS[fmt], timeout=TIMEOUT)
     lines = guest_lines(res.stdout)
     assert lines[0] == GREETING and lines[1].endswith(" exit=5 -- one two three"), res
     assert lines[2:] == ["arg: one", "arg: two", "arg: three", "bye 5"]
     assert res.returncode == exit_status(5), res
-    assert cid not in clients.task_ls(containerd) and cid2 not in clients.task_ls(containerd)
+    assert cid not in task_ls(containerd) and cid2 not in task_ls(containerd)
 
 
 def test_ctr_run_vmm_dying_at_boot_gives_its_exit_status(containerd, runu, ctr_ids):
     """The VMM fails to load the kernel: `create` fails (the VMM is built then), ctr gets 1 and QEMU's
     message, and nothing of the container is left."""
     cid = ctr_ids("vmm-dies")
-    res = clients.ctr_run(containerd, containerd.images["broken"], cid, runu, annotations=ANNOTATIONS["pvh"],
+    res = ctr_run(containerd, containerd.images["broken"], cid, runu, annotations=ANNOTATIONS["pvh"],
                           timeout=TIMEOUT)
     assert res.returncode == 1, res
     assert "Error while loading elf kernel" in res.stdout + res.stderr, res
-    assert cid not in clients.task_ls(containerd)
+    assert cid not in task_ls(containerd)
     assert not (containerd.runtime_state_dir / cid).exists()
     assert our_qemus(containerd.base) == []
 
@@ -304,15 +301,15 @@ def test_ctr_run_vmm_dying_at_boot_gives_its_exit_status(containerd, runu, ctr_i
 def test_ctr_run_detached_ps_kill_delete(containerd, runu, ctr_ids):
     """``ctr run -d`` of an idling guest, ``task ps`` (the QEMU pid), ``task kill``, ``task delete``."""
     cid = ctr_ids("det")
-    res = clients.ctr_run(containerd, containerd.images["multiboot"], cid, runu, "idle", "--", "detached",
+    res = ctr_run(containerd, containerd.images["multiboot"], cid, runu, "idle", "--", "detached",
                           detach=True, annotations=ANNOTATIONS["multiboot"], timeout=TIMEOUT)
     assert res.returncode == 0, res
-    task = clients.wait_task_status(containerd, cid, "RUNNING", timeout=10)
+    task = wait_task_status(containerd, cid, "RUNNING", timeout=10)
     pid = task["pid"]  # the VMM's supervisor (unikraft/supervisor.py)
     vmm = vmm_of(pid)
-    assert clients.task_ps(containerd, cid) == [pid, vmm]
+    assert task_ps(containerd, cid) == [pid, vmm]
     assert our_qemus(containerd.base) == [vmm]
-    argv = clients._cmdline(vmm)
+    argv = proc_cmdline(vmm)
     assert os.path.basename(argv[0]) == "qemu-system-x86_64", argv
     assert argv[argv.index("-accel") + 1].split(",")[0] == "tcg"  # the annotation reached runu
     assert argv[argv.index("-M") + 1] == "pc"  # multiboot kernels boot on -M pc
@@ -326,7 +323,7 @@ def test_ctr_run_detached_ps_kill_delete(containerd, runu, ctr_ids):
     # runu's view of it, in the root the shim gave runu
     state_dir = containerd.runtime_state_dir / cid
     assert (state_dir / "state.json").is_file()
-    st = json.loads(clients.run_cmd([runu, "--root", containerd.runtime_state_dir, "state", cid],
+    st = json.loads(run_cmd([runu, "--root", containerd.runtime_state_dir, "state", cid],
                                     timeout=TIMEOUT, check=True).stdout)
     assert st["status"] == "running" and st["pid"] == pid and st["id"] == cid
 
@@ -336,23 +333,23 @@ def test_ctr_run_detached_ps_kill_delete(containerd, runu, ctr_ids):
     assert "OCI runtime exec failed: 'exec' is not supported for unikernels" in res.stderr, res.stderr
 
     # SIGTERM asks the guest to power off (graceful stop); the tiny kernel ignores the power button
-    clients.task_kill(containerd, cid, "SIGTERM", check=True, timeout=TIMEOUT)
+    task_kill(containerd, cid, "SIGTERM", check=True, timeout=TIMEOUT)
     time.sleep(0.3)
-    assert clients.wait_task_status(containerd, cid, "RUNNING", timeout=10)["pid"] == pid
-    clients.task_kill(containerd, cid, "SIGKILL", check=True, timeout=TIMEOUT)
-    clients.wait_task_status(containerd, cid, "STOPPED", timeout=10)
-    assert clients._read_stat(pid) is None or clients._read_stat(pid)[0] in "ZX"
-    clients.task_delete(containerd, cid, check=True, timeout=TIMEOUT)
-    clients.wait_task_status(containerd, cid, None, timeout=10)
+    assert wait_task_status(containerd, cid, "RUNNING", timeout=10)["pid"] == pid
+    task_kill(containerd, cid, "SIGKILL", check=True, timeout=TIMEOUT)
+    wait_task_status(containerd, cid, "STOPPED", timeout=10)
+    assert read_stat(pid) is None or read_stat(pid)[0] in "ZX"
+    task_delete(containerd, cid, check=True, timeout=TIMEOUT)
+    wait_task_status(containerd, cid, None, timeout=10)
     assert not state_dir.exists()  # runu delete removed it
-    assert clients.container_rm(containerd, cid, timeout=TIMEOUT).returncode == 0
+    assert container_rm(containerd, cid, timeout=TIMEOUT).returncode == 0
 
 
 def test_ctr_run_tty_guest_exits(containerd, runu, ctr_ids):
     """``ctr run -t``: runu hands the pty master to the shim's --console-socket, QEMU's serial
     console is on the pty, and the guest's exit status is ctr's."""
     cid = ctr_ids("tty")
-    with clients.ctr_run(containerd, containerd.images["pvh"], cid, runu, "exit=4", "--", "on-a-tty",
+    with ctr_run(containerd, containerd.images["pvh"], cid, runu, "exit=4", "--", "on-a-tty",
                          tty=True) as term:
         term.read_until(GREETING, timeout=TTY_TIMEOUT)
         assert term.wait(timeout=TTY_TIMEOUT) == exit_status(4), term.text
@@ -364,10 +361,10 @@ def test_ctr_run_tty_guest_exits(containerd, runu, ctr_ids):
 def test_ctr_run_tty_idle_guest_killed(containerd, runu, ctr_ids):
     """An idling guest on a tty: QEMU's stdio is the pty slave; ``ctr task kill`` ends ``ctr run -t``."""
     cid = ctr_ids("ttyk")
-    with clients.ctr_run(containerd, containerd.images["multiboot"], cid, runu, "idle", "--",
+    with ctr_run(containerd, containerd.images["multiboot"], cid, runu, "idle", "--",
                          annotations=ANNOTATIONS["multiboot"], tty=True) as term:
         term.read_until("idling", timeout=TTY_TIMEOUT)
-        pid = clients.wait_task_status(containerd, cid, "RUNNING", timeout=10)["pid"]
+        pid = wait_task_status(containerd, cid, "RUNNING", timeout=10)["pid"]
         sup = vmm_fds(pid)  # the supervisor: the terminal on all three
         assert sup[0].startswith("/dev/pts/") and sup[0] == sup[1] == sup[2], sup
         vmm = vmm_of(pid)
@@ -378,7 +375,7 @@ def test_ctr_run_tty_idle_guest_killed(containerd, runu, ctr_ids):
             stat = f.read().rsplit(")", 1)[1].split()
         assert int(stat[3]) == pid and int(stat[4]) != 0  # session leader with a controlling tty
         assert os.isatty(term.master)
-        clients.task_kill(containerd, cid, "SIGKILL", check=True, timeout=TIMEOUT)
+        task_kill(containerd, cid, "SIGKILL", check=True, timeout=TIMEOUT)
         status = term.wait(timeout=TTY_TIMEOUT)
     assert status == 128 + 9, term.text
     assert guest_lines(term.text)[0] == GREETING
@@ -394,7 +391,7 @@ def test_ctr_create_failure_shows_runu_message(containerd, runu, ctr_ids, case):
     else:
         image, annotations = containerd.images["pvh"], {ACCEL_ANNOTATION: "warp-drive"}
         msg = f"annotation {ACCEL_ANNOTATION}='warp-drive' is not a valid accelerator"
-    res = clients.ctr_run(containerd, image, cid, runu, annotations=annotations, timeout=TIMEOUT)
+    res = ctr_run(containerd, image, cid, runu, annotations=annotations, timeout=TIMEOUT)
     assert res.returncode != 0, res
     assert CREATE_FAILED in res.stderr and msg in res.stderr, res.stderr
     assert GREETING not in res.stdout
@@ -407,7 +404,7 @@ def test_ctr_run_plain_image_is_a_real_container(containerd, runu, ctr_ids):
     PID namespace, the image's root), ``task exec`` works, ``--rm`` leaves no state in either directory."""
     cid = ctr_ids("plain")
     script = "echo pid=$$; ls /; readlink /proc/self/ns/pid"
-    res = clients.ctr_run(containerd, containerd.images["busybox"], cid, runu, "/bin/sh", "-c", script,
+    res = ctr_run(containerd, containerd.images["busybox"], cid, runu, "/bin/sh", "-c", script,
                           timeout=TIMEOUT)
     assert res.returncode == 0, res
     out = res.stdout.split()
@@ -418,23 +415,23 @@ def test_ctr_run_plain_image_is_a_real_container(containerd, runu, ctr_ids):
         assert not (d / cid).exists(), d
 
     cid = ctr_ids("plain-exec")
-    res = clients.ctr_run(containerd, containerd.images["busybox"], cid, runu, "/bin/sleep", "30", detach=True,
+    res = ctr_run(containerd, containerd.images["busybox"], cid, runu, "/bin/sleep", "30", detach=True,
                           timeout=TIMEOUT)
     assert res.returncode == 0, res
-    pid = clients.wait_task_status(containerd, cid, "RUNNING", timeout=10)["pid"]
+    pid = wait_task_status(containerd, cid, "RUNNING", timeout=10)["pid"]
     assert (containerd.runtime_state_dir / "@delegate" / cid).is_dir()  # the delegate's state, under runu's root
     assert not (containerd.runtime_state_dir / cid).exists()
     res = containerd.ctr("task", "exec", "--exec-id", "e1", cid, "/bin/sh", "-c", "echo exec-says-hi; echo $$",
                          timeout=TIMEOUT)
     assert res.returncode == 0 and res.stdout.split()[0] == "exec-says-hi", res
-    assert clients.task_ps(containerd, cid)[0] == pid
-    listed = json.loads(clients.run_cmd([runu, "--root", containerd.runtime_state_dir, "list", "--format", "json"],
+    assert task_ps(containerd, cid)[0] == pid
+    listed = json.loads(run_cmd([runu, "--root", containerd.runtime_state_dir, "list", "--format", "json"],
                                         timeout=TIMEOUT, check=True).stdout)
     assert [(i["id"], i["pid"], i["status"]) for i in listed] == [(cid, pid, "running")]
-    clients.task_kill(containerd, cid, "SIGKILL", check=True, timeout=TIMEOUT)
-    clients.wait_task_status(containerd, cid, "STOPPED", timeout=10)
-    clients.task_delete(containerd, cid, check=True, timeout=TIMEOUT)
-    clients.wait_task_status(containerd, cid, None, timeout=10)
+    task_kill(containerd, cid, "SIGKILL", check=True, timeout=TIMEOUT)
+    wait_task_status(containerd, cid, "STOPPED", timeout=10)
+    task_delete(containerd, cid, check=True, timeout=TIMEOUT)
+    wait_task_status(containerd, cid, None, timeout=10)
     assert not (containerd.runtime_state_dir / "@delegate" / cid).exists()
 
 
@@ -487,7 +484,7 @@ def test_podman_run_detached_logs_exec_stop(podman, podman_cids):
     pid = int(podman.podman("inspect", "--format", "{{.State.Pid}}", cid, timeout=TIMEOUT,
                             check=True).stdout)
     vmm = vmm_of(pid)  # the container's pid is the VMM's supervisor
-    assert os.path.basename(clients._cmdline(vmm)[0]) == "qemu-system-x86_64"
+    assert os.path.basename(proc_cmdline(vmm)[0]) == "qemu-system-x86_64"
     assert our_qemus(podman.base) == [vmm]
     assert (PODMAN_RUNU_ROOT / cid / "state.json").is_file()
 
@@ -503,7 +500,7 @@ def test_podman_run_detached_logs_exec_stop(podman, podman_cids):
     state = podman.podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", cid,
                           timeout=TIMEOUT, check=True).stdout.split()
     assert state == ["exited", "137"]
-    assert clients._read_stat(pid) is None or clients._read_stat(pid)[0] in "ZX"
+    assert read_stat(pid) is None or read_stat(pid)[0] in "ZX"
     podman.podman("rm", cid, timeout=TIMEOUT, check=True)
     assert not (PODMAN_RUNU_ROOT / cid).exists()
 

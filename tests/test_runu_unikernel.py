@@ -5,16 +5,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from conftest import needs_root, vmm_argv, vmm_of
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import clients  # noqa: E402
-from guest.build import build_tiny  # noqa: E402
+from harness.images import KEEP, unikernel_bundle
+from guest.build import build_tiny
 
 pytestmark = [needs_root, pytest.mark.integration,
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 is not installed")]
@@ -31,8 +29,8 @@ def kernels(tmp_path_factory):
 
 
 def make_bundle(tmp_path, kernel, args=(), env=(), annotations=None, memory=None, name="bundle"):
-    return clients.unikernel_bundle(tmp_path / name, kernel, args, env=env, annotations=annotations,
-                                    resources=clients.KEEP if memory is None else {"memory": {"limit": memory}})
+    return unikernel_bundle(tmp_path / name, kernel, args, env=env, annotations=annotations,
+                                    resources=KEEP if memory is None else {"memory": {"limit": memory}})
 
 
 def runu(root, *args, timeout=60, env=None, **kw):

@@ -17,20 +17,21 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import RUNU, base_env, needs_root, vmm_argv, vmm_of
 
+from harness.containerd import Containerd, CtrIds, ctr_run, task_delete, task_kill, wait_task_status
+from harness.images import build_image, import_image, unikernel_bundle, unikraft_rootfs
+from harness.procs import become_subreaper, processes_mentioning, reap_zombies, require
+from harness.wait import wait_for
+from harness.runu import runu, BACKENDS, FIRECRACKER, needs_firecracker
+from guest.build import build_tiny
+from mocktainer.unikraft import host, qemu
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import clients  # noqa: E402
-from runu_helpers import BACKENDS, FIRECRACKER, needs_firecracker  # noqa: E402
-from guest.build import build_tiny  # noqa: E402
-from mocktainer.unikraft import host, qemu  # noqa: E402
 
 GREETING = "Hello from the runu test kernel"
 VMM = "org.unikraft.runu.vmm"
@@ -52,13 +53,8 @@ def kernel(tmp_path_factory):
 def make_bundle(tmp_path: Path, kernel: str, args=(), annotations=None, resources=None, initrd=None,
                 name="bundle") -> str:
     # mode words (idle, exit=N) stay the tiny kernel's: no environment after them
-    return clients.unikernel_bundle(tmp_path / name, kernel, args, initrd=initrd, annotations=annotations,
+    return unikernel_bundle(tmp_path / name, kernel, args, initrd=initrd, annotations=annotations,
                                     resources=resources or {})
-
-
-def runu(root: str, *args: str, env=None, timeout=60, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([RUNU, "--root", root, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env or base_env(), **kw)
 
 
 def create(root: str, bundle: str, cid: str, log: Path, env=None) -> int:
@@ -71,19 +67,10 @@ def create(root: str, bundle: str, cid: str, log: Path, env=None) -> int:
     return int(Path(bundle, "pid").read_text())
 
 
-def wait_for(probe, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return value
-
-
 def vmm_processes(marker: str, vmm_only: bool = False) -> list[int]:
     """Live processes (a runu init, a VMM; with `vmm_only` VMMs only) whose command line mentions
     `marker`."""
-    return clients.processes_mentioning(marker, names=["firecracker", "qemu-system"] if vmm_only else [])
+    return processes_mentioning(marker, names=["firecracker", "qemu-system"] if vmm_only else [])
 
 
 def argv_of(pid: int) -> list[str]:
@@ -184,7 +171,7 @@ def test_create_start_sizes_the_vm(tmp_path, root, kernel, backend, cpu):
         # delete --force finds when state.json is damaged
         assert sorted(os.listdir(state_dir)) == ["control", "exec.fifo", "qmp.sock", "recovery.json", "state.json"]
     assert runu(root, "start", cid).returncode == 0
-    wait_for(lambda: "idling" in log.read_text(), "the guest to idle")
+    wait_for(lambda: "idling" in log.read_text(), "the guest to idle", timeout=20)
     argv = argv_of(pid)
     assert os.path.basename(argv[0]) == ("firecracker" if backend == "firecracker" else "qemu-system-x86_64")
     if backend == "firecracker":
@@ -199,7 +186,7 @@ def test_create_start_sizes_the_vm(tmp_path, root, kernel, backend, cpu):
     status = dict(line.split(":\t", 1) for line in open(f"/proc/{vmm}/status").read().splitlines() if ":\t" in line)
     assert status["NoNewPrivs"].strip() == "1"
     assert runu(root, "kill", cid, "KILL").returncode == 0
-    wait_for(lambda: json.loads(runu(root, "state", cid).stdout)["status"] == "stopped", "the VM to stop")
+    wait_for(lambda: json.loads(runu(root, "state", cid).stdout)["status"] == "stopped", "the VM to stop", timeout=20)
     assert runu(root, "delete", cid).returncode == 0
     assert not state_dir.exists()  # firecracker.json went with it
 
@@ -211,7 +198,7 @@ def test_qemu_knobs_reach_the_command_line(tmp_path, root, kernel):
     log = tmp_path / "console.log"
     pid = create(root, b, "knobs", log)
     assert runu(root, "start", "knobs").returncode == 0
-    wait_for(lambda: "idling" in log.read_text(), "the guest to idle")
+    wait_for(lambda: "idling" in log.read_text(), "the guest to idle", timeout=20)
     argv = argv_of(pid)
     assert option(argv, "-cpu") == "max,+pdpe1gb" and option(argv, "-rtc") == "base=utc,clock=vm"
     assert option(argv, "-accel") == f"tcg,tb-size={qemu.TCG_TB_SIZE_MIB}"
@@ -338,22 +325,22 @@ def test_features_lists_the_backends_found(tmp_path):
 
 @pytest.fixture(scope="module")
 def containerd(tmp_path_factory, kernel):
-    clients.require("containerd", "ctr", "containerd-shim-runc-v2", "umoci")
-    clients.become_subreaper()
+    require("containerd", "ctr", "containerd-shim-runc-v2", "umoci")
+    become_subreaper()
     tmp = tmp_path_factory.mktemp("vmm-images")
-    rootfs = clients.unikraft_rootfs(tmp / "rootfs", kernel)
+    rootfs = unikraft_rootfs(tmp / "rootfs", kernel)
     ref = "localhost/runu-tests/vmm-tiny:latest"
-    tar = clients.build_image(rootfs, ref, entrypoint=["/unikraft/bin/kernel"], cmd=["exit=3", "--", "from-cmd"],
+    tar = build_image(rootfs, ref, entrypoint=["/unikraft/bin/kernel"], cmd=["exit=3", "--", "from-cmd"],
                               dest=tmp / "tiny.oci.tar")
-    with clients.Containerd(cri=False) as cd:
-        cd.image = clients.import_image(cd, tar, ref)
+    with Containerd(cri=False) as cd:
+        cd.image = import_image(cd, tar, ref)
         yield cd
-    clients.reap_zombies()
+    reap_zombies()
 
 
 @pytest.fixture
 def ctr_ids(containerd):
-    ids = clients.CtrIds(containerd)
+    ids = CtrIds(containerd)
     yield ids
     ids.finish()
 
@@ -362,7 +349,7 @@ def ctr_ids(containerd):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ctr_run_boots_the_tiny_kernel(containerd, ctr_ids, backend):
     cid = ctr_ids(f"vmm-{backend}")
-    res = clients.ctr_run(containerd, containerd.image, cid, RUNU, annotations={VMM: backend}, timeout=30)
+    res = ctr_run(containerd, containerd.image, cid, RUNU, annotations={VMM: backend}, timeout=30)
     lines = [ln for ln in res.stdout.replace("\r", "").split("\n") if ln and not ln.startswith("uk: ")]
     assert lines and lines[0] == GREETING, res
     assert lines[1].endswith(" exit=3 -- from-cmd") and "env.vars=PATH=" in lines[1], lines
@@ -377,12 +364,12 @@ def test_ctr_run_sizes_the_vm(containerd, ctr_ids, backend):
     """``ctr run --memory-limit --cpus``: the VMM's configuration (Firecracker's file in runu's state
     directory, QEMU's argv) has the guest memory (limit minus the VMM's headroom) and vCPUs."""
     cid = ctr_ids(f"vmm-size-{backend}")
-    res = clients.ctr_run(containerd, containerd.image, cid, RUNU, "idle", "--", detach=True,
+    res = ctr_run(containerd, containerd.image, cid, RUNU, "idle", "--", detach=True,
                           annotations={VMM: backend}, extra=["--memory-limit", str(128 * MIB), "--cpus", "1.5"],
                           timeout=30)
     assert res.returncode == 0, res
-    pid = clients.wait_task_status(containerd, cid, "RUNNING", timeout=10)["pid"]
-    wait_for(lambda: "idling" in containerd.task_log(cid), "the guest to idle")
+    pid = wait_task_status(containerd, cid, "RUNNING", timeout=10)["pid"]
+    wait_for(lambda: "idling" in containerd.task_log(cid), "the guest to idle", timeout=20)
     memory, vcpus = 128 - OVERHEAD[backend], expected_vcpus(2)
     argv = argv_of(pid)
     state_dir = containerd.runtime_root / containerd.namespace / cid
@@ -395,9 +382,9 @@ def test_ctr_run_sizes_the_vm(containerd, ctr_ids, backend):
     else:
         assert os.path.basename(argv[0]) == "qemu-system-x86_64"
         assert option(argv, "-m") == f"{memory}M" and option(argv, "-smp") == str(vcpus)
-    clients.task_kill(containerd, cid, "SIGKILL", check=True, timeout=30)
-    clients.wait_task_status(containerd, cid, "STOPPED", timeout=10)
-    clients.task_delete(containerd, cid, check=True, timeout=30)
+    task_kill(containerd, cid, "SIGKILL", check=True, timeout=30)
+    wait_task_status(containerd, cid, "STOPPED", timeout=10)
+    task_delete(containerd, cid, check=True, timeout=30)
     assert not state_dir.exists()
 
 
@@ -406,7 +393,7 @@ def test_ctr_run_sizes_the_vm(containerd, ctr_ids, backend):
 def test_ctr_run_tty_firecracker(containerd, ctr_ids):
     """``ctr run -t``: Firecracker's serial console is the pty (raw: ^C would go to the guest)."""
     cid = ctr_ids("vmm-tty")
-    with clients.ctr_run(containerd, containerd.image, cid, RUNU, "exit=3", "--", "on-a-tty", tty=True,
+    with ctr_run(containerd, containerd.image, cid, RUNU, "exit=3", "--", "on-a-tty", tty=True,
                          annotations={VMM: "firecracker"}) as term:
         term.read_until("bye", timeout=10)
         assert term.wait(timeout=10) == 0, term.text
@@ -417,7 +404,7 @@ def test_ctr_run_tty_firecracker(containerd, ctr_ids):
 @pytest.mark.clients
 def test_ctr_bad_vmm_annotation(containerd, ctr_ids):
     cid = ctr_ids("vmm-bad")
-    res = clients.ctr_run(containerd, containerd.image, cid, RUNU, annotations={VMM: "hyperv"}, timeout=30)
+    res = ctr_run(containerd, containerd.image, cid, RUNU, annotations={VMM: "hyperv"}, timeout=30)
     assert res.returncode != 0
     assert (f"OCI runtime create failed: annotation {VMM}='hyperv' is not a VMM runu knows: use qemu or "
             "firecracker") in res.stderr, res.stderr
