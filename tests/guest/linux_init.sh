@@ -11,6 +11,14 @@
 #   panic       crash the kernel (sysrq c) instead of powering off: with panic=-1 the
 #               guest resets (QEMU -no-reboot exits 0); with QEMU's `-device pvpanic
 #               -action panic=exit-failure` QEMU exits 1 (pvpanic is loaded at boot)
+#   runu.mount=TAG:DEST:MODE[:FILE]
+#               (runu's shares, see docs/bundles.md) mount the virtio-fs TAG on
+#               /run/runu/TAG (once) and bind it, or its file FILE, on DEST; fields are
+#               %XX-escaped. Mounted read-write whatever MODE says, so that a read-only
+#               share is seen to be enforced by the host. "mount DEST: ok|fail"
+#   runu.root=TAG:MODE  mount the virtio-fs TAG (the bundle's rootfs) on /newroot
+#   cat=PATH    print "cat PATH: <first line>" (or "cat PATH: fail")
+#   write=PATH  write "written by the guest" into PATH: "write PATH: ok|fail"
 #   idle        stay up (the host can ping the guest) until the ACPI power button is
 #               pressed (QEMU's system_powerdown, runu kill TERM): then print "power
 #               button: powering off" and power off; otherwise power off at once, so
@@ -35,9 +43,13 @@ load_modules boot
 read -r cmdline < /proc/cmdline
 say "cmdline: $cmdline"
 
-addr= gw= mask=255.255.255.0 idle= pings= panic=
+addr= gw= mask=255.255.255.0 idle= pings= panic= shares= root= cats= writes=
 for word in $cmdline; do
 	case "$word" in
+	runu.mount=*) shares="$shares ${word#*=}" ;;
+	runu.root=*) root=${word#*=} ;;
+	cat=*) cats="$cats ${word#*=}" ;;
+	write=*) writes="$writes ${word#*=}" ;;
 	netdev.ipv4_addr=*) addr=${word#*=} ;;
 	netdev.ipv4_gw_addr=*) gw=${word#*=} ;;
 	netdev.ipv4_subnet_mask=*) mask=${word#*=} ;;
@@ -80,6 +92,65 @@ first_ether() {
 	done
 	return 1
 }
+
+unescape() { printf '%b' "$(echo "$1" | sed 's/%\([0-9A-Fa-f][0-9A-Fa-f]\)/\\x\1/g')"; }
+
+# mount_share TAG DIR: the virtio-fs TAG on DIR (the device may take a moment to appear)
+mount_share() {
+	local tries=0
+	mkdir -p "$2"
+	while ! err=$(mount -t virtiofs "$1" "$2" 2>&1); do
+		tries=$((tries + 1))
+		[ $tries -ge 50 ] && { say "mount $1: $err"; return 1; }
+		usleep 100000
+	done
+}
+
+if [ -n "$shares$root" ]; then
+	load_modules net  # the virtio transports (a module is listed in the first group that needs it)
+	load_modules fs
+	for share in $shares; do
+		IFS=: read -r tag dest mode file <<-END
+		$share
+		END
+		dest=$(unescape "$dest")
+		result=fail
+		if grep -q " /run/runu/$tag " /proc/mounts || mount_share "$tag" "/run/runu/$tag"; then
+			if [ -n "$file" ]; then
+				mkdir -p "${dest%/*}"
+				[ -e "$dest" ] || touch "$dest"
+				mount --bind "/run/runu/$tag/$(unescape "$file")" "$dest" && result=ok
+			else
+				mkdir -p "$dest"
+				mount --bind "/run/runu/$tag" "$dest" && result=ok
+			fi
+		fi
+		say "mount $dest ($mode): $result"
+	done
+	if [ -n "$root" ]; then
+		if mount_share "${root%%:*}" /newroot; then
+			say "root: ${root%%:*} on /newroot (${root#*:})"
+		else
+			say "root: fail"
+		fi
+	fi
+fi
+for path in $cats; do
+	path=$(unescape "$path")
+	if line=$(head -n 1 "$path" 2>/dev/null); then
+		say "cat $path: $line"
+	else
+		say "cat $path: fail"
+	fi
+done
+for path in $writes; do
+	path=$(unescape "$path")
+	if echo "written by the guest" > "$path" 2>/dev/null; then
+		say "write $path: ok"
+	else
+		say "write $path: fail"
+	fi
+done
 
 ip link set lo up
 if [ -n "$addr" ]; then

@@ -70,6 +70,7 @@ import os
 
 from mocktainer.error import ConfigError
 from mocktainer.unikraft import kernel as _kernel
+from mocktainer.unikraft import mounts as _mounts
 from mocktainer.unikraft import settings as _settings
 from mocktainer.unikraft import vmm as _vmm
 
@@ -159,17 +160,25 @@ def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
     settings = _settings.load(environ)
     name, _source = _vmm.choose(annotations, settings)
     backend = _vmm.backend(name)
+    shares = _mounts.shares(spec, rootfs, annotations)
+    if name == "firecracker":
+        shares = _mounts.firecracker_shares(shares)
+    if shares and not state_dir:
+        raise ConfigError("mounts need the container's state directory")
     if kern.linux:
-        cmdline = linux_cmdline(args, env, backend.linux_params(kern))
+        cmdline = linux_cmdline(args, env, tuple(backend.linux_params(kern)) + tuple(_mounts.linux_params(shares)))
     else:
-        cmdline = guest_cmdline(args, env)
+        cmdline = guest_cmdline(args, env, _mounts.fstab_entries(shares))
     resources = _dict(_dict(spec.get("linux"), "linux").get("resources"), "linux.resources")
     memory = memory_mib(resources, backend.OVERHEAD_MIB + _vmm.SUPERVISOR_MIB, name,
                         DEFAULT_LINUX_MEMORY_MIB if kern.linux else DEFAULT_MEMORY_MIB)
     vcpus = vcpu_count(resources)
     vm = _vmm.VM(kern, cmdline, memory, vcpus, annotations, settings, state_dir,
-                 os.path.basename(state_dir) if state_dir else None, control_dir)
+                 os.path.basename(state_dir) if state_dir else None, control_dir, shares)
     launch = backend.launch(vm)
+    if shares:
+        launch.setup["shares"] = {"state_dir": state_dir, "linux": bool(kern.linux),
+                                  "items": [s.as_dict() for s in shares]}
     return Plan("unikernel", launch.args, list(VMM_ENV), kernel=kern, cmdline=cmdline,
                 memory_mib=memory, vcpus=vcpus, accel=launch.accel, machine=launch.machine,
                 vmm=name, files=launch.files, control=launch.control, setup=launch.setup)
@@ -213,15 +222,16 @@ def split_args(args):
     return [], words
 
 
-def guest_cmdline(args, env=()):
-    """The Unikraft command line for `process.args` and `process.env` (see module doc)."""
+def guest_cmdline(args: list[str], env: "list[str] | tuple[str, ...]" = (), fstab: "list[str] | tuple[str, ...]" = ()) -> str:
+    """The Unikraft command line for `process.args` and `process.env` (see module doc), with `fstab`
+    entries for the shares merged into the user's `vfs.fstab` (mounts.merge_fstab)."""
     params, app = split_args(args)
     env_params = []
     for entry in env:
         if "=" not in entry or entry.startswith("=") or entry.startswith("["):
             raise ConfigError("process.env entry %r is not of the form NAME=value" % (entry,))
         env_params.append(ENV_PARAM + entry)
-    params = env_params + params
+    params = _mounts.merge_fstab(env_params + params, list(fstab))
     if params or SEPARATOR in app:
         out = [quote(p, "a library parameter") for p in params] + [SEPARATOR]
     else:

@@ -486,6 +486,11 @@ def launch(vm):
             extra += check_extra_args(parse_extra_args(value, where), where)
     args = qemu_args(binary, kernel, memory_mib=vm.memory_mib, cmdline=vm.cmdline, accel=accel,
                      smp=vm.vcpus, machine=machine, cpu=cpu, extra_args=extra, sandbox=has_seccomp(binary))
+    if vm.shares:
+        from mocktainer.unikraft import mounts
+
+        args += mounts.qemu_args(vm.shares, vm.state_dir, machine_for(kernel, machine), kernel.linux,
+                                 vm.memory_mib)
     control = None
     if vm.control_dir:
         args += qmp_args(vm.control_dir)

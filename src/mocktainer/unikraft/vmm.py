@@ -63,10 +63,10 @@ class VM:
     """
 
     __slots__ = ("kernel", "cmdline", "memory_mib", "vcpus", "annotations", "settings", "state_dir",
-                 "container_id", "control_dir")
+                 "container_id", "control_dir", "shares")
 
     def __init__(self, kernel, cmdline, memory_mib, vcpus, annotations, settings, state_dir=None,
-                 container_id=None, control_dir=None):
+                 container_id=None, control_dir=None, shares=None):
         self.kernel = kernel
         self.cmdline = cmdline
         self.memory_mib = memory_mib
@@ -76,6 +76,7 @@ class VM:
         self.state_dir = state_dir
         self.container_id = container_id
         self.control_dir = control_dir
+        self.shares = list(shares or [])  # mounts.Share: host directories for the guest
 
 
 class Launch:
