@@ -107,12 +107,14 @@ def test_escaping_and_fstab_merge():
     assert mounts.merge_fstab([], ["rootfs:/:9pfs:::mkmp"], initrd) == ["vfs.fstab=[", "rootfs:/:9pfs:::mkmp", "]"]
 
 
-def _bundle(tmp_path, kernel, args, *, initrd=None, annotations=None, extra_mounts=(), resources=None):
+def _bundle(tmp_path, kernel, args, *, initrd=None, annotations=None, extra_mounts=(), resources=None,
+            root_readonly=True):
     b = clients.unikernel_bundle(tmp_path / "bundle", kernel, args, initrd=initrd,
                                  annotations=annotations or {}, resources=resources or {})
     with open(os.path.join(b, "config.json")) as f:
         cfg = json.load(f)
     cfg["mounts"] = list(cfg.get("mounts") or []) + list(extra_mounts)
+    cfg["root"]["readonly"] = root_readonly
     with open(os.path.join(b, "config.json"), "w") as f:
         json.dump(cfg, f)
     return b, cfg
@@ -282,3 +284,77 @@ def test_linux_guest_has_the_share_modules(guest):
         data = gzip.decompress(f.read())
     assert b"lib/modules/fs.list" in data
     assert b"virtiofs.ko" in data and b"fuse.ko" in data
+
+
+def _naming(text: str) -> list[int]:
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % p, "rb") as f:
+                    if text.encode() in f.read():
+                        out.append(int(p))
+            except OSError:
+                pass
+    return out
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+@needs_root
+@pytest.mark.skipif(QEMU is None, reason="no QEMU")
+def test_virtiofsd_is_the_supervisors_child_in_the_cgroup_and_leaves_nothing(guest, tmp_path):
+    kernel, initrd = guest
+    vols = []
+    for i in range(2):
+        d = tmp_path / ("v%d" % i)
+        d.mkdir()
+        vols.append(bind(str(d), "/v%d" % i, "ro"))
+    b, _cfg = _bundle(tmp_path, kernel, ["quiet"], initrd=initrd, annotations={"org.unikraft.runu.accel": "tcg"},
+                      resources={"memory": {"limit": (GUEST_MIB + 64 + 8) << 20}}, extra_mounts=vols)
+    root = str(tmp_path / "root")
+    pid_file = str(tmp_path / "pid")
+    try:
+        with open(tmp_path / "out", "w") as out:  # (the container keeps its stdio: no pipe)
+            subprocess.run([RUNU, "--root", root, "create", "--bundle", b, "--pid-file", pid_file, "fsd1"],
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=True, timeout=60)
+        sup = int(_read(pid_file))
+        helpers = [p for p in _naming(root)
+                   if open("/proc/%d/cmdline" % p, "rb").read().split(b"\0")[0] == mounts.VIRTIOFSD.encode()]
+        mine = [p for p in helpers if int(_read("/proc/%d/stat" % p).rsplit(")", 1)[1].split()[1]) == sup]
+        assert len(mine) == 2, helpers  # one per share, children of the supervisor
+        for p in mine:
+            assert _read("/proc/%d/cgroup" % p) == _read("/proc/%d/cgroup" % sup)
+        # the shares are mounted only in the supervisor's private namespace
+        assert os.path.join(root, "fsd1", "shares") not in _read("/proc/self/mountinfo")
+        assert os.path.join(root, "fsd1", "shares") in _read("/proc/%d/mountinfo" % sup)
+    finally:
+        subprocess.run([RUNU, "--root", root, "delete", "--force", "fsd1"], capture_output=True, timeout=30)
+    import time
+
+    deadline = time.monotonic() + 10
+    while _naming(root) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _naming(root) == []
+    assert root not in _read("/proc/self/mountinfo")
+
+
+@needs_root
+@pytest.mark.skipif(QEMU is None, reason="no QEMU")
+def test_linux_guest_gets_the_rootfs_on_request(guest, tmp_path):
+    kernel, initrd = guest
+    b, _cfg = _bundle(tmp_path, kernel, ["quiet", "cat=/newroot/etc/motd", "write=/newroot/new"], initrd=initrd,
+                      annotations={"org.unikraft.runu.accel": "tcg", mounts.ROOTFS_ANNOTATION: "true"},
+                      resources={"memory": {"limit": (GUEST_MIB + 64 + 8) << 20}}, root_readonly=False)
+    os.makedirs(os.path.join(b, "rootfs", "etc"))
+    with open(os.path.join(b, "rootfs", "etc", "motd"), "w") as f:
+        f.write("from the image\n")
+    r = _run(str(tmp_path / "root"), b, "rootfs1")
+    lines = lines_of(r.stdout)
+    assert "root: rootfs on /newroot (rw)" in lines, r
+    assert "cat /newroot/etc/motd: from the image" in lines, r
+    assert "write /newroot/new: ok" in lines, r
+    assert _read(os.path.join(b, "rootfs", "new")) == "written by the guest\n"
