@@ -316,13 +316,17 @@ def _qemu_value(text: str) -> str:
 
 
 def socket_path(state_dir: str, share: Share) -> str:
+    """The vhost-user socket of `share` in the state directory, or in the short path `state_dir` names it by
+    (an AF_UNIX path has at most 107 bytes: runu passes `/proc/self/fd/N`, see vmm.VM.control_dir)."""
     return os.path.join(state_dir, "vfs-%s.sock" % share.tag)
 
 
-def qemu_args(items: list[Share], state_dir: str, machine: str, linux: bool, memory_mib: int) -> list[str]:
+def qemu_args(items: list[Share], state_dir: str, machine: str, linux: bool, memory_mib: int,
+              control_dir: str | None = None) -> list[str]:
     """QEMU's devices for the shares: virtio-9p (Unikraft's 9pfs; `readonly=on` for a read-only share) for
     a unikernel, virtio-fs (a vhost-user device served by virtiofsd, `virtiofsd_args`) for a Linux guest,
-    whose guest memory must then be a shared memfd."""
+    whose guest memory must then be a shared memfd; QEMU reaches the sockets through `control_dir` (the
+    state directory's short path in the VMM) when given."""
     if not items:
         return []
     mmio = machine == "microvm"
@@ -332,7 +336,8 @@ def qemu_args(items: list[Share], state_dir: str, machine: str, linux: bool, mem
                 "-machine", "memory-backend=runu-mem"]
     for s in items:
         if linux:
-            out += ["-chardev", "socket,id=vfs-%s,path=%s" % (s.tag, _qemu_value(socket_path(state_dir, s))),
+            where = socket_path(control_dir or state_dir, s)
+            out += ["-chardev", "socket,id=vfs-%s,path=%s" % (s.tag, _qemu_value(where)),
                     "-device", "%s,chardev=vfs-%s,tag=%s" % ("vhost-user-fs-device" if mmio else
                                                              "vhost-user-fs-pci", s.tag, s.tag)]
         else:
@@ -354,9 +359,10 @@ def listen(state_dir: str, share: Share) -> int:
     """A listening socket for `share`'s vhost-user connection (QEMU connects to its path)."""
     import _socket
 
-    path = socket_path(state_dir, share)
+    dirfd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
+        path = socket_path("/proc/self/fd/%d" % dirfd, share)
         if os.path.lexists(path):
             os.unlink(path)
         s.bind(path)
@@ -364,6 +370,8 @@ def listen(state_dir: str, share: Share) -> int:
     except BaseException:
         s.close()
         raise
+    finally:
+        os.close(dirfd)
     return s.detach()
 
 

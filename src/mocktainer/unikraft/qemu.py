@@ -490,7 +490,7 @@ def launch(vm):
         from mocktainer.unikraft import mounts
 
         args += mounts.qemu_args(vm.shares, vm.state_dir, machine_for(kernel, machine), kernel.linux,
-                                 vm.memory_mib)
+                                 vm.memory_mib, vm.control_dir)
     control = None
     if vm.control_dir:
         args += qmp_args(vm.control_dir)
