@@ -19,6 +19,9 @@
 #   runu.root=TAG:MODE  mount the virtio-fs TAG (the bundle's rootfs) on /newroot
 #   cat=PATH    print "cat PATH: <first line>" (or "cat PATH: fail")
 #   write=PATH  write "written by the guest" into PATH: "write PATH: ok|fail"
+#   readbench=PATH      time `cat PATH > /dev/null`: "readbench PATH: BYTES bytes in CS cs"
+#   createbench=DIR     time creating 1000 small files in DIR (a shell loop):
+#               "createbench DIR: 1000 files in CS cs" (centiseconds, from /proc/uptime)
 #   idle        stay up (the host can ping the guest) until the ACPI power button is
 #               pressed (QEMU's system_powerdown, runu kill TERM): then print "power
 #               button: powering off" and power off; otherwise power off at once, so
@@ -43,13 +46,15 @@ load_modules boot
 read -r cmdline < /proc/cmdline
 say "cmdline: $cmdline"
 
-addr= gw= mask=255.255.255.0 idle= pings= panic= shares= root= cats= writes=
+addr= gw= mask=255.255.255.0 idle= pings= panic= shares= root= cats= writes= readbenches= createbenches=
 for word in $cmdline; do
 	case "$word" in
 	runu.mount=*) shares="$shares ${word#*=}" ;;
 	runu.root=*) root=${word#*=} ;;
 	cat=*) cats="$cats ${word#*=}" ;;
 	write=*) writes="$writes ${word#*=}" ;;
+	readbench=*) readbenches="$readbenches ${word#*=}" ;;
+	createbench=*) createbenches="$createbenches ${word#*=}" ;;
 	netdev.ipv4_addr=*) addr=${word#*=} ;;
 	netdev.ipv4_gw_addr=*) gw=${word#*=} ;;
 	netdev.ipv4_subnet_mask=*) mask=${word#*=} ;;
@@ -150,6 +155,23 @@ for path in $writes; do
 	else
 		say "write $path: fail"
 	fi
+done
+# centiseconds since boot
+now() { local up rest; read -r up rest < /proc/uptime; echo $(( ${up%.*} * 100 + 1${up#*.} - 100 )); }
+for path in $readbenches; do
+	t0=$(now)
+	bytes=$(cat "$path" | wc -c)
+	say "readbench $path: $bytes bytes in $(( $(now) - t0 )) cs"
+done
+for dir in $createbenches; do
+	mkdir -p "$dir"
+	t0=$(now)
+	i=0
+	while [ $i -lt 1000 ]; do
+		echo "$i" > "$dir/f$i"
+		i=$((i + 1))
+	done
+	say "createbench $dir: 1000 files in $(( $(now) - t0 )) cs"
 done
 
 ip link set lo up

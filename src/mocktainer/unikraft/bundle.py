@@ -222,7 +222,8 @@ def split_args(args):
     return [], words
 
 
-def guest_cmdline(args: list[str], env: "list[str] | tuple[str, ...]" = (), fstab: "list[str] | tuple[str, ...]" = ()) -> str:
+def guest_cmdline(args: list[str], env: "list[str] | tuple[str, ...]" = (),
+                  fstab: "list[str] | tuple[str, ...]" = ()) -> str:
     """The Unikraft command line for `process.args` and `process.env` (see module doc), with `fstab`
     entries for the shares merged into the user's `vfs.fstab` (mounts.merge_fstab)."""
     params, app = split_args(args)

@@ -145,8 +145,9 @@ def shares(spec: dict, rootfs: str, annotations: dict) -> list[Share]:
     if want not in (None, "", "false", "true"):
         raise ConfigError("annotation %s=%r: use true or false" % (ROOTFS_ANNOTATION, want))
     if want == "true":
-        root = spec.get("root") if isinstance(spec.get("root"), dict) else {}
-        out.append(Share(ROOTFS_TAG, os.path.realpath(rootfs), "/", bool(root.get("readonly"))))
+        root = spec.get("root")
+        ro = bool(root.get("readonly")) if isinstance(root, dict) else False
+        out.append(Share(ROOTFS_TAG, os.path.realpath(rootfs), "/", ro))
     mounts = spec.get("mounts") or []
     if not isinstance(mounts, list):
         raise ConfigError("mounts in the OCI config must be a list")
