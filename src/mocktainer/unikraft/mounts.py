@@ -210,7 +210,9 @@ def fstab_entries(items: list[Share]) -> list[str]:
 def merge_fstab(params: list[str], entries: list[str], initrd_entry: str | None = None) -> list[str]:
     """`params` (Unikraft library parameters, one word each) with one `vfs.fstab` list: the user's entries
     (from `vfs.fstab=x` or `vfs.fstab=[ x y ]` words), else `initrd_entry` when it is given and no share
-    is mounted on /, then `entries`. Without any entry `params` come back as they are."""
+    is mounted on /, then `entries`. Without `entries` the `params` come back as they are."""
+    if not entries:
+        return list(params)
     user: list[str] = []
     rest: list[str] = []
     i = 0
@@ -234,8 +236,6 @@ def merge_fstab(params: list[str], entries: list[str], initrd_entry: str | None 
         else:
             user.append(value)
         i += 1
-    if not user and not entries:
-        return list(params)
     base = user
     if not base and initrd_entry and not any(e.split(":")[1] == "/" for e in entries):
         base = [initrd_entry]
