@@ -82,6 +82,22 @@ def test_refusals(tmp_path):
         mounts.shares({}, str(tmp_path), {mounts.ROOTFS_ANNOTATION: "yes"})
 
 
+def test_a_source_swapped_before_the_supervisor_opens_it_is_refused(tmp_path):
+    """The supervisor opens what create checked without following a link in its place, and wants the same
+    kind of object (mounts._open_checked)."""
+    d = tmp_path / "d"
+    d.mkdir()
+    os.close(mounts._open_checked(str(d), True))
+    os.rename(d, tmp_path / "moved")
+    os.symlink("/etc", d)
+    with pytest.raises(ConfigError, match="no longer a directory"):  # O_PATH|O_NOFOLLOW opened the link itself
+        mounts._open_checked(str(d), True)
+    os.unlink(d)
+    os.mkfifo(d)
+    with pytest.raises(ConfigError, match="no longer a directory"):
+        mounts._open_checked(str(d), True)
+
+
 def test_rootfs_annotation_follows_root_readonly(tmp_path):
     for ro in (True, False):
         got = mounts.shares({"root": {"path": "rootfs", "readonly": ro}}, str(tmp_path),
