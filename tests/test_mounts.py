@@ -93,6 +93,11 @@ def test_a_source_swapped_before_the_supervisor_opens_it_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="no longer a directory"):  # O_PATH|O_NOFOLLOW opened the link itself
         mounts._open_checked(str(d), True)
     os.unlink(d)
+    (tmp_path / "moved" / "inner").mkdir()
+    os.rename(tmp_path / "moved", tmp_path / "real")
+    os.symlink(tmp_path / "real", tmp_path / "moved")  # a link on the way, not at the end
+    with pytest.raises(ConfigError, match="Too many levels of symbolic links"):
+        mounts._open_checked(str(tmp_path / "moved" / "inner"), True)
     os.mkfifo(d)
     with pytest.raises(ConfigError, match="no longer a directory"):
         mounts._open_checked(str(d), True)

@@ -257,12 +257,22 @@ def _bind(fd: int, target: str, ro: bool) -> None:
 
 
 def _open_checked(source: str, directory: bool) -> int:
-    """The source as it was checked at create: opened without following a symlink in its place, and still
-    of the same kind (a swap for a link, a FIFO or a device fails here)."""
+    """The source as it was checked at create (its real path, so no component is a link): opened without
+    following a symlink anywhere on the way (openat2 RESOLVE_NO_SYMLINKS; O_NOFOLLOW for the last component
+    where openat2 is missing), and still of the same kind (a swap for a link, a FIFO or a device fails)."""
+    from mocktainer import system
+
+    flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(source, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fd = system.open_no_symlinks(source, flags)
+        except OSError as e:
+            if e.errno != 38:  # ENOSYS: a kernel before 5.6
+                raise
+            fd = os.open(source, flags)
     except OSError as e:
-        raise ConfigError("mount source %s: %s" % (source, e.strerror)) from None
+        raise ConfigError("mount source %s: %s (was it replaced since create checked it?)"
+                          % (source, e.strerror)) from None
     mode = os.fstat(fd).st_mode
     if not (stat.S_ISDIR(mode) if directory else stat.S_ISREG(mode)):
         os.close(fd)
