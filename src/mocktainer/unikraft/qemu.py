@@ -451,11 +451,15 @@ def check_extra_args(words, source):
 
 def features():
     """The annotations `runu features` lists for this backend's knobs."""
+    from mocktainer.unikraft.mounts import ROOTFS_ANNOTATION
+
     return {
         MACHINE_ANNOTATION: "microvm | pc | q35 | virt: the QEMU machine type",
         CPU_ANNOTATION: "a QEMU -cpu model, e.g. max or host,-arch-capabilities",
         EXTRA_ARGS_ANNOTATION: "extra QEMU options from an allow-list (%s), as a JSON list or words"
                                % " ".join(sorted(EXTRA_OPTIONS)),
+        ROOTFS_ANNOTATION: "true | false: share the bundle's rootfs as the guest's root file "
+                           "system (9p, or virtio-fs for a Linux guest)",
     }
 
 
