@@ -379,3 +379,21 @@ def test_linux_guest_gets_the_rootfs_on_request(guest, tmp_path):
     assert "cat /newroot/etc/motd: from the image" in lines, r
     assert "write /newroot/new: ok" in lines, r
     assert _read(os.path.join(b, "rootfs", "new")) == "written by the guest\n"
+
+
+def test_qemu_args_per_transport():
+    ro = mounts.Share("m0", "/src", "/data", True)
+    files = mounts.Share("m1", None, "/etc", False, [("hosts", "/h", False)])
+    nine = mounts.qemu_args([ro, files], "/run/runu/c", "microvm", False, 64)
+    assert nine == ["-fsdev", "local,id=fs-m0,path=/run/runu/c/shares/m0,security_model=none,readonly=on",
+                    "-device", "virtio-9p-device,fsdev=fs-m0,mount_tag=m0",
+                    "-fsdev", "local,id=fs-m1,path=/run/runu/c/shares/m1,security_model=none",
+                    "-device", "virtio-9p-device,fsdev=fs-m1,mount_tag=m1"]
+    fs = mounts.qemu_args([ro], "/run/runu/c", "pc", True, 128, "/proc/self/fd/4")
+    assert fs == ["-object", "memory-backend-memfd,id=runu-mem,size=128M,share=on",
+                  "-machine", "memory-backend=runu-mem",
+                  "-chardev", "socket,id=vfs-m0,path=/proc/self/fd/4/vfs-m0.sock",
+                  "-device", "vhost-user-fs-pci,chardev=vfs-m0,tag=m0"]
+    assert mounts.qemu_args([], "/run/runu/c", "pc", True, 128) == []
+    assert mounts.virtiofsd_args("/run/runu/c", ro, 5)[:4] == [mounts.VIRTIOFSD, "--fd=5", "-o",
+                                                              "source=/run/runu/c/shares/m0"]
