@@ -361,6 +361,7 @@ def test_virtiofsd_is_the_supervisors_child_in_the_cgroup_and_leaves_nothing(gue
         time.sleep(0.1)
     assert _naming(root) == []
     assert root not in _read("/proc/self/mountinfo")
+    assert not os.path.exists(os.path.join(root, "fsd1"))  # shares/ and the sockets went with the state
 
 
 @needs_root
