@@ -175,6 +175,12 @@ def test_firecracker_refuses_mounts_but_the_clients_files(tmp_path, tiny):
     items = mounts.shares(cfg, os.path.join(b, "rootfs"), ann)
     with pytest.raises(ConfigError, match="Firecracker cannot share host files.*use QEMU"):
         mounts.firecracker_shares(items)
+    # what `runu create` says (before Firecracker or KVM is looked at)
+    with pytest.raises(ConfigError, match="^mount /data: Firecracker cannot share host files"):
+        bundle.plan(cfg, os.path.join(b, "rootfs"), {}, str(tmp_path / "state" / "c1"))
+    with pytest.raises(ConfigError, match="^mount /: Firecracker cannot share"):
+        bundle.plan(dict(cfg, mounts=[], annotations=dict(ann, **{mounts.ROOTFS_ANNOTATION: "true"})),
+                    os.path.join(b, "rootfs"), {}, str(tmp_path / "state" / "c1"))
 
 
 @needs_root
