@@ -127,7 +127,8 @@ class Plan:
         return "Plan(%s)" % ", ".join("%s=%r" % (a, getattr(self, a)) for a in self.__slots__)
 
 
-def plan(spec, rootfs, environ, state_dir=None, control_dir=None):
+def plan(spec: dict, rootfs: str, environ: "dict[str, str] | None", state_dir: "str | None" = None,
+         control_dir: "str | None" = None) -> Plan:
     """Decide what the container runs. Raises ConfigError with a user-facing message.
 
     `environ` is the runu process' environment (knobs, PATH for the VMM lookup,

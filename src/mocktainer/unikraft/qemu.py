@@ -49,7 +49,7 @@ import struct
 from mocktainer.error import ConfigError
 from mocktainer.unikraft import vmmproc
 from mocktainer.unikraft.host import find_binary, hardware_virtualization, kvm_obstacle, kvm_usable
-from mocktainer.unikraft.vmm import ACCEL_ANNOTATION, ACCEL_ENV, ACCEL_VALUES, Launch
+from mocktainer.unikraft.vmm import ACCEL_ANNOTATION, ACCEL_ENV, ACCEL_VALUES, VM, Launch
 
 NAME = "qemu"
 # Memory QEMU needs beside the guest's RAM (see bundle.memory_mib): measured here
@@ -449,7 +449,7 @@ def check_extra_args(words, source):
     return words
 
 
-def features():
+def features() -> dict[str, str]:
     """The annotations `runu features` lists for this backend's knobs."""
     from mocktainer.unikraft.mounts import ROOTFS_ANNOTATION
 
@@ -470,7 +470,7 @@ def linux_params(kernel):
     return ("console=" + console, "panic=-1")
 
 
-def launch(vm):
+def launch(vm: VM) -> Launch:
     """The QEMU backend: argv for `vm` (see vmm.VM); QEMU needs no files. With
     `vm.control_dir`, a QMP socket for graceful stop (`qmp_args`)."""
     kernel, ann, settings = vm.kernel, vm.annotations, vm.settings
@@ -492,6 +492,9 @@ def launch(vm):
                      smp=vm.vcpus, machine=machine, cpu=cpu, extra_args=extra, sandbox=has_seccomp(binary))
     if vm.shares:
         from mocktainer.unikraft import mounts
+
+        if not vm.state_dir:
+            raise ConfigError("mounts need the container's state directory")
 
         args += mounts.qemu_args(vm.shares, vm.state_dir, machine_for(kernel, machine), kernel.linux,
                                  vm.memory_mib, vm.control_dir)
