@@ -74,6 +74,7 @@ from mocktainer.error import ConfigError
 from mocktainer.unikraft import SANDBOX_ANNOTATION
 from mocktainer.unikraft import cmdline as _cmdline
 from mocktainer.unikraft import kernel as _kernel
+from mocktainer.unikraft import mounts as _mounts
 from mocktainer.unikraft import settings as _settings
 from mocktainer.unikraft import vmm as _vmm
 
@@ -138,7 +139,8 @@ class Plan:
         return "Plan(%s)" % ", ".join("%s=%r" % (a, getattr(self, a)) for a in self.__slots__)
 
 
-def plan(spec, rootfs, environ, state_dir=None, control_dir=None, fd_base=None):
+def plan(spec: dict, rootfs: str, environ: "dict[str, str] | None", state_dir: "str | None" = None,
+         control_dir: "str | None" = None, fd_base: "int | None" = None) -> Plan:
     """Decide what the container runs. Raises ConfigError with a user-facing message.
 
     `environ` is the runu process' environment (knobs, PATH for the VMM lookup,
@@ -182,11 +184,16 @@ def _unikernel_plan(kern, spec, rootfs, environ, args, env, annotations, state_d
     settings = _settings.load(environ)
     name, _source = _vmm.choose(annotations, settings)
     backend = _vmm.backend(name)
+    shares = _mounts.shares(spec, rootfs, annotations)
+    if name == "firecracker":
+        shares = _mounts.firecracker_shares(shares)
+    if shares and not state_dir:
+        raise ConfigError("mounts need the container's state directory")
     if kern.linux:
-        line = linux_line(args, env, backend.linux_params(kern))
+        line = linux_line(args, env, tuple(backend.linux_params(kern)) + tuple(_mounts.linux_params(shares)))
     else:
         program = None if backend.prepends_program(kern) else program_name(args)
-        line = guest_line(args, env, program, bool(kern.initrd))
+        line = guest_line(args, env, program, bool(kern.initrd), _mounts.fstab_entries(shares))
         at_risk = env_at_risk(line.params)
         if at_risk:
             from mocktainer.error import warn
@@ -201,8 +208,11 @@ def _unikernel_plan(kern, spec, rootfs, environ, args, env, annotations, state_d
     vcpus = vcpu_count(resources)
     fds = kern.hand_over(fd_base) if fd_base is not None else []
     vm = _vmm.VM(kern, cmdline, memory, vcpus, annotations, settings, state_dir,
-                 os.path.basename(state_dir) if state_dir else None, control_dir)
+                 os.path.basename(state_dir) if state_dir else None, control_dir, shares)
     launch = backend.launch(vm)
+    if shares:
+        launch.setup["shares"] = {"state_dir": state_dir, "linux": bool(kern.linux),
+                                  "items": [s.as_dict() for s in shares]}
     guest = {"line": line.as_dict(), "machine": launch.machine or "",
              "hostname": spec.get("hostname") if isinstance(spec.get("hostname"), str) else "",
              "resolv_conf": resolv_conf_source(spec.get("mounts"))}
@@ -269,10 +279,11 @@ def split_args(args):
 
 
 def guest_line(args: list[str], env: "list[str] | tuple[str, ...]" = (), program: "str | None" = None,
-               initrd: bool = False) -> _cmdline.Line:
+               initrd: bool = False, fstab: "list[str] | tuple[str, ...]" = ()) -> _cmdline.Line:
     """The parts (a cmdline.Line) of the Unikraft command line for `process.args` and `process.env`
     (see module doc); `program` is argv[0] to write (None where the VMM writes one), `initrd` whether the
-    image has an initrd (then `vfs.fstab` mounts it as the root file system unless the user gave one)."""
+    image has an initrd (then `vfs.fstab` mounts it as the root file system unless the user gave one or a
+    share sits on `/`), `fstab` the shares' entries, merged after the user's (mounts.merge_fstab)."""
     params, app = split_args(args)
     env_params = []
     for entry in env:
@@ -280,15 +291,17 @@ def guest_line(args: list[str], env: "list[str] | tuple[str, ...]" = (), program
             raise ConfigError("process.env entry %r is not of the form NAME=value" % (entry,))
         env_params.append(ENV_PARAM + entry)
     params = env_params + params
-    if initrd and not any(p.startswith(FSTAB_PARAM) for p in params):
+    if fstab:
+        params = _mounts.merge_fstab(params, list(fstab), INITRD_FSTAB[1] if initrd else None)
+    elif initrd and not any(p.startswith(FSTAB_PARAM) for p in params):
         params += list(INITRD_FSTAB)
     return _cmdline.Line(program, params, app)
 
 
 def guest_cmdline(args: list[str], env: "list[str] | tuple[str, ...]" = (), program: "str | None" = None,
-                  initrd: bool = False) -> str:
+                  initrd: bool = False, fstab: "list[str] | tuple[str, ...]" = ()) -> str:
     """The Unikraft command line for `process.args` and `process.env` (see module doc)."""
-    return _cmdline.render(guest_line(args, env, program, initrd))
+    return _cmdline.render(guest_line(args, env, program, initrd, fstab))
 
 
 def env_at_risk(params: list[str]) -> list[str]:

@@ -51,7 +51,7 @@ import struct
 from mocktainer.error import ConfigError
 from mocktainer.unikraft import vmmproc
 from mocktainer.unikraft.host import find_binary, hardware_virtualization, kvm_obstacle, kvm_usable
-from mocktainer.unikraft.vmm import ACCEL_ANNOTATION, ACCEL_ENV, ACCEL_VALUES, Launch
+from mocktainer.unikraft.vmm import ACCEL_ANNOTATION, ACCEL_ENV, ACCEL_VALUES, VM, Launch
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -482,13 +482,17 @@ def check_extra_args(words, source):
     return words
 
 
-def features():
+def features() -> dict[str, str]:
     """The annotations `runu features` lists for this backend's knobs."""
+    from mocktainer.unikraft.mounts import ROOTFS_ANNOTATION
+
     return {
         MACHINE_ANNOTATION: "microvm | pc | q35 | virt: the QEMU machine type",
         CPU_ANNOTATION: "a QEMU -cpu model, e.g. max or host,-arch-capabilities",
         EXTRA_ARGS_ANNOTATION: "extra QEMU options from an allow-list (%s), as a JSON list or words"
                                % " ".join(sorted(EXTRA_OPTIONS)),
+        ROOTFS_ANNOTATION: "true | false: share the bundle's rootfs as the guest's root file "
+                           "system (9p, or virtio-fs for a Linux guest)",
     }
 
 
@@ -544,7 +548,7 @@ def exit_status(status: int, reason: "str | None" = None) -> "tuple[int, str | N
     return code, None
 
 
-def launch(vm):
+def launch(vm: VM) -> Launch:
     """The QEMU backend: argv for `vm` (see vmm.VM); QEMU needs no files. With
     `vm.control_dir`, a QMP socket for graceful stop (`qmp_args`)."""
     kernel, ann, settings = vm.kernel, vm.annotations, vm.settings
@@ -564,6 +568,14 @@ def launch(vm):
             extra += check_extra_args(parse_extra_args(value, where), where)
     args = qemu_args(binary, kernel, memory_mib=vm.memory_mib, cmdline=vm.cmdline, accel=accel,
                      smp=vm.vcpus, machine=machine, cpu=cpu, extra_args=extra, sandbox=has_seccomp(binary))
+    if vm.shares:
+        from mocktainer.unikraft import mounts
+
+        if not vm.state_dir:
+            raise ConfigError("mounts need the container's state directory")
+
+        args += mounts.qemu_args(vm.shares, vm.state_dir, machine_for(kernel, machine), kernel.linux,
+                                 vm.memory_mib, vm.control_dir)
     control = None
     if vm.control_dir:
         args += qmp_args(vm.control_dir)

@@ -42,7 +42,13 @@ config file (see `settings`), else `qemu`. An unknown name is an error.
 Backends are imported only by `runu create` (and `runu features`).
 """
 
+from __future__ import annotations
+
 from mocktainer.error import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 VMM_ANNOTATION = "org.unikraft.runu.vmm"
 # The accelerator knob, the same for every backend (each says which values it can honour).
@@ -71,10 +77,11 @@ class VM:
     """
 
     __slots__ = ("kernel", "cmdline", "memory_mib", "vcpus", "annotations", "settings", "state_dir",
-                 "container_id", "control_dir")
+                 "container_id", "control_dir", "shares")
 
-    def __init__(self, kernel, cmdline, memory_mib, vcpus, annotations, settings, state_dir=None,
-                 container_id=None, control_dir=None):
+    def __init__(self, kernel: Any, cmdline: str, memory_mib: int, vcpus: int, annotations: dict[str, str],
+                 settings: Any, state_dir: str | None = None, container_id: str | None = None,
+                 control_dir: str | None = None, shares: list[Any] | None = None) -> None:
         self.kernel = kernel
         self.cmdline = cmdline
         self.memory_mib = memory_mib
@@ -84,6 +91,7 @@ class VM:
         self.state_dir = state_dir
         self.container_id = container_id
         self.control_dir = control_dir
+        self.shares = list(shares or [])  # mounts.Share: host directories for the guest
 
 
 class Launch:
