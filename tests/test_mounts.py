@@ -161,6 +161,45 @@ def test_qemu_devices_in_the_plan(tmp_path, tiny):
     assert p.setup["shares"]["items"][0]["source"] == str(d)
 
 
+def test_fstab_survives_the_network_rerender(tmp_path, tiny):
+    """The guest network renders the command line again at create or start (net.guest_cmdline, from the
+    plan's guest record): a unikernel with mounts AND a network still gets its vfs.fstab entries, with the
+    user's own entry first and the network's parameters beside them, before the `--`."""
+    from mocktainer.unikraft import net
+
+    d = tmp_path / "vol"
+    d.mkdir()
+    b, cfg = _bundle(tmp_path, tiny, ["vfs.fstab=fs9:/x:9pfs", "--", "hello"],
+                     extra_mounts=[bind(str(d), "/data", "ro")])
+    p = bundle.plan(cfg, os.path.join(b, "rootfs"), {"RUNU_ACCEL": "tcg"}, str(tmp_path / "state" / "c1"))
+    up = net.Uplink(2, "eth0", "02:00:00:00:00:01", "10.0.0.2", 24, "10.0.0.1", {})
+    params = net.boot_params(up)
+    for vmm in ("qemu", "firecracker"):
+        line = net.guest_cmdline(p.guest, params, vmm)
+        head, _sep, tail = line.partition(" -- ")
+        assert "vfs.fstab=[ fs9:/x:9pfs m0:/data:9pfs:::mkmp ]" in head, line
+        assert all(w in head.split() for w in params), line
+        assert tail.split() == ["hello"], line
+
+
+@needs_root
+def test_linux_mounts_survive_the_network_rerender(guest, tmp_path):
+    """The same for a Linux guest: its `runu.mount=` parameters stay beside the network's."""
+    from mocktainer.unikraft import net
+
+    kernel, initrd = guest
+    d = tmp_path / "vol"
+    d.mkdir()
+    b, cfg = _bundle(tmp_path, kernel, ["quiet", "--", "hello"], initrd=initrd,
+                     extra_mounts=[bind(str(d), "/data", "ro")])
+    p = bundle.plan(cfg, os.path.join(b, "rootfs"), {"RUNU_ACCEL": "tcg"}, str(tmp_path / "state" / "c1"))
+    assert "runu.mount=m0:/data:ro" in p.cmdline.split()
+    up = net.Uplink(2, "eth0", "02:00:00:00:00:01", "10.0.0.2", 24, "10.0.0.1", {})
+    line = net.guest_cmdline(p.guest, net.boot_params(up), "qemu").split()
+    assert "runu.mount=m0:/data:ro" in line and "netdev.ipv4_addr=10.0.0.2" in line, line
+    assert line.index("runu.mount=m0:/data:ro") < line.index("--"), line
+
+
 def test_firecracker_refuses_mounts_but_the_clients_files(tmp_path, tiny):
     kernel = tiny
     d = tmp_path / "vol"
@@ -197,7 +236,9 @@ def test_tiny_kernel_boots_with_mounts_and_gets_the_fstab(tmp_path, tiny):
                                     bind(str(tmp_path / "resolv.conf"), "/etc/resolv.conf")])
     r = _run(str(tmp_path / "root"), b, "tinymounts")
     cmdline = next(line for line in r.stdout.splitlines() if line.startswith("cmdline:"))
-    assert cmdline == "cmdline: vfs.fstab=[ fs9:/x:9pfs m0:/data:9pfs:::mkmp m1:/etc:9pfs:::mkmp ] -- hello", r
+    # argv[0] first (the program name runu writes for a PVH boot, issue 11), then one merged vfs.fstab list
+    assert cmdline == ("cmdline: /unikraft/bin/kernel vfs.fstab=[ fs9:/x:9pfs m0:/data:9pfs:::mkmp "
+                       "m1:/etc:9pfs:::mkmp ] -- hello"), r
     assert "arg: hello" in r.stdout
     assert r.returncode == 1, r  # guest exit code 0
 
