@@ -33,6 +33,10 @@
      than ENV_MAX (8, Unikraft's default) is a warning naming the ones at risk.
    - An image with an initrd gets INITRD_FSTAB (kraftkit's root file system)
      unless the user gave a `vfs.fstab=` parameter.
+   - The spec's shared mounts (`mounts`) add their `vfs.fstab` entries: one
+     list, the user's entries first, else the initrd's (unless a share sits
+     on `/`), then the shares' (`mounts.merge_fstab`). They are among the
+     parts `Plan.guest` keeps, so the network's re-rendering keeps them.
    - argv[0] comes first where the VMM writes none (`backend.prepends_program`:
      QEMU's multiboot loader writes the kernel's path; PVH and Firecracker do
      not): the entrypoint as `args[0]` names it, else `/unikraft/bin/kernel`.
@@ -49,7 +53,8 @@
    double-quoted (a `"` inside cannot be expressed), and the backend's
    parameters for Linux (`console=ttyS0 panic=-1` under QEMU,
    `console=ttyS0 reboot=k panic=1 pci=off` under Firecracker) come first,
-   each unless the user gave a parameter of that name.
+   each unless the user gave a parameter of that name, then the shares'
+   `runu.mount=`/`runu.root=` parameters (`mounts.linux_params`).
 
    Sizing, the same rules for every backend:
 
@@ -93,9 +98,9 @@ ENV_PARAM = _cmdline.ENV_PARAM
 SEPARATOR = _cmdline.SEPARATOR
 # Unikraft's default CONFIG_LIBPOSIX_ENVIRON_LIBPARAM_MAXCOUNT: env.vars entries past it are dropped.
 ENV_MAX = 8
-FSTAB_PARAM = "vfs.fstab="
+FSTAB_PARAM = _mounts.FSTAB_PARAM
 # kraftkit's root file system for an image with an initrd: extracted into a RAM file system.
-INITRD_FSTAB = ("vfs.fstab=[", "initrd0:/:extract::ramfs=1:", "]")
+INITRD_FSTAB = (FSTAB_PARAM + "[", "initrd0:/:extract::ramfs=1:", "]")
 RESOLV_CONF = "/etc/resolv.conf"
 
 
