@@ -10,7 +10,7 @@ packages=(
   python3 python3-venv            # the runtime itself
   iproute2 procps kmod            # ip, ps/pkill; network namespaces in tests
   gcc binutils libc6-dev          # the tiny test kernel is built at test time
-  qemu-system-x86                 # the VMM
+  qemu-system-x86                 # the VMM (its qemu-system-common ships virtiofsd: Linux guests' mounts)
   containerd runc crun            # real clients, and reference runtimes in the tests
   podman conmon containernetworking-plugins
   umoci skopeo busybox-static     # OCI images built offline from a rootfs

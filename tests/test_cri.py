@@ -601,3 +601,48 @@ def test_pod_with_unikernel_and_busybox_sidecar(images, node: Node):
     # -- the pod goes, and with containerd stopped and the namespace deleted, nothing of this run is left
     assert_pod_gone(node, pod, [sandbox_pid, sidecar_pid, qemus[0]])
     assert_node_gone(node)
+
+
+@needs_root
+def test_configmap_like_mount_reaches_the_guest(images, node: Node, tmp_path):
+    """A container with a host-path volume laid out as the kubelet lays out a ConfigMap (`key -> ..data/key`,
+    `..data -> ..<timestamp>`): the guest reads the key through runu's share and prints it to the container
+    log; the pod's /etc/resolv.conf (a mount the CRI plugin adds) is the guest's too."""
+    node.start()
+    cri, pb = node.cri, node.cri.pb
+    node.import_images(images)
+    volume = tmp_path / "configmap"
+    (volume / "..2026_12_01_00_00_00.1").mkdir(parents=True)
+    (volume / "..2026_12_01_00_00_00.1" / "app.conf").write_text("greeting=hello from a ConfigMap\n")
+    (volume / "..data").symlink_to("..2026_12_01_00_00_00.1")
+    (volume / "app.conf").symlink_to("..data/app.conf")
+    pod_config = node.pod_config("mounts-pod", ANNOTATIONS)
+    pod = node.run_pod(pod_config)
+    container_config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="guest", attempt=0),
+        image=pb.ImageSpec(image=APP_REF),
+        args=["quiet", "cat=/etc/config/app.conf", "cat=/etc/resolv.conf"],
+        mounts=[pb.Mount(container_path="/etc/config", host_path=str(volume), readonly=True)],
+        log_path="guest/0.log",
+        linux=pb.LinuxContainerConfig(resources=pb.LinuxContainerResources(
+            memory_limit_in_bytes=(GUEST_MIB + QEMU_OVERHEAD_MIB) << 20)),
+    )
+    cid = cri.create_container(pod, container_config, pod_config)
+    spec = json.loads(cri.container_status(cid, verbose=True).info["info"])["runtimeSpec"]
+    resolv = next(m["source"] for m in spec["mounts"] if m["destination"] == "/etc/resolv.conf")
+    first_resolv_line = Path(resolv).read_text().splitlines()[0] if Path(resolv).read_text().strip() else ""
+    cri.start_container(cid)
+    log = Path(pod_config.log_directory) / "guest" / "0.log"
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while M + "powering off" not in (console := cri_log_text(log)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the guest did not finish:\n{console[-4000:]}")
+        time.sleep(0.2)
+    assert f"{M}mount /etc/config (ro): ok" in console, console
+    assert f"{M}cat /etc/config/app.conf: greeting=hello from a ConfigMap" in console, console
+    if first_resolv_line:
+        assert f"{M}cat /etc/resolv.conf: {first_resolv_line}" in console, console
+    clients.eventually("container still running",
+                       lambda: cri.container_status(cid).status.state != pb.CONTAINER_EXITED, timeout=30)
+    assert cri.container_status(cid).status.exit_code == 0
+    cri.remove_container(cid)

@@ -152,6 +152,23 @@ def read_regular(path: str, limit: int, follow: bool = True) -> bytes:
     return b"".join(chunks)
 
 
+SYS_OPENAT2 = 437  # the same number on every architecture (added after the syscall tables were unified)
+RESOLVE_NO_SYMLINKS = 0x04
+AT_FDCWD = -100
+
+
+def open_no_symlinks(path: str, flags: int) -> int:
+    """openat2(2) with RESOLVE_NO_SYMLINKS: no component of `path` may be a symbolic link (ELOOP)."""
+    import ctypes
+
+    how = (ctypes.c_uint64 * 3)(flags, 0, RESOLVE_NO_SYMLINKS)
+    libc = _c()
+    libc.syscall.restype = ctypes.c_long
+    ret = libc.syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(AT_FDCWD), ctypes.c_char_p(path.encode()),
+                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    return _check(ret, f"openat2 {path}")
+
+
 def link_up(name: str) -> None:
     """Set IFF_UP on an interface with the classic ioctl: no netlink library needed for `lo`."""
     import _socket

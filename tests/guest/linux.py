@@ -63,6 +63,8 @@ MODULE_GROUPS = {
     "net": ("virtio_pci", "virtio_mmio", "virtio_net"),
     # the ACPI power button (QEMU's system_powerdown) as an input device, for busybox acpid
     "acpi": ("button", "evdev"),
+    # runu's shares (virtio-fs on PCI or MMIO; the cloud kernel has no 9p: CONFIG_NET_9P is not set)
+    "fs": ("virtio_pci", "virtio_mmio", "fuse", "virtiofs"),
 }
 
 

@@ -18,6 +18,17 @@
 #   panic       crash the kernel (sysrq c) instead of powering off: with panic=-1 the
 #               guest resets (QEMU -no-reboot exits 0); with QEMU's `-device pvpanic
 #               -action panic=exit-failure` QEMU exits 1 (pvpanic is loaded at boot)
+#   runu.mount=TAG:DEST:MODE[:FILE]
+#               (runu's shares, see docs/bundles.md) mount the virtio-fs TAG on
+#               /run/runu/TAG (once) and bind it, or its file FILE, on DEST; fields are
+#               %XX-escaped. Mounted read-write whatever MODE says, so that a read-only
+#               share is seen to be enforced by the host. "mount DEST: ok|fail"
+#   runu.root=TAG:MODE  mount the virtio-fs TAG (the bundle's rootfs) on /newroot
+#   cat=PATH    print "cat PATH: <first line>" (or "cat PATH: fail")
+#   write=PATH  write "written by the guest" into PATH: "write PATH: ok|fail"
+#   readbench=PATH      time `cat PATH > /dev/null`: "readbench PATH: BYTES bytes in CS cs"
+#   createbench=DIR     time creating 1000 small files in DIR (a shell loop):
+#               "createbench DIR: 1000 files in CS cs" (centiseconds, from /proc/uptime)
 #   idle        stay up (the host can ping the guest) until the ACPI power button is
 #               pressed (QEMU's system_powerdown, runu kill TERM): then print "power
 #               button: powering off" and power off; otherwise power off at once, so
@@ -42,10 +53,16 @@ load_modules boot
 read -r cmdline < /proc/cmdline
 say "cmdline: $cmdline"
 
-addr= gw= mask=255.255.255.0 idle= pings= serves= panic= ip4=
+addr= gw= mask=255.255.255.0 idle= pings= serves= panic= ip4= shares= root= cats= writes= readbenches= createbenches=
 for word in $cmdline; do
 	case "$word" in
 	netdev.ip=*) ip4=${word#*=} ;;
+	runu.mount=*) shares="$shares ${word#*=}" ;;
+	runu.root=*) root=${word#*=} ;;
+	cat=*) cats="$cats ${word#*=}" ;;
+	write=*) writes="$writes ${word#*=}" ;;
+	readbench=*) readbenches="$readbenches ${word#*=}" ;;
+	createbench=*) createbenches="$createbenches ${word#*=}" ;;
 	netdev.ipv4_addr=*) addr=${word#*=} ;;
 	netdev.ipv4_gw_addr=*) gw=${word#*=} ;;
 	netdev.ipv4_subnet_mask=*) mask=${word#*=} ;;
@@ -104,6 +121,82 @@ elif [ -n "$addr" ]; then
 	say "network: from netdev.ipv4_*"
 	prefix=$(prefix_of "$mask") || { say "network: bad netdev.ipv4_subnet_mask=$mask"; addr=; }
 fi
+
+unescape() { printf '%b' "$(echo "$1" | sed 's/%\([0-9A-Fa-f][0-9A-Fa-f]\)/\\x\1/g')"; }
+
+# mount_share TAG DIR: the virtio-fs TAG on DIR (the device may take a moment to appear)
+mount_share() {
+	local tries=0
+	mkdir -p "$2"
+	while ! err=$(mount -t virtiofs "$1" "$2" 2>&1); do
+		tries=$((tries + 1))
+		[ $tries -ge 50 ] && { say "mount $1: $err"; return 1; }
+		usleep 100000
+	done
+}
+
+if [ -n "$shares$root" ]; then
+	load_modules net  # the virtio transports (a module is listed in the first group that needs it)
+	load_modules fs
+	for share in $shares; do
+		IFS=: read -r tag dest mode file <<-END
+		$share
+		END
+		dest=$(unescape "$dest")
+		result=fail
+		if grep -q " /run/runu/$tag " /proc/mounts || mount_share "$tag" "/run/runu/$tag"; then
+			if [ -n "$file" ]; then
+				mkdir -p "${dest%/*}"
+				[ -e "$dest" ] || touch "$dest"
+				mount --bind "/run/runu/$tag/$(unescape "$file")" "$dest" && result=ok
+			else
+				mkdir -p "$dest"
+				mount --bind "/run/runu/$tag" "$dest" && result=ok
+			fi
+		fi
+		say "mount $dest ($mode): $result"
+	done
+	if [ -n "$root" ]; then
+		if mount_share "${root%%:*}" /newroot; then
+			say "root: ${root%%:*} on /newroot (${root#*:})"
+		else
+			say "root: fail"
+		fi
+	fi
+fi
+for path in $cats; do
+	path=$(unescape "$path")
+	if line=$(head -n 1 "$path" 2>/dev/null); then
+		say "cat $path: $line"
+	else
+		say "cat $path: fail"
+	fi
+done
+for path in $writes; do
+	path=$(unescape "$path")
+	if echo "written by the guest" > "$path" 2>/dev/null; then
+		say "write $path: ok"
+	else
+		say "write $path: fail"
+	fi
+done
+# centiseconds since boot
+now() { local up rest; read -r up rest < /proc/uptime; echo $(( ${up%.*} * 100 + 1${up#*.} - 100 )); }
+for path in $readbenches; do
+	t0=$(now)
+	bytes=$(cat "$path" | wc -c)
+	say "readbench $path: $bytes bytes in $(( $(now) - t0 )) cs"
+done
+for dir in $createbenches; do
+	mkdir -p "$dir"
+	t0=$(now)
+	i=0
+	while [ $i -lt 1000 ]; do
+		echo "$i" > "$dir/f$i"
+		i=$((i + 1))
+	done
+	say "createbench $dir: 1000 files in $(( $(now) - t0 )) cs"
+done
 
 ip link set lo up
 if [ -n "$addr" ]; then

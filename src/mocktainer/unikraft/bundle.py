@@ -33,6 +33,10 @@
      than ENV_MAX (8, Unikraft's default) is a warning naming the ones at risk.
    - An image with an initrd gets INITRD_FSTAB (kraftkit's root file system)
      unless the user gave a `vfs.fstab=` parameter.
+   - The spec's shared mounts (`mounts`) add their `vfs.fstab` entries: one
+     list, the user's entries first, else the initrd's (unless a share sits
+     on `/`), then the shares' (`mounts.merge_fstab`). They are among the
+     parts `Plan.guest` keeps, so the network's re-rendering keeps them.
    - argv[0] comes first where the VMM writes none (`backend.prepends_program`:
      QEMU's multiboot loader writes the kernel's path; PVH and Firecracker do
      not): the entrypoint as `args[0]` names it, else `/unikraft/bin/kernel`.
@@ -49,7 +53,8 @@
    double-quoted (a `"` inside cannot be expressed), and the backend's
    parameters for Linux (`console=ttyS0 panic=-1` under QEMU,
    `console=ttyS0 reboot=k panic=1 pci=off` under Firecracker) come first,
-   each unless the user gave a parameter of that name.
+   each unless the user gave a parameter of that name, then the shares'
+   `runu.mount=`/`runu.root=` parameters (`mounts.linux_params`).
 
    Sizing, the same rules for every backend:
 
@@ -78,6 +83,7 @@ from mocktainer.init import DEFAULT_PATH
 from mocktainer.unikraft import SANDBOX_ANNOTATION
 from mocktainer.unikraft import cmdline as _cmdline
 from mocktainer.unikraft import kernel as _kernel
+from mocktainer.unikraft import mounts as _mounts
 from mocktainer.unikraft import settings as _settings
 from mocktainer.unikraft import vmm as _vmm
 
@@ -109,9 +115,9 @@ ENV_PARAM = _cmdline.ENV_PARAM
 SEPARATOR = _cmdline.SEPARATOR
 # Unikraft's default CONFIG_LIBPOSIX_ENVIRON_LIBPARAM_MAXCOUNT: env.vars entries past it are dropped.
 ENV_MAX = 8
-FSTAB_PARAM = "vfs.fstab="
+FSTAB_PARAM = _mounts.FSTAB_PARAM
 # kraftkit's root file system for an image with an initrd: extracted into a RAM file system.
-INITRD_FSTAB = ("vfs.fstab=[", "initrd0:/:extract::ramfs=1:", "]")
+INITRD_FSTAB = (FSTAB_PARAM + "[", "initrd0:/:extract::ramfs=1:", "]")
 RESOLV_CONF = "/etc/resolv.conf"
 
 
@@ -204,11 +210,16 @@ def _unikernel_plan(kern: _kernel.Kernel | None, spec: dict[str, Any], rootfs: s
     settings = _settings.load(environ)
     name, _source = _vmm.choose(annotations, settings)
     backend = _vmm.backend(name)
+    shares = _mounts.shares(spec, rootfs, annotations)
+    if name == "firecracker":
+        shares = _mounts.firecracker_shares(shares)
+    if shares and not state_dir:
+        raise ConfigError("mounts need the container's state directory")
     if kern.linux:
-        line = linux_line(args, env, backend.linux_params(kern))
+        line = linux_line(args, env, tuple(backend.linux_params(kern)) + tuple(_mounts.linux_params(shares)))
     else:
         program = None if backend.prepends_program(kern) else program_name(args)
-        line = guest_line(args, env, program, bool(kern.initrd))
+        line = guest_line(args, env, program, bool(kern.initrd), _mounts.fstab_entries(shares))
         at_risk = env_at_risk(line.params)
         if at_risk:
             from mocktainer.error import warn
@@ -223,8 +234,11 @@ def _unikernel_plan(kern: _kernel.Kernel | None, spec: dict[str, Any], rootfs: s
     vcpus = vcpu_count(resources)
     fds = kern.hand_over(fd_base) if fd_base is not None else []
     vm = _vmm.VM(kern, cmdline, memory, vcpus, annotations, settings, state_dir,
-                 os.path.basename(state_dir) if state_dir else None, control_dir)
+                 os.path.basename(state_dir) if state_dir else None, control_dir, shares)
     launch = backend.launch(vm)
+    if shares:
+        launch.setup["shares"] = {"state_dir": state_dir, "linux": bool(kern.linux),
+                                  "items": [s.as_dict() for s in shares]}
     hostname = spec.get("hostname")
     guest: Guest = {"line": line.as_dict(), "machine": launch.machine or "",
                     "hostname": hostname if isinstance(hostname, str) else "",
@@ -292,10 +306,11 @@ def split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def guest_line(args: list[str], env: "list[str] | tuple[str, ...]" = (), program: "str | None" = None,
-               initrd: bool = False) -> _cmdline.Line:
+               initrd: bool = False, fstab: "list[str] | tuple[str, ...]" = ()) -> _cmdline.Line:
     """The parts (a cmdline.Line) of the Unikraft command line for `process.args` and `process.env`
     (see module doc); `program` is argv[0] to write (None where the VMM writes one), `initrd` whether the
-    image has an initrd (then `vfs.fstab` mounts it as the root file system unless the user gave one)."""
+    image has an initrd (then `vfs.fstab` mounts it as the root file system unless the user gave one or a
+    share sits on `/`), `fstab` the shares' entries, merged after the user's (mounts.merge_fstab)."""
     params, app = split_args(args)
     env_params = []
     for entry in env:
@@ -303,15 +318,17 @@ def guest_line(args: list[str], env: "list[str] | tuple[str, ...]" = (), program
             raise ConfigError("process.env entry %r is not of the form NAME=value" % (entry,))
         env_params.append(ENV_PARAM + entry)
     params = env_params + params
-    if initrd and not any(p.startswith(FSTAB_PARAM) for p in params):
+    if fstab:
+        params = _mounts.merge_fstab(params, list(fstab), INITRD_FSTAB[1] if initrd else None)
+    elif initrd and not any(p.startswith(FSTAB_PARAM) for p in params):
         params += list(INITRD_FSTAB)
     return _cmdline.Line(program, params, app)
 
 
 def guest_cmdline(args: list[str], env: "list[str] | tuple[str, ...]" = (), program: "str | None" = None,
-                  initrd: bool = False) -> str:
+                  initrd: bool = False, fstab: "list[str] | tuple[str, ...]" = ()) -> str:
     """The Unikraft command line for `process.args` and `process.env` (see module doc)."""
-    return _cmdline.render(guest_line(args, env, program, initrd))
+    return _cmdline.render(guest_line(args, env, program, initrd, fstab))
 
 
 def env_at_risk(params: list[str]) -> list[str]:

@@ -484,11 +484,15 @@ def check_extra_args(words: Sequence[str], source: str | None) -> list[str]:
 
 def features() -> dict[str, str]:
     """The annotations `runu features` lists for this backend's knobs."""
+    from mocktainer.unikraft.mounts import ROOTFS_ANNOTATION
+
     return {
         MACHINE_ANNOTATION: "microvm | pc | q35 | virt: the QEMU machine type",
         CPU_ANNOTATION: "a QEMU -cpu model, e.g. max or host,-arch-capabilities",
         EXTRA_ARGS_ANNOTATION: "extra QEMU options from an allow-list (%s), as a JSON list or words"
                                % " ".join(sorted(EXTRA_OPTIONS)),
+        ROOTFS_ANNOTATION: "true | false: share the bundle's rootfs as the guest's root file "
+                           "system (9p, or virtio-fs for a Linux guest)",
     }
 
 
@@ -565,6 +569,14 @@ def launch(vm: VM) -> Launch:
             extra += check_extra_args(parse_extra_args(value, where), where)
     args = qemu_args(binary, kernel, memory_mib=vm.memory_mib, cmdline=vm.cmdline, accel=accel,
                      smp=vm.vcpus, machine=machine, cpu=cpu, extra_args=extra, sandbox=has_seccomp(binary))
+    if vm.shares:
+        from mocktainer.unikraft import mounts
+
+        if not vm.state_dir:
+            raise ConfigError("mounts need the container's state directory")
+
+        args += mounts.qemu_args(vm.shares, vm.state_dir, machine_for(kernel, machine), kernel.linux,
+                                 vm.memory_mib, vm.control_dir)
     control = None
     if vm.control_dir:
         args += qmp_args(vm.control_dir)

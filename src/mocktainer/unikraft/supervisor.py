@@ -121,14 +121,24 @@ class Supervisor:
         self.network = config.get("network")
         self.session = self.backend.Session(launch, bool(config.get("linux")), config.get("setup") or {})
         self.nic: Nic | None = None
+        self.launch = launch
+        self.shares = (config.get("setup") or {}).get("shares")
+        self.helpers: list[int] = []  # virtiofsd pids
 
     def prepare(self) -> None:
-        """The network when there is one, and the VMM started; `ready` waits for it."""
+        """The shares (mounts.enter, virtiofsd), the network when there is one, and the VMM started; `ready`
+        waits for it."""
+        try:
+            self._share_files()
+        except BaseException:
+            self.abort_helpers()
+            raise
         self.nic = self._attach_network()
         try:
             self.session.spawn(self.nic)
         except BaseException:
             self._release_network()
+            self.abort_helpers()
             raise
 
     def ready(self) -> None:
@@ -137,6 +147,26 @@ class Supervisor:
         except BaseException:
             self.abort()
             raise
+
+    def _share_files(self) -> None:
+        """The mounts' private namespace (inherited by every child from here on) and, for a Linux guest, one
+        virtiofsd per share, a child dying with the supervisor like the VMM."""
+        if not self.shares:
+            return
+        from mocktainer.unikraft import mounts
+
+        items = [mounts.Share.from_dict(d) for d in self.shares["items"]]
+        state_dir = self.shares["state_dir"]
+        mounts.enter(state_dir, items)
+        if not self.shares.get("linux"):
+            return
+        for share in items:
+            fd = mounts.listen(state_dir, share)
+            try:
+                self.helpers.append(self.launch.spawn(mounts.virtiofsd_args(state_dir, share, self.launch.fd_base),
+                                                      [fd]))
+            finally:
+                os.close(fd)
 
     def _attach_network(self) -> Nic | None:
         if not self.network:
@@ -189,6 +219,16 @@ class Supervisor:
     def abort(self) -> None:
         self.session.abort()
         self._release_network()
+        self.abort_helpers()
+
+    def abort_helpers(self) -> None:
+        """End the virtiofsd helpers (they also die with the supervisor)."""
+        from mocktainer.process import kill_quietly, reap
+
+        for pid in self.helpers:
+            kill_quietly(pid)
+            reap(pid)
+        self.helpers = []
 
     def supervise(self) -> None:
         import _signal

@@ -135,11 +135,11 @@ class VM:
     """
 
     __slots__ = ("kernel", "cmdline", "memory_mib", "vcpus", "annotations", "settings", "state_dir",
-                 "container_id", "control_dir")
+                 "container_id", "control_dir", "shares")
 
     def __init__(self, kernel: Kernel, cmdline: str, memory_mib: int, vcpus: int, annotations: dict[str, str],
                  settings: Knobs, state_dir: str | None = None, container_id: str | None = None,
-                 control_dir: str | None = None) -> None:
+                 control_dir: str | None = None, shares: list[Any] | None = None) -> None:
         self.kernel = kernel
         self.cmdline = cmdline
         self.memory_mib = memory_mib
@@ -149,6 +149,7 @@ class VM:
         self.state_dir = state_dir
         self.container_id = container_id
         self.control_dir = control_dir
+        self.shares = list(shares or [])  # mounts.Share: host directories for the guest
 
 
 class Launch:

@@ -276,20 +276,28 @@ class TestPlanUnikernel:
         warnings = []
         monkeypatch.setattr(mocktainer_error, "warning_sink", warnings.append)
         env = ["V%d=%d" % (i, i) for i in range(9)]
+        for d in ("old", "pod"):
+            (tmp_path / d).mkdir()
+            (tmp_path / d / "resolv.conf").write_text("nameserver 192.0.2.1\n")
+        (tmp_path / "pod" / "hosts").write_text("127.0.0.1 localhost\n")
+        pod, state = str(tmp_path / "pod"), str(tmp_path / "state" / "c1")
+        # the mounts as the clients write them (bind mounts), so they are also shares for the guest (issue 14)
         spec = {"process": {"args": ["unikraft/bin/kernel", "--", "app"], "env": env}, "hostname": "web-1",
-                "mounts": [{"destination": "/etc/resolv.conf", "source": "/old/resolv.conf"},
-                           {"destination": "etc//resolv.conf/", "source": "/pod/resolv.conf", "type": "bind"},
-                           {"destination": "/etc/hosts", "source": "/pod/hosts"}]}
-        p = bundle.plan(spec, str(root), environ)
+                "mounts": [{"destination": "/etc/resolv.conf", "source": str(tmp_path / "old" / "resolv.conf"),
+                            "options": ["rbind", "ro"]},
+                           {"destination": "/etc//resolv.conf/", "source": pod + "/resolv.conf", "type": "bind"},
+                           {"destination": "/etc/hosts", "source": pod + "/hosts", "type": "bind"}]}
+        p = bundle.plan(spec, str(root), environ, state)
+        # the initrd's root entry first (no user entry, no share on /), then the shares'
         assert p.guest == {"line": {"program": "unikraft/bin/kernel", "params": ["env.vars=" + e for e in env]
-                                    + ["vfs.fstab=[", "initrd0:/:extract::ramfs=1:", "]"], "args": ["app"],
-                                    "linux": False},
-                           "machine": "microvm", "hostname": "web-1", "resolv_conf": "/pod/resolv.conf"}
+                                    + ["vfs.fstab=[", "initrd0:/:extract::ramfs=1:", "m0:/etc:9pfs:::mkmp", "]"],
+                                    "args": ["app"], "linux": False},
+                           "machine": "microvm", "hostname": "web-1", "resolv_conf": pod + "/resolv.conf"}
         assert p.cmdline.startswith("unikraft/bin/kernel env.vars=V0=0 ")
-        assert p.cmdline.endswith(" vfs.fstab=[ initrd0:/:extract::ramfs=1: ] -- app")
+        assert p.cmdline.endswith(" vfs.fstab=[ initrd0:/:extract::ramfs=1: m0:/etc:9pfs:::mkmp ] -- app")
         assert len(warnings) == 1 and "at risk: V8" in warnings[0] and "only the first 8" in warnings[0]
         del spec["process"]["env"][8:]
-        bundle.plan(spec, str(root), environ)
+        bundle.plan(spec, str(root), environ, state)
         assert len(warnings) == 1  # 8 are fine
 
     def test_multiboot_gets_no_program_name(self, tmp_path):
