@@ -11,19 +11,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from conftest import needs_root
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import clients  # noqa: E402
-from guest import linux  # noqa: E402
-from guest.build import build_tiny  # noqa: E402
-
-from mocktainer.error import ConfigError  # noqa: E402
-from mocktainer.unikraft import bundle, mounts  # noqa: E402
+import clients
+from guest import linux
+from guest.build import build_tiny
+from mocktainer.error import ConfigError
+from mocktainer.unikraft import bundle, mounts
 
 QEMU = shutil.which("qemu-system-x86_64")
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
