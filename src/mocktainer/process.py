@@ -113,14 +113,14 @@ def kill_quietly(pid: int, sig: int = 9) -> None:
         pass
 
 
-def reap(pid: int, start_time: int | None = None) -> None:
-    """Wait until `pid` has ended: reaped when it is our child, else watched until it is gone."""
+def reap(pid: int, start_time: int | None = None, timeout: float | None = None) -> None:
+    """Wait until `pid` has ended: reaped when it is our child, else watched until it is gone (or `timeout`)."""
     try:
         os.waitpid(pid, 0)
         return
     except ChildProcessError:
         pass
-    wait_gone(pid, start_time)
+    wait_gone(pid, start_time, timeout)
 
 
 def wait_gone(pid: int, start_time: int | None = None, timeout: float | None = None) -> bool:
