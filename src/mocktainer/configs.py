@@ -7,6 +7,8 @@ dataclasses: importing `dataclasses` costs ~17 ms, paid on every runu call.
 
 from __future__ import annotations
 
+from .system import CLONE_NEWNET
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -59,7 +61,7 @@ class NamespaceType:
     NEWNET = "NEWNET"
 
     # libcontainer name -> (OCI spec name, /proc/<pid>/ns file, clone flag)
-    INFO = {NEWNET: ("network", "net", 0x40000000)}
+    INFO = {NEWNET: ("network", "net", CLONE_NEWNET)}
 
     @classmethod
     def from_oci(cls, oci_name: str) -> str | None:

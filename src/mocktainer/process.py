@@ -353,8 +353,9 @@ class _LogForwarder:
             return
         import logging
 
-        levels = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}
-        logging.getLogger("mocktainer.init").log(levels.get(level, 20), msg)
+        from .init import LEVELS  # loaded already: this process spawned the init
+
+        logging.getLogger("mocktainer.init").log(LEVELS.get(level, 20), msg)
 
 
 def descendants(pid: int) -> list[int]:

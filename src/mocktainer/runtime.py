@@ -94,19 +94,10 @@ def check_preserved_fds(n: int) -> None:
 
 def write_pid_file(path: str, pid: int) -> None:
     """Atomically, so a client polling the file never reads a partial number."""
-    path = os.path.abspath(path)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
+    from .system import atomic_write
+
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        try:
-            os.write(fd, str(pid).encode())
-        finally:
-            os.close(fd)
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            os.unlink(tmp)
-            raise
+        atomic_write(path, str(pid).encode(), 0o644)
     except OSError as e:
         raise Error(f"cannot write pid file {path}: {e.strerror}") from None
 
@@ -114,6 +105,7 @@ def write_pid_file(path: str, pid: int) -> None:
 def write_files(directory: str, files: dict[str, bytes]) -> None:
     """The VMM's files (e.g. its configuration) into the container's directory, mode 0600."""
     from .state import EXEC_FIFO, STATE_FILE
+    from .system import write_all
 
     for name, data in files.items():
         if not name or "/" in name or name in (".", "..", EXEC_FIFO, STATE_FILE):
@@ -122,9 +114,7 @@ def write_files(directory: str, files: dict[str, bytes]) -> None:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                write_all(fd, data)
             finally:
                 os.close(fd)
         except OSError as e:
@@ -377,6 +367,7 @@ def _apparmor_enabled() -> bool:
 
 def spec_template(args: list[str] | None = None) -> dict[str, Any]:
     """A config.json for a unikernel bundle (`rootfs/unikraft/bin/kernel`), as `runu spec` writes it."""
+    from .init import DEFAULT_PATH
     from .unikraft.bundle import ENTRYPOINT
 
     return {
@@ -385,7 +376,7 @@ def spec_template(args: list[str] | None = None) -> dict[str, Any]:
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
             "args": [ENTRYPOINT] + list(args or []),
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "env": ["PATH=" + DEFAULT_PATH],
             "cwd": "/",
         },
         "root": {"path": "rootfs", "readonly": True},

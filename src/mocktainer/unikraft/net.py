@@ -267,15 +267,9 @@ def _restore(ipr: Any, up: dict[str, Any], nic: str, tc: bool) -> list[str]:
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    from mocktainer import fastjson
+    from mocktainer import fastjson, system
 
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, fastjson.dumps(data).encode() + b"\n")
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+    system.atomic_write(path, fastjson.dumps(data).encode() + b"\n")
 
 
 def _read_json(path: str) -> dict[str, Any]:
