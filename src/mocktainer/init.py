@@ -200,11 +200,6 @@ def _setup(sync: SyncPipe, log: _Log, fifo_fd: int) -> _Launch:
         if net.get("type") == "loopback":
             system.link_up("lo")
             log("debug", "brought up lo")
-    if config.get("routes"):
-        from .network import add_routes
-
-        add_routes(config["routes"])
-        log("debug", f"added {len(config['routes'])} route(s)")
 
     hooks = config.get("hooks") or {}
     state["status"] = "creating"
