@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import os
 
+from mocktainer.system import CLONE_NEWNET
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -59,12 +61,9 @@ AF_INET = 2
 RT_TABLE_MAIN = 254
 ETH_P_ALL = 3
 CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_RDONLY = 0x2, 0x4, 0x8, 0x1
 MS_REC, MS_SLAVE = 0x4000, 0x80000
 MNT_DETACH = 2
-TUNSETIFF, TUNSETPERSIST = 0x400454CA, 0x400454CB
-IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
 TC_INGRESS = 0xFFFF0000
 RESOLV_CONF_MAX = 64 * 1024
 # QEMU microvm without ACPI: 8 virtio-mmio transports of 512 bytes from 0xfeb00000 on IRQs 5-12, the first
@@ -317,15 +316,9 @@ def _open_macvtap(nic: str, ifindex: int, state_dir: str) -> int:
 
 
 def _make_tap(name: str) -> None:
-    import fcntl
-    import struct
+    from mocktainer import system
 
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
-        fcntl.ioctl(fd, TUNSETPERSIST, 1)
-    finally:
-        os.close(fd)
+    system.make_persistent_tap(name)
 
 
 def _redirect(ipr: Any, src: int, dst: int) -> None:
