@@ -344,14 +344,6 @@ def test_no_netns_shares_the_host_network(state_root, bundle):
     assert out.strip() == os.readlink("/proc/self/ns/net")
 
 
-def test_routes_are_added(state_root, bundle):
-    cfg = specconv.create_config(spec(namespaces=[{"type": "network"}]), bundle)
-    cfg.routes = [mocktainer.configs.Route(destination="10.99.0.0/16", interface_name="lo")]
-    c = mocktainer.create(state_root, "r1", cfg)
-    code, out = run_to_end(c, ["ip", "route", "show", "10.99.0.0/16"])
-    assert code == 0 and "10.99.0.0/16 dev lo" in out
-
-
 # ---- errors reported by the init -------------------------------------------------------
 
 def assert_nothing_left(c, parent=None):

@@ -7,6 +7,8 @@ dataclasses: importing `dataclasses` costs ~17 ms, paid on every runu call.
 
 from __future__ import annotations
 
+from .system import CLONE_NEWNET
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -59,7 +61,7 @@ class NamespaceType:
     NEWNET = "NEWNET"
 
     # libcontainer name -> (OCI spec name, /proc/<pid>/ns file, clone flag)
-    INFO = {NEWNET: ("network", "net", 0x40000000)}
+    INFO = {NEWNET: ("network", "net", CLONE_NEWNET)}
 
     @classmethod
     def from_oci(cls, oci_name: str) -> str | None:
@@ -111,20 +113,12 @@ class Namespaces(list):
 
 
 class Network(_Record):
-    __slots__ = (
-        "type", "name", "bridge", "mac_address", "address", "gateway", "ipv6_address",
-        "ipv6_gateway", "mtu", "txqueuelen", "host_interface_name", "hairpin_mode",
-    )
-    _fields = (
-        ("type", ""), ("name", ""), ("bridge", ""), ("mac_address", ""), ("address", ""),
-        ("gateway", ""), ("ipv6_address", ""), ("ipv6_gateway", ""), ("mtu", 0),
-        ("txqueuelen", 0), ("host_interface_name", ""), ("hairpin_mode", False),
-    )
+    """An interface the init sets up in a new network namespace: only "loopback" (lo brought up); a
+    guest's NIC is the unikernel code's (unikraft/net.py). libcontainer's other fields (bridge, veth
+    addresses, ...) had no user: a state.json that has them still loads (unknown keys are ignored)."""
 
-
-class Route(_Record):
-    __slots__ = ("destination", "source", "gateway", "interface_name")
-    _fields = (("destination", ""), ("source", ""), ("gateway", ""), ("interface_name", ""))
+    __slots__ = ("type",)
+    _fields = (("type", ""),)
 
 
 class Command(_Record):
@@ -194,7 +188,6 @@ class Config(_Record):
     rootfs: str
     namespaces: Namespaces
     networks: list[Network]
-    routes: list[Route]
     apparmor_profile: str
     process_label: str
     hooks: Hooks
@@ -209,13 +202,13 @@ class Config(_Record):
     systemd_cgroup: bool
 
     __slots__ = (
-        "parent_death_signal", "rootfs", "namespaces", "networks", "routes", "apparmor_profile",
+        "parent_death_signal", "rootfs", "namespaces", "networks", "apparmor_profile",
         "process_label", "hooks", "version", "labels", "no_new_keyring", "cgroups_path", "resources",
         "systemd_cgroup",
     )
     _fields = (
         ("parent_death_signal", 0), ("rootfs", ""), ("namespaces", Namespaces), ("networks", list),
-        ("routes", list), ("apparmor_profile", ""), ("process_label", ""), ("hooks", Hooks),
+        ("apparmor_profile", ""), ("process_label", ""), ("hooks", Hooks),
         ("version", ""), ("labels", list), ("no_new_keyring", False), ("cgroups_path", ""), ("resources", dict),
         ("systemd_cgroup", False),
     )
@@ -225,7 +218,6 @@ class Config(_Record):
         d = dict(d or {})
         d["namespaces"] = Namespaces.from_list(d.get("namespaces"))
         d["networks"] = [Network.from_dict(n) for n in d.get("networks") or []]
-        d["routes"] = [Route.from_dict(r) for r in d.get("routes") or []]
         d["hooks"] = Hooks.from_dict(d.get("hooks") or d.get("Hooks"))
         d.pop("Hooks", None)
         return super().from_dict(d)

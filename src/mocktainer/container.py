@@ -146,11 +146,34 @@ class Container:
                 pass
         self._warn_hooks("poststart", Status.RUNNING)
 
-    def run(self, process: Process) -> None:
-        self.start(process)
-        self.exec()
+    def pids(self, stopped_too: bool = False, status: Status | None = None) -> list[int]:
+        """The container's processes, the init first: from its cgroup when it has one, else the init and its
+        descendants (/proc). A stopped container has none, or with `stopped_too` what is left in its cgroup.
+        `status`: the caller's answer of status(), when it has one."""
+        st = self.state()
+        stopped = (status or self.status()) == Status.STOPPED
+        if stopped and not (stopped_too and st.cgroup_paths):
+            return []
+        if st.cgroup_paths:
+            from . import cgroups
+
+            pids = cgroups.pids(st.cgroup_paths)
+            if stopped:
+                return sorted(pids or [])  # never the dead init's pid: it may belong to someone else by now
+            if pids is not None:
+                init = st.init_process_pid
+                return [init] + sorted(p for p in pids if p != init)
+        from .process import descendants
+
+        return descendants(st.init_process_pid)
 
     def signal(self, sig: int, all: bool = False) -> None:
+        """Signal the init; with `all`, every process of the container, and a stopped container is no error
+        (its init is gone, but its cgroup may still hold processes: runc signals them too)."""
+        if all:
+            for pid in self.pids(stopped_too=True):
+                kill_quietly(pid, sig)
+            return
         status = self.status()
         if status == Status.STOPPED:
             raise NotRunningError(f"container {self._id!r} is not running")
@@ -179,9 +202,10 @@ class Container:
             if pidfd >= 0:
                 os.close(pidfd)
 
-    def destroy(self) -> None:
-        """Remove a CREATED (killing its init) or STOPPED container; refuse a RUNNING one."""
-        status = self.status()
+    def destroy(self, status: Status | None = None) -> None:
+        """Remove a CREATED (killing its init) or STOPPED container; refuse a RUNNING one.
+        `status`: the caller's answer of status(), when it has one."""
+        status = status or self.status()
         if status == Status.RUNNING:
             raise RunningError(f"container {self._id!r} is running; stop it before destroying it")
         if status == Status.CREATED:

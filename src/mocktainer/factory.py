@@ -1,8 +1,10 @@
 """Creating and loading containers under a root directory."""
 
 import os
+import stat
 
 from . import state as statefile
+from . import system
 from .configs import Config, NamespaceType
 from .container import Container
 from .error import ConfigError, CorruptStateError, ExistsError, NotExistError, StateError
@@ -28,10 +30,9 @@ def validate_config(config: Config) -> None:
 
 # clone flag (what the NS_GET_NSTYPE ioctl answers) -> OCI namespace name
 _NS_KINDS = {0x00020000: "mount", 0x02000000: "cgroup", 0x04000000: "uts", 0x08000000: "ipc", 0x10000000: "user",
-             0x20000000: "pid", 0x40000000: "network", 0x00000080: "time"}
+             0x20000000: "pid", system.CLONE_NEWNET: "network", 0x00000080: "time"}
 _NS_FLAGS = {oci: flag for flag, oci in _NS_KINDS.items()}
 _NS_FILES = {"network": "net", "mount": "mnt"}  # /proc/<pid>/ns/ names that differ from the OCI ones
-_NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), Linux 4.11
 
 
 def check_namespace_paths(config: Config) -> None:
@@ -59,16 +60,14 @@ def check_namespace_path(oci: str, path: str) -> None:
     except OSError as e:
         raise ConfigError(f"cannot use {what}: {e.strerror}") from None
     hint = f"expected a namespace file such as /proc/<pid>/ns/{_NS_FILES.get(oci, oci)}"
-    if (st.st_mode & 0o170000) != 0o100000:  # nsfs files are regular; never open a fifo or a device here
+    if not stat.S_ISREG(st.st_mode):  # nsfs files are regular; never open a fifo or a device here
         raise ConfigError(f"{what} is not a namespace file ({hint})")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as e:
         raise ConfigError(f"cannot open {what}: {e.strerror}") from None
     try:
-        import fcntl
-
-        kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+        kind = system.ns_get_type(fd)
     except OSError:
         raise ConfigError(f"{what} is not a namespace file ({hint})") from None
     finally:

@@ -23,7 +23,6 @@ ENV_INITPIPE = "_MOCKTAINER_INITPIPE"
 ENV_LOGPIPE = "_MOCKTAINER_LOGPIPE"
 ENV_FIFOFD = "_MOCKTAINER_FIFOFD"
 
-TIOCSCTTY = 0x540E
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40}
 
@@ -184,9 +183,7 @@ def _setup(sync: SyncPipe, log: _Log, fifo_fd: int) -> _Launch:
     # caller's process group (a shim's, a shell's) do not reach the VMM.
     os.setsid()
     if init.get("terminal"):
-        import fcntl
-
-        fcntl.ioctl(0, TIOCSCTTY, 0)
+        system.set_controlling_tty(0)
     args = init["args"]
     env = _environ(init["env"])
     if not args:
@@ -203,11 +200,6 @@ def _setup(sync: SyncPipe, log: _Log, fifo_fd: int) -> _Launch:
         if net.get("type") == "loopback":
             system.link_up("lo")
             log("debug", "brought up lo")
-    if config.get("routes"):
-        from .network import add_routes
-
-        add_routes(config["routes"])
-        log("debug", f"added {len(config['routes'])} route(s)")
 
     hooks = config.get("hooks") or {}
     state["status"] = "creating"

@@ -8,6 +8,8 @@ to 4 bytes. All integers are native-endian, as netlink is.
 
 import struct
 
+from .system import CLONE_NEWNET
+
 INIT_MSG = 62000
 CLONE_FLAGS_ATTR = 27281
 NS_PATHS_ATTR = 27282
@@ -19,7 +21,7 @@ _NLA_ALIGNTO = 4
 _MAX_ATTR_LEN = 0xFFFF
 
 # Namespace kinds the bootstrap message can name, keyed by the prefix used in NS_PATHS_ATTR.
-NS_CLONE_FLAGS = {"net": 0x40000000}
+NS_CLONE_FLAGS = {"net": CLONE_NEWNET}
 
 
 class MessageError(ValueError):

@@ -113,14 +113,14 @@ def kill_quietly(pid: int, sig: int = 9) -> None:
         pass
 
 
-def reap(pid: int, start_time: int | None = None) -> None:
-    """Wait until `pid` has ended: reaped when it is our child, else watched until it is gone."""
+def reap(pid: int, start_time: int | None = None, timeout: float | None = None) -> None:
+    """Wait until `pid` has ended: reaped when it is our child, else watched until it is gone (or `timeout`)."""
     try:
         os.waitpid(pid, 0)
         return
     except ChildProcessError:
         pass
-    wait_gone(pid, start_time)
+    wait_gone(pid, start_time, timeout)
 
 
 def wait_gone(pid: int, start_time: int | None = None, timeout: float | None = None) -> bool:
@@ -353,8 +353,9 @@ class _LogForwarder:
             return
         import logging
 
-        levels = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}
-        logging.getLogger("mocktainer.init").log(levels.get(level, 20), msg)
+        from .init import LEVELS  # loaded already: this process spawned the init
+
+        logging.getLogger("mocktainer.init").log(LEVELS.get(level, 20), msg)
 
 
 def descendants(pid: int) -> list[int]:

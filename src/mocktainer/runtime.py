@@ -11,15 +11,14 @@ import os
 
 from . import factory
 from .container import Container
-from .error import ConfigError, CorruptStateError, Error, NotExistError, RunningError
-from .process import Process, descendants, kill_quietly, reap, wait_gone
+from .error import ConfigError, CorruptStateError, Error
+from .process import Process
 from .state import Status
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-DEFAULT_ROOT = "/run/runu"
 OCI_VERSION_MIN = "1.0.0"
 OCI_VERSION_MAX = "1.1.0"
 MAX_CONFIG_BYTES = 16 << 20  # config.json: what containerd writes is a few KiB
@@ -95,19 +94,10 @@ def check_preserved_fds(n: int) -> None:
 
 def write_pid_file(path: str, pid: int) -> None:
     """Atomically, so a client polling the file never reads a partial number."""
-    path = os.path.abspath(path)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
+    from .system import atomic_write
+
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        try:
-            os.write(fd, str(pid).encode())
-        finally:
-            os.close(fd)
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            os.unlink(tmp)
-            raise
+        atomic_write(path, str(pid).encode(), 0o644)
     except OSError as e:
         raise Error(f"cannot write pid file {path}: {e.strerror}") from None
 
@@ -115,6 +105,7 @@ def write_pid_file(path: str, pid: int) -> None:
 def write_files(directory: str, files: dict[str, bytes]) -> None:
     """The VMM's files (e.g. its configuration) into the container's directory, mode 0600."""
     from .state import EXEC_FIFO, STATE_FILE
+    from .system import write_all
 
     for name, data in files.items():
         if not name or "/" in name or name in (".", "..", EXEC_FIFO, STATE_FILE):
@@ -123,9 +114,7 @@ def write_files(directory: str, files: dict[str, bytes]) -> None:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                write_all(fd, data)
             finally:
                 os.close(fd)
         except OSError as e:
@@ -276,17 +265,6 @@ def _guest_network(config: Any, what: Any, state_dir: str) -> dict[str, Any] | N
                        what.guest)
 
 
-def _cleanup_guest_network(c: Container) -> None:
-    """What the guest network left in a netns that outlives the container (see unikraft/net.py)."""
-    if not os.path.exists(os.path.join(c.dir, "guestnet.json")):  # unikraft.net.RECORD
-        return
-    from .error import warn
-    from .unikraft import net
-
-    for problem in net.cleanup(c.dir):
-        warn(problem)
-
-
 def start(root: str, id: str) -> None:
     with factory.lock(root, id):
         _start(root, id)
@@ -318,147 +296,22 @@ def describe(c: Container) -> dict[str, Any]:
     return st
 
 
-GRACEFUL_SIGNALS = (15,)  # SIGTERM
-
-
 def kill(root: str, id: str, sig: int, all: bool = False) -> None:
-    """Signal the container's init (with `all`, every process in it; a stopped container is then fine).
+    """See mocktainer.kill (runu calls it directly: `kill` need not load this module)."""
+    from .kill import kill as _kill
 
-    SIGTERM to a running unikernel whose VMM has a control socket asks the guest to power off
-    instead (graceful stop, see unikraft/control.py); when the VMM cannot be asked, the signal is
-    sent as usual.
-    """
-    with factory.lock(root, id):
-        _kill(root, id, sig, all)
-
-
-def _kill(root: str, id: str, sig: int, all: bool) -> None:
-    c = factory.load(root, id)  # under the lock: the pid and its start time are current
-    if not all:
-        if sig in GRACEFUL_SIGNALS and _request_poweroff(c):
-            return
-        c.signal(sig)
-        return
-    # A stopped container's init is gone, but its cgroup may still hold processes (runc signals them too).
-    for pid in container_pids(c, stopped_too=True):
-        kill_quietly(pid, sig)
-
-
-def _request_poweroff(c: Container) -> bool:
-    """True when the guest was asked to power off through its VMM's control socket."""
-    if not os.path.exists(os.path.join(c.dir, "control")):  # unikraft.control.CONTROL_FILE
-        return False  # a sandbox, or a VMM without a control socket: no need to import anything
-    if c.status() != Status.RUNNING:
-        return False  # created: the init is not the VMM yet; stopped: signal() says so
-    from .unikraft.control import request_poweroff
-
-    return bool(request_poweroff(c))
+    _kill(root, id, sig, all)
 
 
 def delete(root: str, id: str, force: bool = False) -> None:
-    """Remove a stopped container; with `force`, kill a created or running one first."""
-    try:
-        lock = factory.lock(root, id)
-    except NotExistError:
-        if force:
-            return
-        raise
-    with lock:
-        _delete(root, id, force)
+    """See mocktainer.delete."""
+    from .delete import delete as _delete
 
-
-def _delete(root: str, id: str, force: bool) -> None:
-    try:
-        c = factory.load(root, id)
-    except (NotExistError, CorruptStateError) as e:
-        # An aborted create can leave the directory without state.json; a damaged state.json is no record.
-        path = os.path.join(os.path.abspath(root), id)
-        if os.path.isdir(path) and not os.path.islink(path):
-            if isinstance(e, CorruptStateError) and not force:
-                raise CorruptStateError(f"{e}; 'delete --force' stops what is left of it and removes it") from None
-            _delete_without_state(root, id, path)
-            return
-        if force:
-            return
-        raise
-    status = c.status()
-    if status != Status.STOPPED:
-        if not force:
-            raise RunningError(f"container {id!r} is {status}, not stopped; use --force to delete it")
-        st = c.state()
-        for pid in reversed(container_pids(c)):
-            kill_quietly(pid)
-        reap(st.init_process_pid, st.init_process_start)
-    else:
-        # Processes left in a stopped container's cgroup would keep it from being removed; like runc (whose
-        # containers share the host's pid namespace here too), delete kills them.
-        for pid in container_pids(c, stopped_too=True):
-            kill_quietly(pid)
-    _cleanup_guest_network(c)
-    c.destroy()
-
-
-def _delete_without_state(root: str, id: str, path: str) -> None:
-    """Stop and remove a container whose state.json is missing or unreadable: through its second record
-    (state.RECOVERY_FILE: the init and its cgroups), else through its default cgroup, which root and id
-    name (cgroups.default_name)."""
-    from . import state as statefile
-    from .container import _remove_dir
-
-    try:
-        st = statefile.read(path, statefile.RECOVERY_FILE)
-    except (OSError, ValueError):
-        st = None
-    if st is not None and st.id == id:
-        c = Container(os.path.abspath(root), id, st.config, st)
-        for pid in reversed(container_pids(c, stopped_too=True)):
-            kill_quietly(pid)
-        if c.status() != Status.STOPPED:
-            kill_quietly(st.init_process_pid)
-            reap(st.init_process_pid, st.init_process_start)
-        _cleanup_guest_network(c)
-        c.destroy()
-        return
-    from . import cgroups
-
-    paths = cgroups.paths_of(cgroups.default_name(root, id), "", False)
-    for _ in range(10):  # processes forking while we kill them: a few rounds
-        left = cgroups.pids(paths) or []
-        if not left:
-            break
-        for pid in left:
-            kill_quietly(pid)
-        for pid in left:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                wait_gone(pid, None, 5)
-    if cgroups.pids(paths) is not None:
-        cgroups.remove(paths, cgroups.DEFAULT_PARENT)
-    _remove_dir(path)
+    _delete(root, id, force)
 
 
 def ps(root: str, id: str) -> list[int]:
-    return container_pids(factory.load(root, id))
-
-
-def container_pids(c: Container, stopped_too: bool = False) -> list[int]:
-    """The container's processes, the init first: from its cgroup when it has one, else the init and its
-    descendants (/proc). A stopped container has none, or with `stopped_too` what is left in its cgroup."""
-    st = c.state()
-    stopped = c.status() == Status.STOPPED
-    if stopped and not (stopped_too and st.cgroup_paths):
-        return []
-    if st.cgroup_paths:
-        from . import cgroups
-
-        pids = cgroups.pids(st.cgroup_paths)
-        if stopped:
-            return sorted(pids or [])  # never the dead init's pid: it may belong to someone else by now
-        if pids is not None:
-            init = st.init_process_pid
-            return [init] + sorted(p for p in pids if p != init)
-    return descendants(st.init_process_pid)
+    return factory.load(root, id).pids()
 
 
 def list_containers(root: str) -> list[dict[str, Any]]:
@@ -475,38 +328,6 @@ def list_containers(root: str) -> list[dict[str, Any]]:
         except Error:
             continue  # removed while we looked
     return out
-
-
-def run(root: str, id: str, bundle: str, *, detach: bool = False, **kw: Any) -> int:
-    """create + start, then (unless detached) wait and delete; the container's exit status."""
-    c = create(root, id, bundle, **kw)
-    pid = c.state().init_process_pid
-    try:
-        c.exec()
-    except BaseException:
-        delete(root, id, force=True)
-        raise
-    if detach:
-        return 0
-    import signal
-
-    def forward(signum: int, _frame: object) -> None:
-        # TERM asks a guest to power off, as `runu kill ID TERM` does (graceful stop)
-        if signum in GRACEFUL_SIGNALS and _request_poweroff(c):
-            return
-        kill_quietly(pid, signum)
-
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(s, forward)
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    code = os.waitstatus_to_exitcode(status)
-    delete(root, id, force=True)
-    return code if code >= 0 else 128 - code
 
 
 def features() -> dict[str, Any]:
@@ -546,6 +367,7 @@ def _apparmor_enabled() -> bool:
 
 def spec_template(args: list[str] | None = None) -> dict[str, Any]:
     """A config.json for a unikernel bundle (`rootfs/unikraft/bin/kernel`), as `runu spec` writes it."""
+    from .init import DEFAULT_PATH
     from .unikraft.bundle import ENTRYPOINT
 
     return {
@@ -554,7 +376,7 @@ def spec_template(args: list[str] | None = None) -> dict[str, Any]:
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
             "args": [ENTRYPOINT] + list(args or []),
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "env": ["PATH=" + DEFAULT_PATH],
             "cwd": "/",
         },
         "root": {"path": "rootfs", "readonly": True},

@@ -111,26 +111,12 @@ def save(container_dir: str, state: State, name: str = STATE_FILE) -> None:
 
     A full disk or a read-only root leaves the old file (or none) and raises StateError.
     """
-    data = fastjson.dumps(state.to_dict()).encode()
-    tmp = os.path.join(container_dir, f".{name}.{os.getpid()}")
+    from .system import atomic_write
+
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        atomic_write(os.path.join(container_dir, name), fastjson.dumps(state.to_dict()).encode())
     except OSError as e:
         raise _save_error(state, container_dir, e) from None
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, os.path.join(container_dir, name))
-    except BaseException as e:
-        _unlink(tmp)
-        if isinstance(e, OSError):
-            raise _save_error(state, container_dir, e) from None
-        raise
 
 
 def _save_error(state: State, container_dir: str, e: OSError) -> Exception:
@@ -162,10 +148,3 @@ def read(container_dir: str, name: str = STATE_FILE) -> State:
     if not isinstance(st.created, str):
         raise ValueError("created is not a string")
     return st
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

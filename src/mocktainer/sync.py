@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from . import fastjson
+from . import fastjson, system
 from .error import InitError
 
 TYPE_CHECKING = False
@@ -42,9 +42,7 @@ class SyncPipe:
         return self.fd
 
     def write_raw(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        system.write_all(self.fd, data)
 
     def read_exact(self, n: int) -> bytes:
         """Read exactly n bytes (the bootstrap message is not line-framed)."""

@@ -1,7 +1,8 @@
 """Typed wrappers around the raw Linux calls the standard library lacks.
 
-Everything that needs `setns`, `unshare`, `mount`, `prctl`, `keyctl` or an interface
-ioctl goes through here, so the rest of the package never touches ctypes.
+Everything that needs `setns`, `unshare`, `mount`, `prctl`, `keyctl` or an ioctl goes
+through here, so the rest of the package never touches ctypes or fcntl.ioctl; so do the
+loops over read(2)/write(2) (write_all, atomic_write, read_regular).
 ctypes itself is loaded on first use only: `runu state` never pays for it.
 """
 
@@ -15,6 +16,12 @@ PR_SET_NO_NEW_PRIVS = 38
 
 _SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "armv7l": 311, "armv8l": 311}
 KEYCTL_JOIN_SESSION_KEYRING = 1
+
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), Linux 4.11
+TIOCSCTTY = 0x540E
+KVM_GET_API_VERSION = 0xAE00
+TUNSETIFF, TUNSETPERSIST = 0x400454CA, 0x400454CB
+IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -121,6 +128,80 @@ def keyring_name(container_id: str) -> str:
     """The session keyring's name for a container: prefixed (like runc's `_ses.`), so that every valid id
     works, those starting with '.' too (a name the kernel keeps for its own keyrings)."""
     return "_ses." + container_id
+
+
+# ---- ioctls ----------------------------------------------------------------------------
+
+def ns_get_type(fd: int) -> int:
+    """The clone flag of the namespace file open at `fd` (OSError when it is none)."""
+    import fcntl
+
+    return fcntl.ioctl(fd, NS_GET_NSTYPE)
+
+
+def set_controlling_tty(fd: int) -> None:
+    """Make the terminal at `fd` the calling session leader's controlling terminal."""
+    import fcntl
+
+    fcntl.ioctl(fd, TIOCSCTTY, 0)
+
+
+def kvm_api_version(fd: int) -> int:
+    """What /dev/kvm open at `fd` answers KVM_GET_API_VERSION (12 on every kernel since 2.6.22)."""
+    import fcntl
+
+    return fcntl.ioctl(fd, KVM_GET_API_VERSION)
+
+
+def make_persistent_tap(name: str) -> None:
+    """Create the tap device `name` (with virtio-net headers), left in place when our fd closes."""
+    import fcntl
+    import struct
+
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+        fcntl.ioctl(fd, TUNSETPERSIST, 1)
+    finally:
+        os.close(fd)
+
+
+# ---- files: the one copy of each loop over read(2)/write(2) ------------------------------
+
+def write_all(fd: int, data: bytes) -> None:
+    """write(2) until all of `data` is written (a pipe or a socket may take less per call)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+_tmp_serial = 0
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replace `path` with `data` so that a reader sees the old file or the new one, never a torn one.
+
+    Through a temporary file of a name unique to this process and call (O_EXCL: never someone else's),
+    synced before the rename; on any failure the temporary file is gone and `path` is untouched.
+    """
+    global _tmp_serial
+    _tmp_serial += 1
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{_tmp_serial}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    try:
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def read_regular(path: str, limit: int, follow: bool = True) -> bytes:

@@ -183,7 +183,8 @@ def choose(environ: dict[str, str] | None = None, dirs: tuple[str, ...] = SYSTEM
     if not value:
         from mocktainer.unikraft import settings
 
-        value, source = settings.load(dict(env)).get("delegate", use_env=False)
+        value, where = settings.load(dict(env)).get("delegate", use_env=False)
+        source = where or source
     if not value:
         for name in CANDIDATES:
             for d in dirs:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
+DEFAULT_ROOT = "/run/runu"  # the state directory, as runc's /run/runc (USAGE says it too)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
@@ -157,16 +159,16 @@ def _unclaimed_after_create(root: str, cid: str) -> None:
 
 
 def cmd_run(g: dict[str, Any], args: list[str], log: Log) -> int:
-    from mocktainer import runtime
-
     spec = dict(CREATE_FLAGS, detach=("bool", "d"), keep=("bool", None))
     flags, rest = parse_flags(args, spec, False)
     cid = one_id(rest, "run")
     from runu.delegate import check_unclaimed
 
     check_unclaimed(g["root"], cid)
-    return runtime.run(g["root"], cid, flags.get("bundle") or os.getcwd(), detach=flags.get("detach", False),
-                       **_create_options(g, flags))
+    from runu.run import run
+
+    return run(g["root"], cid, flags.get("bundle") or os.getcwd(), detach=flags.get("detach", False),
+               **_create_options(g, flags))
 
 
 def _create_options(g: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
@@ -195,22 +197,22 @@ def cmd_state(g: dict[str, Any], args: list[str], log: Log) -> int:
 
 
 def cmd_kill(g: dict[str, Any], args: list[str], log: Log) -> int:
-    from mocktainer import runtime
+    from mocktainer.kill import kill
 
     from runu.signals import parse_signal
 
     flags, rest = parse_flags(args, {"all": ("bool", "a")}, False)
     cid = one_id(rest, "kill", extra=1)
     sig = parse_signal(rest[1] if len(rest) > 1 else "TERM")
-    runtime.kill(g["root"], cid, sig, all=flags.get("all", False))
+    kill(g["root"], cid, sig, all=flags.get("all", False))
     return 0
 
 
 def cmd_delete(g: dict[str, Any], args: list[str], log: Log) -> int:
-    from mocktainer import runtime
+    from mocktainer.delete import delete
 
     flags, rest = parse_flags(args, {"force": ("bool", "f")}, False)
-    runtime.delete(g["root"], one_id(rest, "delete"), force=flags.get("force", False))
+    delete(g["root"], one_id(rest, "delete"), force=flags.get("force", False))
     return 0
 
 
@@ -340,9 +342,9 @@ def _main(argv: list[str], delegate: bool = True) -> int:
         _route_warnings(log)
         if g.get("log-format") not in (None, "text", "json"):
             raise UsageError(f"invalid --log-format {g['log-format']!r}: use text or json")
-        g.setdefault("root", os.environ.get("RUNU_ROOT") or "/run/runu")
+        g.setdefault("root", os.environ.get("RUNU_ROOT") or DEFAULT_ROOT)
         if not g["root"]:
-            raise UsageError("--root must not be empty: give the state directory (default /run/runu)")
+            raise UsageError(f"--root must not be empty: give the state directory (default {DEFAULT_ROOT})")
         if g.get("version"):
             from runu import __version__
 

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 SYSTEM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
 KVM_DEVICE = "/dev/kvm"
-KVM_GET_API_VERSION = 0xAE00
 KVM_API_VERSION = 12
 
 
@@ -59,8 +58,9 @@ def kvm_usable(device: str = KVM_DEVICE) -> bool:
     except OSError:
         return False
     try:
-        import fcntl
-        return fcntl.ioctl(fd, KVM_GET_API_VERSION) == KVM_API_VERSION
+        from mocktainer import system
+
+        return system.kvm_api_version(fd) == KVM_API_VERSION
     except OSError:
         return False
     finally:

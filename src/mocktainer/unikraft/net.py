@@ -62,8 +62,6 @@ CLONE_NEWNS = 0x00020000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_RDONLY = 0x2, 0x4, 0x8, 0x1
 MS_REC, MS_SLAVE = 0x4000, 0x80000
 MNT_DETACH = 2
-TUNSETIFF, TUNSETPERSIST = 0x400454CA, 0x400454CB
-IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
 TC_INGRESS = 0xFFFF0000
 RESOLV_CONF_MAX = 64 * 1024
 # QEMU microvm without ACPI: 8 virtio-mmio transports of 512 bytes from 0xfeb00000 on IRQs 5-12, the first
@@ -266,15 +264,9 @@ def _restore(ipr: Any, up: dict[str, Any], nic: str, tc: bool) -> list[str]:
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    from mocktainer import fastjson
+    from mocktainer import fastjson, system
 
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, fastjson.dumps(data).encode() + b"\n")
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+    system.atomic_write(path, fastjson.dumps(data).encode() + b"\n")
 
 
 def _read_json(path: str) -> dict[str, Any]:
@@ -322,15 +314,9 @@ def _open_macvtap(nic: str, ifindex: int, state_dir: str) -> int:
 
 
 def _make_tap(name: str) -> None:
-    import fcntl
-    import struct
+    from mocktainer import system
 
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
-        fcntl.ioctl(fd, TUNSETPERSIST, 1)
-    finally:
-        os.close(fd)
+    system.make_persistent_tap(name)
 
 
 def _redirect(ipr: Any, src: int, dst: int) -> None:

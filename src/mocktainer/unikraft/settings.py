@@ -25,12 +25,19 @@ are never taken from annotations: a container must not choose which host
 program runs as its VMM.
 """
 
+from __future__ import annotations
+
 import os
 
 from mocktainer.error import ConfigError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Mapping
+
 CONFIG_ENV = "RUNU_CONFIG"
 DEFAULT_CONFIG = "/etc/runu/config.toml"
+MAX_CONFIG_BYTES = 1 << 20  # a few lines in practice
 
 # key -> (type, description for errors)
 KEYS = {
@@ -62,13 +69,15 @@ class Settings:
     """
 
     __slots__ = ("path", "values", "environ")
+    environ: Mapping[str, str]
 
-    def __init__(self, values=None, path=None, environ=None):
+    def __init__(self, values: dict[str, Any] | None = None, path: str | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
         self.path = path
         self.values = dict(values or {})
         self.environ = dict(environ or {})
 
-    def get(self, key, use_env=True):
+    def get(self, key: str, use_env: bool = True) -> tuple[Any, str | None]:
         env = ENV.get(key)
         if use_env and env:
             value = self.environ.get(env)
@@ -78,11 +87,11 @@ class Settings:
             return self.values[key], "%s in %s" % (key, self.path)
         return None, None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Settings(path=%r, values=%r)" % (self.path, self.values)
 
 
-def config_path(environ):
+def config_path(environ: Mapping[str, str] | None) -> tuple[str | None, bool]:
     """(path, explicit) of the config file to read; path None when there is none."""
     value = (environ or {}).get(CONFIG_ENV)
     if value is not None:
@@ -90,14 +99,16 @@ def config_path(environ):
     return DEFAULT_CONFIG, False
 
 
-def load(environ=None):
+def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from the config file (when there is one) and `environ`."""
     environ = dict(os.environ) if environ is None else environ
     path, explicit = config_path(environ)
     if path is None:
         return Settings(environ=environ)
+    from mocktainer.system import read_regular
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        data = read_regular(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         if explicit:
             raise ConfigError("runu config file %s (environment variable %s) does not exist"
@@ -105,21 +116,12 @@ def load(environ=None):
         return Settings(environ=environ)
     except OSError as e:
         raise ConfigError("cannot open runu config file %s: %s" % (path, e.strerror)) from None
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    except IsADirectoryError:
-        raise ConfigError("runu config file %s is a directory" % path) from None
-    finally:
-        os.close(fd)
-    return Settings(parse(b"".join(chunks), path), path, environ)
+    except ValueError as e:
+        raise ConfigError("runu config file %s %s" % (path, e)) from None
+    return Settings(parse(data, path), path, environ)
 
 
-def parse(data, path="config.toml"):
+def parse(data: bytes, path: str = "config.toml") -> dict[str, Any]:
     """Check and return the settings of a config file's bytes."""
     import tomllib
 
