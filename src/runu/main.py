@@ -15,7 +15,9 @@ DEFAULT_ROOT = "/run/runu"  # the state directory, as runc's /run/runc (USAGE sa
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable
+    from typing import Any, Callable, Mapping
+
+    from mocktainer.unikraft.vmm import Knobs
 
 # name -> (kind, short alias); kinds: "str", "bool", "int"
 GLOBAL_FLAGS = {
@@ -175,7 +177,15 @@ def _create_options(g: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
     """What `create` and `run` both pass to runtime.create: one place, so the two cannot drift apart."""
     return {"pid_file": flags.get("pid-file"), "console_socket": flags.get("console-socket"),
             "preserve_fds": flags.get("preserve-fds", 0), "no_new_keyring": flags.get("no-new-keyring", False),
-            "log_level": "debug" if g.get("debug") else None, "systemd_cgroup": bool(g.get("systemd-cgroup"))}
+            "log_level": "debug" if g.get("debug") else None, "systemd_cgroup": bool(g.get("systemd-cgroup")),
+            "load_settings": _load_settings}
+
+
+def _load_settings(environ: Mapping[str, str]) -> Knobs:
+    """runu's settings (RUNU_*, /etc/runu/config.toml), imported only when a unikernel is planned."""
+    from runu.settings import load
+
+    return load(environ)
 
 
 def cmd_start(g: dict[str, Any], args: list[str], log: Log) -> int:
@@ -276,7 +286,9 @@ def cmd_features(g: dict[str, Any], args: list[str], log: Log) -> int:
 
     from runu.delegate import feature_annotations
 
-    features = runtime.features()
+    from runu.settings import load_for_features
+
+    features = runtime.features(load_for_features())
     features["annotations"].update(feature_annotations())
     print(pretty_json(features))
     return 0
