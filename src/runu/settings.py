@@ -11,8 +11,8 @@ plus runu's own:
     delegate = "/usr/bin/crun"       # the OCI runtime of non-unikernel containers (runu/delegate.py)
 
 Environment variables of the runu process (the shim's environment) override the
-file: RUNU_VMM, RUNU_ACCEL, RUNU_QEMU_BINARY, RUNU_FIRECRACKER_BINARY,
-RUNU_DELEGATE.
+file: RUNU_VMM, RUNU_ACCEL, RUNU_QEMU_BINARY, RUNU_FIRECRACKER_BINARY (here), and
+RUNU_DELEGATE (runu.delegate.ENV, read before this module is needed).
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ ENV = {
     "accel": "RUNU_ACCEL",
     "qemu_binary": "RUNU_QEMU_BINARY",
     "firecracker_binary": "RUNU_FIRECRACKER_BINARY",
-    "delegate": "RUNU_DELEGATE",
-}
+}  # and RUNU_DELEGATE, which runu.delegate reads itself (its calls must not import this module)
 
 
 class Settings(_settings.Settings):
