@@ -44,7 +44,8 @@ def test_cgroupfs_paths(given, inner):
 
 
 def test_cgroupfs_default_is_runu_slash_id():
-    assert inner_path("", "web-1") == "/runu/web-1"
+    assert inner_path("", "web-1", parent="runu") == "/runu/web-1"  # the parent runu names
+    assert inner_path("", "web-1") == "/mocktainer/web-1"  # a library caller that names none
 
 
 @pytest.mark.parametrize("given", ["/", "//", "/..", ".", "a/..", "../"])
@@ -77,10 +78,14 @@ def test_cgroupfs_path_of_the_wrong_kind(given):
     (":p:n", "/system.slice/p-n.scope"),
     ("user.slice::n", "/user.slice/n.scope"),
     ("machine.slice:p:sub-x.slice", "/machine.slice/sub-x.slice"),  # a name that is a slice is used as is
-    ("", "/system.slice/runu-ID.scope"),  # the default
+    ("", "/system.slice/runu-ID.scope"),  # the default, with the parent runu names
 ])
 def test_systemd_paths(given, inner):
-    assert inner_path(given, "ID", systemd=True) == inner
+    assert inner_path(given, "ID", systemd=True, parent="runu") == inner
+
+
+def test_systemd_default_of_a_library_caller():
+    assert inner_path("", "ID", systemd=True) == "/system.slice/mocktainer-ID.scope"
 
 
 @pytest.mark.parametrize("given, words", [

@@ -20,7 +20,8 @@ import clients
 from guest import linux
 from guest.build import build_tiny
 from mocktainer.error import ConfigError
-from mocktainer.unikraft import bundle, mounts
+from harness.unikernels import runu_plan
+from mocktainer.unikraft import mounts
 
 QEMU = shutil.which("qemu-system-x86_64")
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,7 +152,7 @@ def test_qemu_devices_in_the_plan(tmp_path, tiny):
     d.mkdir()
     b, cfg = _bundle(tmp_path, kernel, ["hello"], extra_mounts=[bind(str(d), "/data", "ro")])
     state = str(tmp_path / "state" / "c1")
-    p = bundle.plan(cfg, os.path.join(b, "rootfs"), {"RUNU_ACCEL": "tcg"}, state)
+    p = runu_plan(cfg, os.path.join(b, "rootfs"), {"RUNU_ACCEL": "tcg"}, state)
     assert "vfs.fstab=[ m0:/data:9pfs:::mkmp ] -- hello" in p.cmdline
     i = p.args.index("-fsdev")
     assert p.args[i + 1] == "local,id=fs-m0,path=%s/shares/m0,security_model=none,readonly=on" % state
@@ -168,7 +169,7 @@ def test_fstab_survives_the_network_rerender(tmp_path, tiny):
     d.mkdir()
     b, cfg = _bundle(tmp_path, tiny, ["vfs.fstab=fs9:/x:9pfs", "--", "hello"],
                      extra_mounts=[bind(str(d), "/data", "ro")])
-    p = bundle.plan(cfg, os.path.join(b, "rootfs"), {"RUNU_ACCEL": "tcg"}, str(tmp_path / "state" / "c1"))
+    p = runu_plan(cfg, os.path.join(b, "rootfs"), {"RUNU_ACCEL": "tcg"}, str(tmp_path / "state" / "c1"))
     up = net.Uplink(2, "eth0", "02:00:00:00:00:01", "10.0.0.2", 24, "10.0.0.1", {})
     params = net.boot_params(up)
     for vmm in ("qemu", "firecracker"):
@@ -189,7 +190,7 @@ def test_linux_mounts_survive_the_network_rerender(guest, tmp_path):
     d.mkdir()
     b, cfg = _bundle(tmp_path, kernel, ["quiet", "--", "hello"], initrd=initrd,
                      extra_mounts=[bind(str(d), "/data", "ro")])
-    p = bundle.plan(cfg, os.path.join(b, "rootfs"), {"RUNU_ACCEL": "tcg"}, str(tmp_path / "state" / "c1"))
+    p = runu_plan(cfg, os.path.join(b, "rootfs"), {"RUNU_ACCEL": "tcg"}, str(tmp_path / "state" / "c1"))
     assert "runu.mount=m0:/data:ro" in p.cmdline.split()
     up = net.Uplink(2, "eth0", "02:00:00:00:00:01", "10.0.0.2", 24, "10.0.0.1", {})
     line = net.guest_cmdline(p.guest, net.boot_params(up), "qemu").split()
@@ -213,9 +214,9 @@ def test_firecracker_refuses_mounts_but_the_clients_files(tmp_path, tiny):
         mounts.firecracker_shares(items)
     # what `runu create` says (before Firecracker or KVM is looked at)
     with pytest.raises(ConfigError, match="^mount /data: Firecracker cannot share host files"):
-        bundle.plan(cfg, os.path.join(b, "rootfs"), {}, str(tmp_path / "state" / "c1"))
+        runu_plan(cfg, os.path.join(b, "rootfs"), {}, str(tmp_path / "state" / "c1"))
     with pytest.raises(ConfigError, match="^mount /: Firecracker cannot share"):
-        bundle.plan(dict(cfg, mounts=[], annotations=dict(ann, **{mounts.ROOTFS_ANNOTATION: "true"})),
+        runu_plan(dict(cfg, mounts=[], annotations=dict(ann, **{mounts.ROOTFS_ANNOTATION: "true"})),
                     os.path.join(b, "rootfs"), {}, str(tmp_path / "state" / "c1"))
 
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from harness.unikernels import unikraft_argv
-from mocktainer.unikraft import bundle, host
+from harness.unikernels import runu_plan, unikraft_argv
+from mocktainer.unikraft import host
 
 GUEST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest")
 
@@ -70,7 +70,7 @@ def test_boot_exit_status_and_args(tmp_path, tiny_kernels, fmt, machine, accel):
     spec = {"annotations": {"org.unikraft.runu.accel": accel},
             "process": {"args": ["/unikraft/bin/kernel", "exit=5", "--", "hello", "world"],
                         "env": ["GREETING=hi"]}}
-    p = bundle.plan(spec, str(root), {"PATH": "/nonexistent"})
+    p = runu_plan(spec, str(root), {"PATH": "/nonexistent"})
     assert p.kernel.boot_protocol == fmt and p.machine == machine
     assert os.path.dirname(p.args[0]) in host.SYSTEM_DIRS
     t0 = time.monotonic()
@@ -93,7 +93,7 @@ def test_boot_exit_status_and_args(tmp_path, tiny_kernels, fmt, machine, accel):
 @pytest.mark.parametrize("fmt", ["pvh", "multiboot"])
 def test_guest_reset_ends_vmm(tmp_path, tiny_kernels, fmt):
     root = unikernel_bundle(tmp_path, tiny_kernels[fmt])
-    p = bundle.plan({"process": {"args": ["reset"]}}, str(root), {"RUNU_ACCEL": "tcg"})
+    p = runu_plan({"process": {"args": ["reset"]}}, str(root), {"RUNU_ACCEL": "tcg"})
     rc, out, err = run_vmm(p)
     assert "bye reset" in out, (out, err)
     assert rc == 0
@@ -104,7 +104,7 @@ def test_guest_reset_ends_vmm(tmp_path, tiny_kernels, fmt):
 def test_awkward_args_reach_guest_verbatim(tmp_path, tiny_kernels):
     root = unikernel_bundle(tmp_path, tiny_kernels["pvh"])
     args = ["/unikraft/bin/kernel", "--", "two words", "it's", 'say "hi"']
-    p = bundle.plan({"process": {"args": args}}, str(root), {"RUNU_ACCEL": "tcg"})
+    p = runu_plan({"process": {"args": args}}, str(root), {"RUNU_ACCEL": "tcg"})
     rc, out, err = run_vmm(p)
     cmdline = [ln for ln in out.splitlines() if ln.startswith("cmdline: ")][0]
     assert cmdline == "cmdline: " + p.cmdline
@@ -118,7 +118,7 @@ def test_awkward_args_reach_guest_verbatim(tmp_path, tiny_kernels):
 def test_idle_guest_on_a_pty_is_killed(tmp_path, tiny_kernels):
     """A pty as the VMM's stdio (ctr run -t): the console shows there; SIGKILL ends it."""
     root = unikernel_bundle(tmp_path, tiny_kernels["pvh"])
-    p = bundle.plan({"process": {"args": ["idle"]}, "terminal": True}, str(root),
+    p = runu_plan({"process": {"args": ["idle"]}, "terminal": True}, str(root),
                     {"RUNU_ACCEL": "tcg"})
     master, slave = os.openpty()
     env = dict(e.split("=", 1) for e in p.env)

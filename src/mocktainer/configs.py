@@ -196,21 +196,23 @@ class Config(_Record):
     no_new_keyring: bool
     # The container's cgroup (see mocktainer.cgroups): OCI linux.cgroupsPath ("" = the default), the OCI
     # linux.resources object as given (its cgroup part is applied), and whether cgroups_path has systemd's
-    # slice:prefix:name form (runu --systemd-cgroup).
+    # slice:prefix:name form (runu --systemd-cgroup); without cgroups_path, the parent directory (and systemd
+    # scope prefix) of the default cgroup, which the tool names ("" = cgroups.DEFAULT_PARENT; runu: "runu").
     cgroups_path: str
     resources: dict[str, Any]
     systemd_cgroup: bool
+    cgroup_parent: str
 
     __slots__ = (
         "parent_death_signal", "rootfs", "namespaces", "networks", "apparmor_profile",
         "process_label", "hooks", "version", "labels", "no_new_keyring", "cgroups_path", "resources",
-        "systemd_cgroup",
+        "systemd_cgroup", "cgroup_parent",
     )
     _fields = (
         ("parent_death_signal", 0), ("rootfs", ""), ("namespaces", Namespaces), ("networks", list),
         ("apparmor_profile", ""), ("process_label", ""), ("hooks", Hooks),
         ("version", ""), ("labels", list), ("no_new_keyring", False), ("cgroups_path", ""), ("resources", dict),
-        ("systemd_cgroup", False),
+        ("systemd_cgroup", False), ("cgroup_parent", ""),
     )
 
     @classmethod

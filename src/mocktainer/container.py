@@ -107,11 +107,11 @@ class Container:
             c = self._config
             host = cgroups.Host.current()
             name = cgroups.default_name(self._root, self._id)  # the same id in another root: another cgroup
-            planned = cgroups.plan(name, c.cgroups_path, c.systemd_cgroup, host)
+            planned = cgroups.plan(name, c.cgroups_path, c.systemd_cgroup, host, c.cgroup_parent)
             self._save_creating(init, planned)
             failpoint.hit("create:creating")
             self._cgroup_paths = cgroups.create(name, c.cgroups_path, c.systemd_cgroup, c.resources, init.pid,
-                                                host, planned)
+                                                host, planned, c.cgroup_parent)
             failpoint.hit("create:cgroup")
             init.send_config(self._init_config(process))
             init.converse(on_hooks=self._run_parent_hooks, on_ready=self._record_created)
@@ -250,7 +250,7 @@ class Container:
             return None
         from .cgroups import DEFAULT_PARENT
 
-        return DEFAULT_PARENT
+        return self._config.cgroup_parent or DEFAULT_PARENT
 
     def _remove_cgroup_quietly(self) -> None:
         """Undo cgroups.create after a failed start (the init is dead and reaped)."""

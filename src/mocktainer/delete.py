@@ -15,8 +15,9 @@ from .process import kill_quietly, reap
 from .state import Status
 
 
-def delete(root: str, id: str, force: bool = False) -> None:
-    """Remove a stopped container; with `force`, kill a created or running one first."""
+def delete(root: str, id: str, force: bool = False, cgroup_parent: str = "") -> None:
+    """Remove a stopped container; with `force`, kill a created or running one first. `cgroup_parent`
+    (the one create was given) finds the default cgroup of a container whose state is lost."""
     try:
         lock = factory.lock(root, id)
     except NotExistError:
@@ -24,10 +25,10 @@ def delete(root: str, id: str, force: bool = False) -> None:
             return
         raise
     with lock:
-        _delete(root, id, force)
+        _delete(root, id, force, cgroup_parent)
 
 
-def _delete(root: str, id: str, force: bool) -> None:
+def _delete(root: str, id: str, force: bool, cgroup_parent: str) -> None:
     try:
         c = factory.load(root, id)
     except (NotExistError, CorruptStateError) as e:
@@ -36,7 +37,7 @@ def _delete(root: str, id: str, force: bool) -> None:
         if os.path.isdir(path) and not os.path.islink(path):
             if isinstance(e, CorruptStateError) and not force:
                 raise CorruptStateError(f"{e}; 'delete --force' stops what is left of it and removes it") from None
-            _delete_without_state(root, id, path)
+            _delete_without_state(root, id, path, cgroup_parent)
             return
         if force:
             return
@@ -78,7 +79,7 @@ def cleanup_guest_network(c: Container) -> None:
         warn(problem)
 
 
-def _delete_without_state(root: str, id: str, path: str) -> None:
+def _delete_without_state(root: str, id: str, path: str, cgroup_parent: str) -> None:
     """Stop and remove a container whose state.json is missing or unreadable: through its second record
     (state.RECOVERY_FILE: the init and its cgroups), else through its default cgroup, which root and id
     name (cgroups.default_name)."""
@@ -95,7 +96,8 @@ def _delete_without_state(root: str, id: str, path: str) -> None:
         return
     from . import cgroups
 
-    paths = cgroups.paths_of(cgroups.default_name(root, id), "", False)
+    parent = cgroup_parent or cgroups.DEFAULT_PARENT
+    paths = cgroups.paths_of(cgroups.default_name(root, id), "", False, parent=parent)
     for _ in range(10):  # processes forking while we kill them: a few rounds
         left = cgroups.pids(paths) or []
         if not left:
@@ -105,5 +107,5 @@ def _delete_without_state(root: str, id: str, path: str) -> None:
         for pid in left:
             reap(pid, timeout=5)
     if cgroups.pids(paths) is not None:
-        cgroups.remove(paths, cgroups.DEFAULT_PARENT)
+        cgroups.remove(paths, parent)
     _remove_dir(path)

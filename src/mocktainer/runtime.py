@@ -17,7 +17,9 @@ from .state import Status
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable, Mapping
+
+    from .unikraft.vmm import Knobs
 
 OCI_VERSION_MIN = "1.0.0"
 OCI_VERSION_MAX = "1.1.0"
@@ -135,8 +137,13 @@ def create(
     environ: dict[str, str] | None = None,
     log_level: str | None = None,
     systemd_cgroup: bool = False,
+    load_settings: Callable[[Mapping[str, str]], Knobs] | None = None,
+    cgroup_parent: str = "",
 ) -> Container:
     """Create a container from a bundle; on return its init waits for `start`.
+
+    `load_settings(environ)` gives a unikernel's runtime-wide settings (see unikraft/bundle.plan);
+    `cgroup_parent` names the default cgroup's parent (configs.Config.cgroup_parent).
 
     The container process inherits this process' stdio (the client's pipes)
     unless the spec asks for a terminal, which is then sent to `console_socket`.
@@ -148,14 +155,15 @@ def create(
     try:
         return _create(root, id, bundle, pid_file=pid_file, console_socket=console_socket, preserve_fds=preserve_fds,
                        no_new_keyring=no_new_keyring, environ=environ, log_level=log_level,
-                       systemd_cgroup=systemd_cgroup)
+                       systemd_cgroup=systemd_cgroup, load_settings=load_settings, cgroup_parent=cgroup_parent)
     finally:
         reap_warm_up(helper)
 
 
 def _create(root: str, id: str, bundle: str, *, pid_file: str | None, console_socket: str | None,
             preserve_fds: int, no_new_keyring: bool, environ: dict[str, str] | None, log_level: str | None,
-            systemd_cgroup: bool) -> Container:
+            systemd_cgroup: bool, load_settings: Callable[[Mapping[str, str]], Knobs] | None,
+            cgroup_parent: str) -> Container:
     from . import specconv
     from .unikraft.bundle import plan
 
@@ -166,6 +174,7 @@ def _create(root: str, id: str, bundle: str, *, pid_file: str | None, console_so
     config = specconv.create_config(supported_spec(spec), bundle)
     config.no_new_keyring = no_new_keyring
     config.systemd_cgroup = systemd_cgroup  # linux.cgroupsPath is slice:prefix:name (see mocktainer.cgroups)
+    config.cgroup_parent = cgroup_parent
     state_dir = os.path.join(os.path.abspath(root), id)
     # The VMM gets an fd of the state directory right after the preserved fds, and binds its control
     # socket through it (a unix socket path must fit in 108 bytes; see unikraft/control.py).
@@ -174,7 +183,7 @@ def _create(root: str, id: str, bundle: str, *, pid_file: str | None, console_so
     # unikraft/kernel.Kernel): the VMM boots those very files as /proc/self/fd/N, whatever the bundle
     # becomes after create.
     what = plan(spec, config.rootfs, dict(os.environ) if environ is None else environ, state_dir,
-                control_dir=f"/proc/self/fd/{control_fd}", fd_base=control_fd + 1)
+                control_dir=f"/proc/self/fd/{control_fd}", fd_base=control_fd + 1, load_settings=load_settings)
     try:
         return _create_container(root, id, config, spec, what, pid_file, console_socket, preserve_fds, log_level)
     finally:
@@ -303,11 +312,11 @@ def kill(root: str, id: str, sig: int, all: bool = False) -> None:
     _kill(root, id, sig, all)
 
 
-def delete(root: str, id: str, force: bool = False) -> None:
+def delete(root: str, id: str, force: bool = False, cgroup_parent: str = "") -> None:
     """See mocktainer.delete."""
     from .delete import delete as _delete
 
-    _delete(root, id, force)
+    _delete(root, id, force, cgroup_parent)
 
 
 def ps(root: str, id: str) -> list[int]:
@@ -330,11 +339,16 @@ def list_containers(root: str) -> list[dict[str, Any]]:
     return out
 
 
-def features() -> dict[str, Any]:
-    """runtime-spec features.json: what this runtime honours."""
+def features(settings: Knobs | None = None) -> dict[str, Any]:
+    """runtime-spec features.json: what this runtime honours, with the VMMs `settings` find."""
     from .configs import HOOK_NAMES
     from .specconv import known_namespaces
     from .unikraft import vmm
+
+    if settings is None:
+        from .unikraft.settings import Settings
+
+        settings = Settings(environ=dict(os.environ))
 
     return {
         "ociVersionMin": OCI_VERSION_MIN,
@@ -351,7 +365,7 @@ def features() -> dict[str, Any]:
         },
         "annotations": {
             "org.opencontainers.runtime-spec.features.runtime": "runu",
-            **vmm.feature_annotations(dict(os.environ)),
+            **vmm.feature_annotations(settings),
             "io.kubernetes.cri.container-type": "sandbox: run process.args from the rootfs (the pod's pause container)",
         },
     }

@@ -19,7 +19,7 @@ runu never runs an image's binary on the host.
   `<root>/@delegate/<id>` the delegate's. A create checks that the other side
   does not hold the id (see `check_unclaimed`).
 - Which runtime: environment variable RUNU_DELEGATE, else `delegate` in runu's
-  config file (see mocktainer.unikraft.settings), else the first of crun and
+  config file (see runu/settings.py), else the first of crun and
   runc in SYSTEM_DIRS. A bare name is looked up in PATH, then SYSTEM_DIRS; a
   path must be absolute. The delegate is chosen at every call, so switch it only
   when no delegated container exists.
@@ -181,7 +181,7 @@ def choose(environ: dict[str, str] | None = None, dirs: tuple[str, ...] = SYSTEM
     value = env.get(ENV)
     source = f"environment variable {ENV}"
     if not value:
-        from mocktainer.unikraft import settings
+        from runu import settings
 
         value, where = settings.load(dict(env)).get("delegate", use_env=False)
         source = where or source

@@ -12,10 +12,15 @@ import os
 import sys
 
 DEFAULT_ROOT = "/run/runu"  # the state directory, as runc's /run/runc (USAGE says it too)
+# The default cgroup of a container (no linux.cgroupsPath): /runu/<id>-<crc of the root>, or
+# system.slice:runu:<id>-<crc> with --systemd-cgroup (see mocktainer.cgroups).
+CGROUP_PARENT = "runu"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable
+    from typing import Any, Callable, Mapping
+
+    from mocktainer.unikraft.vmm import Knobs
 
 # name -> (kind, short alias); kinds: "str", "bool", "int"
 GLOBAL_FLAGS = {
@@ -154,7 +159,7 @@ def _unclaimed_after_create(root: str, cid: str) -> None:
     try:
         check_unclaimed(root, cid)
     except Exception:
-        runtime.delete(root, cid, force=True)
+        runtime.delete(root, cid, force=True, cgroup_parent=CGROUP_PARENT)
         raise
 
 
@@ -175,7 +180,15 @@ def _create_options(g: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
     """What `create` and `run` both pass to runtime.create: one place, so the two cannot drift apart."""
     return {"pid_file": flags.get("pid-file"), "console_socket": flags.get("console-socket"),
             "preserve_fds": flags.get("preserve-fds", 0), "no_new_keyring": flags.get("no-new-keyring", False),
-            "log_level": "debug" if g.get("debug") else None, "systemd_cgroup": bool(g.get("systemd-cgroup"))}
+            "log_level": "debug" if g.get("debug") else None, "systemd_cgroup": bool(g.get("systemd-cgroup")),
+            "load_settings": _load_settings, "cgroup_parent": CGROUP_PARENT}
+
+
+def _load_settings(environ: Mapping[str, str]) -> Knobs:
+    """runu's settings (RUNU_*, /etc/runu/config.toml), imported only when a unikernel is planned."""
+    from runu.settings import load
+
+    return load(environ)
 
 
 def cmd_start(g: dict[str, Any], args: list[str], log: Log) -> int:
@@ -212,7 +225,7 @@ def cmd_delete(g: dict[str, Any], args: list[str], log: Log) -> int:
     from mocktainer.delete import delete
 
     flags, rest = parse_flags(args, {"force": ("bool", "f")}, False)
-    delete(g["root"], one_id(rest, "delete"), force=flags.get("force", False))
+    delete(g["root"], one_id(rest, "delete"), force=flags.get("force", False), cgroup_parent=CGROUP_PARENT)
     return 0
 
 
@@ -276,7 +289,9 @@ def cmd_features(g: dict[str, Any], args: list[str], log: Log) -> int:
 
     from runu.delegate import feature_annotations
 
-    features = runtime.features()
+    from runu.settings import load_for_features
+
+    features = runtime.features(load_for_features())
     features["annotations"].update(feature_annotations())
     print(pretty_json(features))
     return 0

@@ -26,7 +26,7 @@ def run(root: str, id: str, bundle: str, *, detach: bool = False, **kw: Any) -> 
     try:
         c.exec()
     except BaseException:
-        runtime.delete(root, id, force=True)
+        runtime.delete(root, id, force=True, cgroup_parent=kw.get("cgroup_parent", ""))
         raise
     if detach:
         return 0
@@ -46,5 +46,5 @@ def run(root: str, id: str, bundle: str, *, detach: bool = False, **kw: Any) -> 
         except InterruptedError:
             continue
     code = os.waitstatus_to_exitcode(status)
-    runtime.delete(root, id, force=True)
+    runtime.delete(root, id, force=True, cgroup_parent=kw.get("cgroup_parent", ""))
     return code if code >= 0 else 128 - code

@@ -157,3 +157,12 @@ def exited(code):
 
 def killed(sig):
     return sig
+
+
+def runu_plan(spec, rootfs, environ, *args, **kw):
+    """bundle.plan as runu calls it: the runtime-wide settings from runu's RUNU_* variables and config
+    file (RUNU_CONFIG) in `environ`."""
+    from mocktainer.unikraft import bundle
+    from runu import settings
+
+    return bundle.plan(spec, rootfs, environ, *args, load_settings=settings.load, **kw)

@@ -11,13 +11,15 @@ Where (`linux.cgroupsPath`, as runc's cgroupfs and systemd drivers read it):
   the *parent* of our own cgroup, which is what runc does too: a cgroup that
   holds processes cannot give controllers to its children). The path is
   cleaned lexically (`..` cannot climb above the root). Empty means
-  DEFAULT_PARENT/<name>, i.e. `/runu/<id>-<checksum of the root>` (see default_name;
+  `/<parent>/<id>-<checksum of the root>` (see default_name; the parent is the
+  tool's choice, Config.cgroup_parent: `/runu/...` for runu, else DEFAULT_PARENT;
   runc's default is `<id>` relative to its own cgroup; a fixed, absolute place is
   easier to find and to clean).
   A path that is the root itself, or that looks like systemd's
   `slice:prefix:name` form while --systemd-cgroup is not given, is refused.
 - systemd (`--systemd-cgroup`): `slice:prefix:name`, e.g.
-  `system.slice:runu:ID` is `/system.slice/runu-ID.scope`; a dashed slice
+  `system.slice:runu:ID` is `/system.slice/runu-ID.scope` (empty: the slice
+  system.slice and the parent as prefix); a dashed slice
   nests (`a-b.slice` is `/a.slice/a-b.slice`), `-.slice` is the root, an empty
   slice is `system.slice`; a name ending in `.slice` is used as is, otherwise
   the unit is `<prefix>-<name>.scope` (`<name>.scope` for an empty prefix).
@@ -65,7 +67,7 @@ What fails and what only warns (on the `mocktainer` logger):
 
 Removal (`remove`) deletes only the leaf in each hierarchy (like runc; a parent
 such as `/kubepods/...` or a slice is not ours to remove) plus, for the default
-path, the `/runu` parent when it is left empty. It kills nothing: a cgroup
+path, its parent (runu's `/runu`) when it is left empty. It kills nothing: a cgroup
 still holding processes is retried briefly (EBUSY while tasks finish exiting),
 then reported as an error naming them.
 
@@ -80,7 +82,7 @@ from .mounts import (  # noqa: F401
     parse_proc_cgroup,
 )
 from .paths import (  # noqa: F401
-    DEFAULT_PARENT, DEFAULT_SCOPE_PREFIX, DEFAULT_SLICE, _looks_systemd, clean_path, expand_slice,
+    DEFAULT_PARENT, DEFAULT_SLICE, _looks_systemd, clean_path, expand_slice,
     inner_path, systemd_path,
 )
 from .limits import (  # noqa: F401

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from typing import Any, Iterable
 
 def default_name(root: str, id: str) -> str:
-    """The name the default cgroup (`/runu/<name>`, systemd's `runu-<name>.scope`) uses for container `id` of
+    """The name the default cgroup (`/<parent>/<name>`, systemd's `<parent>-<name>.scope`) uses for container `id` of
     state root `root`: the id and a checksum of the root's real path, so that the same id in two roots
     never shares a cgroup. (An id too long for that is cut, with checksums of the whole id.)"""
     from binascii import crc32  # (hashlib would load OpenSSL, ~4 ms, on every create)
@@ -27,21 +27,21 @@ def default_name(root: str, id: str) -> str:
     return name
 
 
-def paths_of(id: str, cgroups_path: str, systemd: bool, host: Host | None = None) -> dict[str, str]:
-    """{key: directory} of the container's cgroup in every mounted hierarchy."""
-    inner = inner_path(cgroups_path, id, systemd)
+def paths_of(id: str, cgroups_path: str, systemd: bool, host: Host | None = None, parent: str = "") -> dict[str, str]:
+    """{key: directory} of the container's cgroup in every mounted hierarchy (`parent`: see inner_path)."""
+    inner = inner_path(cgroups_path, id, systemd, parent)
     host = host or Host.current()
     return {key: host.path(key, inner) for key in host.hierarchies()}
 
 
-def plan(id: str, cgroups_path: str, systemd: bool, host: Host | None = None) -> dict[str, str]:
+def plan(id: str, cgroups_path: str, systemd: bool, host: Host | None = None, parent: str = "") -> dict[str, str]:
     """{key: directory} create() would make in every mounted hierarchy (recorded before it makes any,
     so that a create killed half-way leaves nothing `delete` cannot find).
 
     Like runc, a cgroup that already exists and holds processes is refused; so is one that already has
     cgroups below it (an ancestor of someone else's cgroups): its limits would land on them, and removing
     it at delete would mean removing them."""
-    paths = paths_of(id, cgroups_path, systemd, host)
+    paths = paths_of(id, cgroups_path, systemd, host, parent)
     for path in dict.fromkeys(paths.values()):
         try:
             busy = read_pids(path)
@@ -58,17 +58,17 @@ def plan(id: str, cgroups_path: str, systemd: bool, host: Host | None = None) ->
 
 
 def create(id: str, cgroups_path: str, systemd: bool, resources: dict[str, Any] | None, pid: int,
-           host: Host | None = None, planned: dict[str, str] | None = None) -> dict[str, str]:
+           host: Host | None = None, planned: dict[str, str] | None = None, parent: str = "") -> dict[str, str]:
     """Create the container's cgroup in every hierarchy, apply its limits, move `pid` in; {key: directory}.
 
     `planned` is what plan() answered for the same arguments (it is worked out here otherwise).
     On an error nothing is left behind; see the module doc for what only warns.
     """
-    inner = inner_path(cgroups_path, id, systemd)
+    inner = inner_path(cgroups_path, id, systemd, parent)
     limits = Limits(resources)
     host = host or Host.current()
     if planned is None:
-        planned = plan(id, cgroups_path, systemd, host)
+        planned = plan(id, cgroups_path, systemd, host, parent)
     hierarchies = host.hierarchies()
     required = bool(cgroups_path)
     if not hierarchies:
@@ -166,7 +166,7 @@ def remove(paths: dict[str, str], prune_parent: str | None = None) -> None:
 
     A cgroup with sub-cgroups loses those first; EBUSY (tasks still exiting) is retried for about
     0.7 s; a cgroup that still holds processes then raises CgroupError. Other failures warn.
-    `prune_parent`: a parent directory name (the default's `runu`) to rmdir too when it is left empty.
+    `prune_parent`: a parent directory name (the default's: runu's `runu`) to rmdir too when it is left empty.
     """
     import errno
     import time

@@ -9,9 +9,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     pass
 
-DEFAULT_PARENT = "runu"  # cgroupfs default: /runu/<default_name>
+# The default cgroup of a container without linux.cgroupsPath is /<parent>/<default_name> (cgroupfs) or
+# system.slice:<parent>:<default_name> (systemd); the tool names the parent (Config.cgroup_parent: runu
+# passes "runu"), this one is for callers that name none.
+DEFAULT_PARENT = "mocktainer"
 DEFAULT_SLICE = "system.slice"
-DEFAULT_SCOPE_PREFIX = "runu"  # systemd default: system.slice:runu:<id>
 
 
 # ---- cgroupsPath -------------------------------------------------------------------------
@@ -73,16 +75,18 @@ def _looks_systemd(path: str) -> bool:
     return len(parts) == 3 and "/" not in path and (parts[0].endswith(".slice") or parts[0] == "")
 
 
-def inner_path(cgroups_path: str, id: str, systemd: bool = False) -> str:
-    """The container's cgroup below each hierarchy: absolute (`/a/b`) or relative to our own cgroup (`a/b`)."""
+def inner_path(cgroups_path: str, id: str, systemd: bool = False, parent: str = "") -> str:
+    """The container's cgroup below each hierarchy: absolute (`/a/b`) or relative to our own cgroup (`a/b`);
+    without `cgroups_path`, `id` below `parent` (default DEFAULT_PARENT)."""
+    parent = parent or DEFAULT_PARENT
     if not isinstance(cgroups_path, str):
         raise ConfigError(f"linux.cgroupsPath must be a string, got {cgroups_path!r}")
     if "\0" in cgroups_path:
         raise ConfigError("linux.cgroupsPath must not contain a NUL byte")
     if systemd:
-        return systemd_path(cgroups_path or f"{DEFAULT_SLICE}:{DEFAULT_SCOPE_PREFIX}:{id}")
+        return systemd_path(cgroups_path or f"{DEFAULT_SLICE}:{parent}:{id}")
     if not cgroups_path:
-        return f"/{DEFAULT_PARENT}/{id}"
+        return f"/{parent}/{id}"
     if _looks_systemd(cgroups_path):
         raise ConfigError(f"cgroupsPath {cgroups_path!r} has systemd's slice:prefix:name form: pass "
                           f"--systemd-cgroup (runu --systemd-cgroup create ...) or give a cgroupfs path such as /a/b")

@@ -89,9 +89,9 @@ from mocktainer.unikraft import vmm as _vmm
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Mapping, Sequence, TypedDict, TypeGuard
+    from typing import Any, Callable, Mapping, Sequence, TypedDict, TypeGuard
 
-    from mocktainer.unikraft.vmm import Control
+    from mocktainer.unikraft.vmm import Control, Knobs
 
     class Guest(TypedDict):
         """What the guest network needs to render the command line again (see Plan.guest)."""
@@ -164,11 +164,14 @@ class Plan:
 
 
 def plan(spec: object, rootfs: str, environ: Mapping[str, str] | None, state_dir: str | None = None,
-         control_dir: str | None = None, fd_base: int | None = None) -> Plan:
+         control_dir: str | None = None, fd_base: int | None = None,
+         load_settings: Callable[[Mapping[str, str]], Knobs] | None = None) -> Plan:
     """Decide what the container runs. Raises ConfigError with a user-facing message.
 
-    `environ` is the runu process' environment (knobs, PATH for the VMM lookup,
-    RUNU_CONFIG); `state_dir` the container's directory under the runtime root,
+    `environ` is the caller's environment (PATH for the VMM lookup);
+    `load_settings(environ)` gives the runtime-wide settings, called only for a
+    unikernel (runu passes runu.settings.load: its RUNU_* variables and config
+    file; default: the library's settings, none set); `state_dir` the container's directory under the runtime root,
     where `Plan.files` will be written (its base name is the container id);
     `control_dir` the short path by which the VMM will reach that directory
     (see vmm.VM), or None for a VMM without a control socket. With `fd_base`,
@@ -191,23 +194,29 @@ def plan(spec: object, rootfs: str, environ: Mapping[str, str] | None, state_dir
 
     kern = _kernel.find_kernel(rootfs, keep_open=fd_base is not None)
     try:
-        return _unikernel_plan(kern, spec, rootfs, environ, args, env, annotations, state_dir, control_dir, fd_base)
+        return _unikernel_plan(kern, spec, rootfs, environ, args, env, annotations, state_dir, control_dir, fd_base,
+                               load_settings or _no_settings)
     except BaseException:
         if kern is not None:
             kern.close()
         raise
 
 
+def _no_settings(environ: Mapping[str, str]) -> Knobs:
+    return _settings.Settings(environ=environ)
+
+
 def _unikernel_plan(kern: _kernel.Kernel | None, spec: dict[str, Any], rootfs: str, environ: Mapping[str, str],
                     args: list[str], env: list[str], annotations: dict[str, Any], state_dir: str | None,
-                    control_dir: str | None, fd_base: int | None) -> Plan:
+                    control_dir: str | None, fd_base: int | None,
+                    load_settings: Callable[[Mapping[str, str]], Knobs]) -> Plan:
     if kern is None:
         raise ConfigError(
             "runu runs unikernel bundles (rootfs/%s) and CRI sandbox containers "
             "(annotation %s=sandbox); %s has neither"
             % (_kernel.KERNEL, SANDBOX_ANNOTATION, os.path.abspath(rootfs)))
 
-    settings = _settings.load(environ)
+    settings = load_settings(environ)
     name, _source = _vmm.choose(annotations, settings)
     backend = _vmm.backend(name)
     shares = _mounts.shares(spec, rootfs, annotations)

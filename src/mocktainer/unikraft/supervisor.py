@@ -275,6 +275,6 @@ class Supervisor:
 
     @staticmethod
     def _say(message: str) -> None:
-        from mocktainer.unikraft.vmmproc import write_all
+        from mocktainer.unikraft.vmmproc import to_stderr
 
-        write_all(2, f"runu: {message}\n".encode(errors="replace"))
+        to_stderr(f"runu: {message}\n".encode(errors="replace"))

@@ -36,8 +36,8 @@ into the state directory after creating it and before starting the container;
 they go away with the directory at delete.
 
 Choice (`choose`): annotation `org.unikraft.runu.vmm` of the container, else
-the environment variable RUNU_VMM of the runu process, else `vmm` in the
-config file (see `settings`), else `qemu`. An unknown name is an error.
+`vmm` of the runtime-wide settings (runu: the environment variable RUNU_VMM,
+else its config file; see `settings`), else `qemu`. An unknown name is an error.
 
 Backends are imported only by `runu create` (and `runu features`).
 """
@@ -53,12 +53,14 @@ if TYPE_CHECKING:
     from mocktainer.unikraft.kernel import Kernel
 
     class Knobs(Protocol):
-        """The runtime-wide settings a backend reads (runu's settings.Settings): `get(key)` is
-        (value, where it came from) or (None, None)."""
+        """The runtime-wide settings a backend reads (settings.Settings, as a tool such as runu
+        names them): `get(key)` is (value, where it came from) or (None, None)."""
 
         environ: Mapping[str, str]
 
         def get(self, key: str, use_env: bool = True) -> tuple[Any, str | None]: ...
+
+        def describe(self, key: str) -> str: ...
 
     # A VMM's control socket: (protocol, socket file name in the state directory).
     Control = tuple[str, str]
@@ -111,7 +113,6 @@ if TYPE_CHECKING:
 VMM_ANNOTATION = "org.unikraft.runu.vmm"
 # The accelerator knob, the same for every backend (each says which values it can honour).
 ACCEL_ANNOTATION = "org.unikraft.runu.accel"
-ACCEL_ENV = "RUNU_ACCEL"
 ACCEL_VALUES = ("kvm", "tcg", "auto")
 DEFAULT_VMM = "qemu"
 # Memory the container's supervisor (the VMM's parent, supervisor.py: a small Python process) needs in the
@@ -176,18 +177,14 @@ class Launch:
             self.args, sorted(self.files), self.accel, self.machine, self.control, self.setup)
 
 
-def accel_wanted(annotations: Mapping[str, str] | None, environ: Mapping[str, str] | None,
-                 config: tuple[Any, str | None] = (None, None)) -> tuple[str, str | None]:
-    """(kvm | tcg | auto, where it came from) of the accelerator knob: the annotation, then RUNU_ACCEL in
-    `environ`, then `config` ((value, source) of `accel` in the config file), else auto. ConfigError for
-    a value that is none of these; each backend decides which it can honour."""
+def accel_wanted(annotations: Mapping[str, str] | None, settings: Knobs) -> tuple[str, str | None]:
+    """(kvm | tcg | auto, where it came from) of the accelerator knob: the annotation, then `accel` of
+    `settings` (the environment, then the config file), else auto. ConfigError for a value that is none of
+    these; each backend decides which it can honour."""
     value = (annotations or {}).get(ACCEL_ANNOTATION)
     source: str | None = "annotation %s" % ACCEL_ANNOTATION
     if value is None or value == "":
-        value = (environ or {}).get(ACCEL_ENV)
-        source = "environment variable %s" % ACCEL_ENV
-    if value is None or value == "":
-        value, source = config
+        value, source = settings.get("accel")
     if value is None or value == "":
         return "auto", None
     if not isinstance(value, str) or value.strip().lower() not in ACCEL_VALUES:
@@ -237,23 +234,17 @@ def available(settings: Knobs, arch: str | None = None) -> list[tuple[str, str]]
     return found
 
 
-def feature_annotations(environ: Mapping[str, str]) -> dict[str, str]:
-    """The annotations `runu features` lists for the VMM knobs, with the backends found here:
+def feature_annotations(current: Knobs) -> dict[str, str]:
+    """The annotations a `features` command lists for the VMM knobs, with the backends found here:
     `org.unikraft.runu.vmm.available` (comma-separated names) and `org.unikraft.runu.vmm.default`
     (the backend a container without the annotation gets)."""
-    from mocktainer.unikraft import settings
-
-    try:
-        current = settings.load(environ)
-    except ConfigError:
-        current = settings.Settings(environ=environ)  # a broken config file fails create, not features
     try:
         default = choose({}, current)[0]
     except ConfigError:
         default = "invalid"
     out = {
-        VMM_ANNOTATION: "%s: the VMM (default %s; runtime-wide: RUNU_VMM or vmm in %s)"
-                        % (" | ".join(BACKENDS), DEFAULT_VMM, settings.DEFAULT_CONFIG),
+        VMM_ANNOTATION: "%s: the VMM (default %s; runtime-wide: %s)"
+                        % (" | ".join(BACKENDS), DEFAULT_VMM, current.describe("vmm")),
         VMM_ANNOTATION + ".available": ",".join(name for name, _path in available(current)),
         VMM_ANNOTATION + ".default": default,
         ACCEL_ANNOTATION: "kvm | tcg | auto: the accelerator (firecracker: kvm only)",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from mocktainer.system import write_all
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
@@ -53,7 +55,7 @@ class Child:
         if not data:
             return False
         if self.relay:
-            write_all(2, data)
+            to_stderr(data)
         else:
             self.captured = (self.captured + data)[-_KEEP_STDERR:]
         return True
@@ -62,7 +64,7 @@ class Child:
         """The VMM is up: what it said so far (warnings) and says from now on goes to the container's stderr."""
         self.relay = True
         if self.captured:
-            write_all(2, self.captured)
+            to_stderr(self.captured)
             self.captured = b""
 
     def wait_readable(self, fd: int, deadline: float, what: str) -> None:
@@ -176,10 +178,9 @@ class Session:
             self.sock = None
 
 
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+def to_stderr(data: bytes) -> None:
+    """Write `data` to the container's stderr, which nobody may read any more: then it is dropped."""
     try:
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(2, data)
     except OSError:
-        pass  # nobody reads the container's stderr any more
+        pass

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from harness.unikernels import make_bzimage, make_elf, make_exe, make_rootfs, opt, unikraft_argv, unikraft_view
+from harness.unikernels import (make_bzimage, make_elf, make_exe, make_rootfs, opt, runu_plan, unikraft_argv,
+                                unikraft_view)
 from mocktainer import error as mocktainer_error
 from mocktainer.error import ConfigError
 from mocktainer.unikraft import bundle, firecracker, host, qemu, vmm
@@ -188,7 +189,7 @@ class TestSandbox:
 
     def test_absolute(self, tmp_path):
         root = self.rootfs(tmp_path)
-        p = bundle.plan(sandbox_spec(["/pause", "-v"], ["PATH=/x", "A=b"]), str(root), {})
+        p = runu_plan(sandbox_spec(["/pause", "-v"], ["PATH=/x", "A=b"]), str(root), {})
         assert p.kind == "sandbox"
         assert p.args == [str(root / "pause"), "-v"]
         assert p.env == ["PATH=/x", "A=b"]
@@ -196,8 +197,8 @@ class TestSandbox:
 
     def test_relative_path_and_path_lookup(self, tmp_path):
         root = self.rootfs(tmp_path)
-        assert bundle.plan(sandbox_spec(["./pause"]), str(root), {}).args == [str(root / "pause")]
-        assert bundle.plan(sandbox_spec(["pause2"]), str(root), {}).args == \
+        assert runu_plan(sandbox_spec(["./pause"]), str(root), {}).args == [str(root / "pause")]
+        assert runu_plan(sandbox_spec(["pause2"]), str(root), {}).args == \
             [str(root / "usr/bin/pause2")]
 
     def test_symlinks_stay_inside(self, tmp_path):
@@ -205,42 +206,42 @@ class TestSandbox:
         os.symlink("/usr/bin/pause2", root / "abs-link")
         os.symlink("../../../../../../usr/bin/pause2", root / "rel-link")
         for link in ("/abs-link", "/rel-link"):
-            assert bundle.plan(sandbox_spec([link]), str(root), {}).args == \
+            assert runu_plan(sandbox_spec([link]), str(root), {}).args == \
                 [str(root / "usr/bin/pause2")]
         os.symlink("/bin/sh", root / "escape")  # the host's /bin/sh exists, the rootfs' not
         with pytest.raises(ConfigError, match="does not exist in the bundle rootfs"):
-            bundle.plan(sandbox_spec(["/escape"]), str(root), {})
+            runu_plan(sandbox_spec(["/escape"]), str(root), {})
         with pytest.raises(ConfigError, match="does not exist"):
-            bundle.plan(sandbox_spec(["/../../../../bin/sh"]), str(root), {})
+            runu_plan(sandbox_spec(["/../../../../bin/sh"]), str(root), {})
 
     def test_symlink_loop(self, tmp_path):
         root = self.rootfs(tmp_path)
         os.symlink("loop", root / "loop")
         with pytest.raises(ConfigError, match="too many levels"):
-            bundle.plan(sandbox_spec(["/loop"]), str(root), {})
+            runu_plan(sandbox_spec(["/loop"]), str(root), {})
 
     def test_errors(self, tmp_path):
         root = self.rootfs(tmp_path)
         with pytest.raises(ConfigError, match="empty process.args"):
-            bundle.plan(sandbox_spec([]), str(root), {})
+            runu_plan(sandbox_spec([]), str(root), {})
         with pytest.raises(ConfigError, match="empty process.args"):
-            bundle.plan({"annotations": {"io.kubernetes.cri.container-type": "sandbox"}},
+            runu_plan({"annotations": {"io.kubernetes.cri.container-type": "sandbox"}},
                         str(root), {})
         with pytest.raises(ConfigError, match="'/missing' does not exist"):
-            bundle.plan(sandbox_spec(["/missing"]), str(root), {})
+            runu_plan(sandbox_spec(["/missing"]), str(root), {})
         with pytest.raises(ConfigError, match="not found in the bundle rootfs"):
-            bundle.plan(sandbox_spec(["nothere"]), str(root), {})
+            runu_plan(sandbox_spec(["nothere"]), str(root), {})
         (root / "data").write_text("x")
         with pytest.raises(ConfigError, match="not an executable file"):
-            bundle.plan(sandbox_spec(["/data"]), str(root), {})
+            runu_plan(sandbox_spec(["/data"]), str(root), {})
         with pytest.raises(ConfigError, match="not an executable file"):
-            bundle.plan(sandbox_spec(["/usr"]), str(root), {})
+            runu_plan(sandbox_spec(["/usr"]), str(root), {})
 
     def test_sandbox_wins_over_kernel(self, tmp_path):
         root = self.rootfs(tmp_path)
         (root / "unikraft" / "bin").mkdir(parents=True)
         (root / "unikraft" / "bin" / "kernel").write_bytes(b"garbage")
-        assert bundle.plan(sandbox_spec(["/pause"]), str(root), {}).kind == "sandbox"
+        assert runu_plan(sandbox_spec(["/pause"]), str(root), {}).kind == "sandbox"
 
 
 class TestPlanUnikernel:
@@ -255,7 +256,7 @@ class TestPlanUnikernel:
         root, environ = self.setup(tmp_path)
         spec = {"process": {"args": ["/unikraft/bin/kernel", "-v"], "env": ["A=1"]},
                 "linux": {"resources": {"memory": {"limit": 164 << 20}}}}
-        p = bundle.plan(spec, str(root), environ)
+        p = runu_plan(spec, str(root), environ)
         assert p.vmm == "qemu" and p.files == {}
         assert p.kind == "unikernel"
         assert p.args[0] == str(tmp_path / "bin" / "qemu-system-x86_64")
@@ -287,7 +288,7 @@ class TestPlanUnikernel:
                             "options": ["rbind", "ro"]},
                            {"destination": "/etc//resolv.conf/", "source": pod + "/resolv.conf", "type": "bind"},
                            {"destination": "/etc/hosts", "source": pod + "/hosts", "type": "bind"}]}
-        p = bundle.plan(spec, str(root), environ, state)
+        p = runu_plan(spec, str(root), environ, state)
         # the initrd's root entry first (no user entry, no share on /), then the shares'
         assert p.guest == {"line": {"program": "unikraft/bin/kernel", "params": ["env.vars=" + e for e in env]
                                     + ["vfs.fstab=[", "initrd0:/:extract::ramfs=1:", "m0:/etc:9pfs:::mkmp", "]"],
@@ -297,30 +298,30 @@ class TestPlanUnikernel:
         assert p.cmdline.endswith(" vfs.fstab=[ initrd0:/:extract::ramfs=1: m0:/etc:9pfs:::mkmp ] -- app")
         assert len(warnings) == 1 and "at risk: V8" in warnings[0] and "only the first 8" in warnings[0]
         del spec["process"]["env"][8:]
-        bundle.plan(spec, str(root), environ, state)
+        runu_plan(spec, str(root), environ, state)
         assert len(warnings) == 1  # 8 are fine
 
     def test_multiboot_gets_no_program_name(self, tmp_path):
         root, environ = self.setup(tmp_path, make_elf(32, 3, multiboot_at=64))
-        p = bundle.plan({"process": {"args": ["/unikraft/bin/kernel", "a"]}}, str(root), environ)
+        p = runu_plan({"process": {"args": ["/unikraft/bin/kernel", "a"]}}, str(root), environ)
         assert p.machine == "pc" and p.cmdline == "a" and p.guest["line"]["program"] is None
 
     def test_annotations(self, tmp_path):
         root, environ = self.setup(tmp_path)
         spec = {"annotations": {"org.unikraft.runu.accel": "tcg", "org.unikraft.runu.machine": "pc"},
                 "process": {"args": []}}
-        p = bundle.plan(spec, str(root), dict(environ, RUNU_ACCEL="kvm"))
+        p = runu_plan(spec, str(root), dict(environ, RUNU_ACCEL="kvm"))
         assert (p.accel, p.machine) == ("tcg", "pc")
         assert opt(p.args, "-append") == ["/unikraft/bin/kernel"]  # a PVH kernel on pc: argv[0] only
 
     def test_default_memory(self, tmp_path):
         root, environ = self.setup(tmp_path)
-        assert bundle.plan({"process": {"args": ["x"]}}, str(root), environ).memory_mib == 64
+        assert runu_plan({"process": {"args": ["x"]}}, str(root), environ).memory_mib == 64
 
     def test_neither(self, tmp_path):
         (tmp_path / "rootfs").mkdir()
         with pytest.raises(ConfigError) as e:
-            bundle.plan({"process": {"args": ["/bin/sh"]}}, str(tmp_path / "rootfs"), {})
+            runu_plan({"process": {"args": ["/bin/sh"]}}, str(tmp_path / "rootfs"), {})
         msg = str(e.value)
         assert msg.startswith("runu runs unikernel bundles (rootfs/unikraft/bin/kernel) and CRI "
                               "sandbox containers")
@@ -329,19 +330,19 @@ class TestPlanUnikernel:
     def test_bad_kernel_and_bad_spec(self, tmp_path):
         root, environ = self.setup(tmp_path, b"nope" * 100)
         with pytest.raises(ConfigError, match="not a kernel image"):
-            bundle.plan({"process": {"args": []}}, str(root), environ)
+            runu_plan({"process": {"args": []}}, str(root), environ)
         with pytest.raises(ConfigError, match="process.args in the OCI config must be a list"):
-            bundle.plan({"process": {"args": "x"}}, str(root), environ)
+            runu_plan({"process": {"args": "x"}}, str(root), environ)
         with pytest.raises(ConfigError, match="annotations in the OCI config must be an object"):
-            bundle.plan({"annotations": []}, str(root), environ)
+            runu_plan({"annotations": []}, str(root), environ)
         with pytest.raises(ConfigError, match="JSON object"):
-            bundle.plan([], str(root), environ)
+            runu_plan([], str(root), environ)
 
     def test_missing_qemu(self, tmp_path, monkeypatch):
         root, environ = self.setup(tmp_path, make_elf(64, 183))
         monkeypatch.setattr(host, "SYSTEM_DIRS", ())
         with pytest.raises(ConfigError, match="qemu-system-aarch64 is needed.*qemu-system-arm"):
-            bundle.plan({"process": {"args": []}}, str(root), environ)
+            runu_plan({"process": {"args": []}}, str(root), environ)
 
 
 class TestLinuxCmdline:
@@ -391,7 +392,7 @@ class TestPlanBackends:
         spec = {"annotations": {"org.unikraft.runu.vmm": "firecracker"},
                 "process": {"args": ["/unikraft/bin/kernel", "exit=3"], "env": ["A=1"]},
                 "linux": {"resources": {"memory": {"limit": 80 << 20}, "cpu": {"cpus": "0"}}}}
-        p = bundle.plan(spec, str(root), environ, "/run/runu/c1")
+        p = runu_plan(spec, str(root), environ, "/run/runu/c1")
         assert p.vmm == "firecracker" and p.args[0] == str(tmp_path / "bin" / "firecracker")
         assert p.memory_mib == 80 - firecracker.OVERHEAD_MIB - vmm.SUPERVISOR_MIB == 56 and p.vcpus == 1
         config = json.loads(p.files["firecracker.json"])
@@ -403,14 +404,14 @@ class TestPlanBackends:
         root, environ = self.setup(tmp_path, config='vmm = "firecracker"\nqemu_cpu = "max,+pdpe1gb"\n'
                                                      'qemu_extra_args = ["-rtc", "base=utc"]\n')
         spec = {"process": {"args": []}}
-        assert bundle.plan(spec, str(root), environ, "/run/runu/c1").vmm == "firecracker"
-        p = bundle.plan(spec, str(root), dict(environ, RUNU_VMM="qemu", RUNU_ACCEL="tcg"), "/run/runu/c1")
+        assert runu_plan(spec, str(root), environ, "/run/runu/c1").vmm == "firecracker"
+        p = runu_plan(spec, str(root), dict(environ, RUNU_VMM="qemu", RUNU_ACCEL="tcg"), "/run/runu/c1")
         assert p.vmm == "qemu" and p.files == {}
         assert opt(p.args, "-cpu") == ["max,+pdpe1gb"] and opt(p.args, "-rtc") == ["base=utc"]
         spec = {"annotations": {"org.unikraft.runu.vmm": "qemu", "org.unikraft.runu.qemu.cpu": "qemu64",
                                 "org.unikraft.runu.qemu.extra-args": '["-msg", "timestamp=on"]'},
                 "process": {"args": []}}
-        p = bundle.plan(spec, str(root), dict(environ, RUNU_ACCEL="tcg"))
+        p = runu_plan(spec, str(root), dict(environ, RUNU_ACCEL="tcg"))
         assert opt(p.args, "-cpu") == ["qemu64"]
         assert opt(p.args, "-rtc") == ["base=utc"] and opt(p.args, "-msg") == ["timestamp=on"]
 
@@ -425,13 +426,13 @@ class TestPlanBackends:
     def test_bad_annotations(self, tmp_path, annotations, match):
         root, environ = self.setup(tmp_path)
         with pytest.raises(ConfigError, match=match):
-            bundle.plan({"annotations": annotations, "process": {"args": []}}, str(root),
+            runu_plan({"annotations": annotations, "process": {"args": []}}, str(root),
                         dict(environ, RUNU_ACCEL="tcg"))
 
     def test_bad_config_file(self, tmp_path):
         root, environ = self.setup(tmp_path, config='qemu_extra_args = ["-qmp", "stdio"]\n')
         with pytest.raises(ConfigError, match=r"^qemu_extra_args in .*config.toml: QEMU option '-qmp'"):
-            bundle.plan({"process": {"args": []}}, str(root), dict(environ, RUNU_ACCEL="tcg"))
+            runu_plan({"process": {"args": []}}, str(root), dict(environ, RUNU_ACCEL="tcg"))
 
     def test_sandbox_ignores_the_vmm_settings(self, tmp_path):
         root = tmp_path / "rootfs"
@@ -439,12 +440,12 @@ class TestPlanBackends:
         make_exe(root / "pause")
         spec = dict(sandbox_spec(["/pause"]), annotations={"io.kubernetes.cri.container-type": "sandbox",
                                                            "org.unikraft.runu.vmm": "nope"})
-        p = bundle.plan(spec, str(root), {"RUNU_CONFIG": str(tmp_path / "absent.toml")})
+        p = runu_plan(spec, str(root), {"RUNU_CONFIG": str(tmp_path / "absent.toml")})
         assert p.kind == "sandbox" and p.files == {}
 
     def test_linux_bzimage_under_qemu(self, tmp_path):
         root, environ = self.setup(tmp_path, make_bzimage())
-        p = bundle.plan({"process": {"args": ["/unikraft/bin/kernel", "--", "hi"], "env": ["PATH=/bin"]}},
+        p = runu_plan({"process": {"args": ["/unikraft/bin/kernel", "--", "hi"], "env": ["PATH=/bin"]}},
                         str(root), dict(environ, RUNU_ACCEL="tcg"))
         assert p.kernel.linux and p.machine == "pc"
         assert p.memory_mib == bundle.DEFAULT_LINUX_MEMORY_MIB  # no limit: enough for a distribution kernel
@@ -456,7 +457,7 @@ class TestPlanBackends:
         import json
         monkeypatch.setattr(firecracker, "check_accel", lambda vm, *a: None)
         root, environ = self.setup(tmp_path, make_elf(64, 62, linux_note=True))
-        p = bundle.plan({"annotations": {"org.unikraft.runu.vmm": "firecracker"},
+        p = runu_plan({"annotations": {"org.unikraft.runu.vmm": "firecracker"},
                          "process": {"args": ["console=hvc0", "--", "x"]}}, str(root), environ, "/s/c")
         assert json.loads(p.files["firecracker.json"])["boot-source"]["boot_args"] == \
             "reboot=k panic=1 pci=off console=hvc0 -- x"
@@ -465,8 +466,8 @@ class TestPlanBackends:
         root, environ = self.setup(tmp_path)
         spec = {"process": {"args": []}, "linux": {"resources": {"memory": {"limit": 64 << 20}}}}
         with pytest.raises(ConfigError, match="too small for a qemu VM: runu keeps 72 MiB .* at least 80 MiB"):
-            bundle.plan(spec, str(root), dict(environ, RUNU_ACCEL="tcg"))
+            runu_plan(spec, str(root), dict(environ, RUNU_ACCEL="tcg"))
         spec["annotations"] = {"org.unikraft.runu.vmm": "firecracker"}
         spec["linux"]["resources"]["memory"]["limit"] = 20 << 20
         with pytest.raises(ConfigError, match="too small for a firecracker VM: .* at least 32 MiB"):
-            bundle.plan(spec, str(root), environ, "/s/c")
+            runu_plan(spec, str(root), environ, "/s/c")

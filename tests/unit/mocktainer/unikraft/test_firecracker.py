@@ -7,7 +7,8 @@ import pytest
 from harness.unikernels import fake_kernel, make_exe
 from mocktainer import error as mocktainer_error
 from mocktainer.error import ConfigError
-from mocktainer.unikraft import firecracker, host, settings, vmm
+from mocktainer.unikraft import firecracker, host, vmm
+from runu import settings
 
 
 def fc_vm(kernel=None, annotations=None, environ=None, values=None, state_dir="/run/runu/fc-1",

@@ -5,13 +5,14 @@ import pytest
 from harness.unikernels import fake_kernel, make_exe, opt
 from mocktainer.error import ConfigError
 from mocktainer.unikraft import firecracker, host, qemu
+from runu import settings
 
 
 class TestChooseAccel:
     K = fake_kernel()
 
     def choose(self, annotations=None, environ=None, kernel=None, kvm=True, hw=True):
-        return qemu.choose_accel(annotations or {}, environ or {}, kernel or self.K,
+        return qemu.choose_accel(annotations or {}, settings.Settings(environ=environ), kernel or self.K,
                                  kvm_check=lambda: kvm, hwvirt_check=lambda: hw)
 
     def test_auto(self):

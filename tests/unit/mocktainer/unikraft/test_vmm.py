@@ -7,7 +7,8 @@ import pytest
 
 from harness.unikernels import exited, killed, make_exe
 from mocktainer.error import ConfigError
-from mocktainer.unikraft import firecracker, host, qemu, settings, vmm
+from mocktainer.unikraft import firecracker, host, qemu, vmm
+from runu import settings
 
 # Firecracker counts as available only where KVM is usable (/dev/kvm is root's here).
 needs_kvm = pytest.mark.skipif(not host.kvm_usable(), reason="firecracker needs a usable /dev/kvm")
@@ -60,14 +61,17 @@ class TestChooseVmm:
     @needs_kvm
     def test_feature_annotations(self, tmp_path):
         fc = make_exe(tmp_path / "fc")
-        ann = vmm.feature_annotations({"RUNU_CONFIG": "", "RUNU_FIRECRACKER_BINARY": str(fc),
-                                       "RUNU_VMM": "firecracker"})
+        ann = vmm.feature_annotations(settings.load_for_features(
+            {"RUNU_CONFIG": "", "RUNU_FIRECRACKER_BINARY": str(fc), "RUNU_VMM": "firecracker"}))
         assert "firecracker" in ann["org.unikraft.runu.vmm.available"].split(",")
         assert ann["org.unikraft.runu.vmm.default"] == "firecracker"
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in ann.items())
         broken = tmp_path / "broken.toml"
         broken.write_text("vmm = [")
-        assert vmm.feature_annotations({"RUNU_CONFIG": str(broken)})["org.unikraft.runu.vmm.default"] == "qemu"
+        ann = vmm.feature_annotations(settings.load_for_features({"RUNU_CONFIG": str(broken)}))
+        assert ann["org.unikraft.runu.vmm.default"] == "qemu"
+        assert "runtime-wide: the environment variable RUNU_VMM or vmm in the config file" \
+            in ann["org.unikraft.runu.vmm"]
 
 
 class TestExitStatus:

@@ -1,4 +1,4 @@
-"""mocktainer.unikraft.settings: the runu config file and RUNU_* knobs."""
+"""runu.settings: the runu config file and RUNU_* knobs (on the library's generic settings)."""
 
 import subprocess
 import sys
@@ -7,7 +7,8 @@ import pytest
 
 from conftest import SRC
 from mocktainer.error import ConfigError
-from mocktainer.unikraft import settings
+from mocktainer.unikraft import settings as library_settings
+from runu import settings
 
 
 class TestSettings:
@@ -41,7 +42,7 @@ class TestSettings:
             settings.load({"RUNU_CONFIG": str(tmp_path / "absent.toml")})
 
     def test_tomllib_only_when_there_is_a_file(self, tmp_path):
-        code = ("import sys; sys.path.insert(0, %r)\nfrom mocktainer.unikraft import settings\n"
+        code = ("import sys; sys.path.insert(0, %r)\nfrom runu import settings\n"
                 "settings.load({'RUNU_CONFIG': sys.argv[1]})\nprint('tomllib' in sys.modules)" % SRC)
         absent = subprocess.run([sys.executable, "-I", "-c", code, ""], capture_output=True, text=True)
         assert absent.stdout.strip() == "False", absent.stderr
@@ -63,3 +64,16 @@ class TestSettings:
     def test_directory(self, tmp_path):
         with pytest.raises(ConfigError, match="is a directory"):
             settings.load({"RUNU_CONFIG": str(tmp_path)})
+
+
+class TestLibrarySettings:
+    def test_names_no_variable_of_its_own(self):
+        s = library_settings.Settings({"vmm": "qemu"}, "/etc/tool.toml", {"RUNU_VMM": "firecracker"})
+        assert s.get("vmm") == ("qemu", "vmm in /etc/tool.toml")
+        assert s.describe("vmm") == "vmm in /etc/tool.toml"
+        assert "delegate" not in library_settings.KEYS
+
+    def test_runu_names(self):
+        s = settings.Settings({}, "/etc/runu/config.toml", {"RUNU_VMM": "firecracker"})
+        assert s.get("vmm") == ("firecracker", "environment variable RUNU_VMM")
+        assert s.describe("vmm") == "the environment variable RUNU_VMM or vmm in /etc/runu/config.toml"
