@@ -17,10 +17,13 @@ runu spec --bundle "$demo/bundle"
 import json, sys
 path = sys.argv[1]
 spec = json.load(open(path))
-spec["process"]["args"] = ["/unikraft/bin/kernel", "reset", "--", "hello", "from", "a", "unikernel"]
+spec["process"]["args"] = ["/unikraft/bin/kernel", "halt", "--", "hello", "from", "a", "unikernel"]
 json.dump(spec, open(path, "w"), indent=2)
 PY
 
 echo "+ runu run --bundle $demo/bundle runu-demo"
-runu --root "$demo/state" run --bundle "$demo/bundle" runu-demo
-echo "+ the unikernel exited with status $?"
+# `halt` ends the guest as a Unikraft application's return does (port 0x501): exit status 0.
+status=0
+runu --root "$demo/state" run --bundle "$demo/bundle" runu-demo || status=$?
+echo "+ the unikernel exited with status $status"
+exit "$status"
