@@ -157,3 +157,14 @@ def test_signals_to_runu_run_reach_the_vmm(tmp_path, root, kernels):
             p.wait()
     assert GREETING in log.read_text()
     assert os.listdir(root) == []
+
+
+def test_the_readme_demo_boots_a_unikernel_and_exits_0(tmp_path):
+    """`bash scripts/demo.sh` (the README's first command, here on an already set-up machine): the guest
+    greets, reads its arguments, halts the Unikraft way, and the demo reports and returns status 0."""
+    res = subprocess.run(["bash", os.path.join(TOP, "scripts", "demo.sh")], capture_output=True, text=True,
+                         timeout=300, stdin=subprocess.DEVNULL, env=dict(os.environ, RUNU_DEMO_DIR=str(tmp_path)))
+    assert res.returncode == 0, res
+    out = res.stdout.splitlines()
+    assert GREETING in out and "arg: unikernel" in out and "bye halt" in out, res.stdout
+    assert out[-1] == "+ the unikernel exited with status 0", res.stdout
