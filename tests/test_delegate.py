@@ -305,3 +305,15 @@ def test_ignored_namespace_path_must_be_of_its_type(tmp_path, root, tiny):
                   namespaces=[{"type": "network"}, {"type": "pid", "path": "/proc/self/ns/pid"}])
     assert create(root, b, "u2").returncode == 0  # the right type: still ignored
     assert runu(root, "delete", "--force", "u2").returncode == 0
+
+
+@needs_root
+def test_config_json_that_is_a_fifo_does_not_hang_the_dispatch(tmp_path, root):
+    """Deciding whether a bundle is a unikernel reads config.json like runu's own create does: a FIFO
+    planted there is one line of error, never a runu that waits for a writer."""
+    b = tmp_path / "b"
+    (b / "rootfs").mkdir(parents=True)
+    os.mkfifo(b / "config.json")
+    r = create(root, str(b), "x")
+    assert r.returncode == 1 and r.stderr.strip().endswith("config.json is a FIFO, not a regular file"), r.stderr
+    assert left(root) == []

@@ -141,26 +141,12 @@ def route(g: dict[str, Any], command: str, args: list[str]) -> None:
 def is_unikernel(bundle: str) -> bool | None:
     """Whether runu boots this bundle itself; None when its config.json cannot tell (runu's create then
     says what is wrong with it)."""
-    from mocktainer import fastjson
+    from mocktainer import fastjson, system
     from mocktainer.unikraft import KERNEL, SANDBOX_ANNOTATION
 
-    try:
-        fd = os.open(os.path.join(bundle, "config.json"), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        data = b""
-        while len(data) <= MAX_CONFIG and (chunk := os.read(fd, 1 << 20)):
-            data += chunk
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_CONFIG:
-        return None
-    try:
-        spec = fastjson.loads(data)
-    except ValueError:
+    try:  # bounded, and never blocks on a FIFO planted as config.json
+        spec = fastjson.loads(system.read_regular(os.path.join(bundle, "config.json"), MAX_CONFIG))
+    except (OSError, ValueError):
         return None
     if not isinstance(spec, dict):
         return None
@@ -177,6 +163,8 @@ def is_unikernel(bundle: str) -> bool | None:
 def choose(environ: dict[str, str] | None = None, dirs: tuple[str, ...] = SYSTEM_DIRS) -> tuple[str | None, str]:
     """(path of the delegate or None when there is none, where the choice came from); `dirs`: where the
     default and bare names are looked for."""
+    from mocktainer.unikraft.host import is_executable
+
     env: Mapping[str, str] = os.environ if environ is None else environ
     value = env.get(ENV)
     source = f"environment variable {ENV}"
@@ -189,14 +177,14 @@ def choose(environ: dict[str, str] | None = None, dirs: tuple[str, ...] = SYSTEM
         for name in CANDIDATES:
             for d in dirs:
                 path = os.path.join(d, name)
-                if os.path.isfile(path) and os.access(path, os.X_OK):
+                if is_executable(path):
                     return path, f"default: the first of {', '.join(CANDIDATES)} in {':'.join(dirs)}"
         return None, f"default: none of {', '.join(CANDIDATES)} is in {':'.join(dirs)}"
     if "/" in value:
         return value, source
     for d in [d for d in env.get("PATH", "").split(":") if d and os.path.isabs(d)] + list(dirs):
         path = os.path.join(d, value)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
+        if is_executable(path):
             return path, source
     return value, source
 
@@ -204,6 +192,7 @@ def choose(environ: dict[str, str] | None = None, dirs: tuple[str, ...] = SYSTEM
 def binary(environ: dict[str, str] | None = None, dirs: tuple[str, ...] = SYSTEM_DIRS) -> str:
     """The delegate's path; an error that says what to install or set when there is no usable one."""
     from mocktainer.error import ConfigError
+    from mocktainer.unikraft.host import is_executable
 
     path, source = choose(environ, dirs)
     if path is None:
@@ -211,7 +200,7 @@ def binary(environ: dict[str, str] | None = None, dirs: tuple[str, ...] = SYSTEM
     if not os.path.isabs(path):
         raise ConfigError(f"delegate OCI runtime {path!r} ({source}) must be an absolute path or a program in "
                           f"PATH or {':'.join(SYSTEM_DIRS)}; {INSTALL_HINT}")
-    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+    if not is_executable(path):
         what = "does not exist" if not os.path.lexists(path) else "is not an executable file"
         raise ConfigError(f"delegate OCI runtime {path} ({source}) {what}: {INSTALL_HINT}")
     return path
