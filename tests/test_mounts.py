@@ -155,7 +155,7 @@ def test_qemu_devices_in_the_plan(tmp_path, tiny):
     p = runu_plan(cfg, os.path.join(b, "rootfs"), {"RUNU_ACCEL": "tcg"}, state)
     assert "vfs.fstab=[ m0:/data:9pfs:::mkmp ] -- hello" in p.cmdline
     i = p.args.index("-fsdev")
-    assert p.args[i + 1] == "local,id=fs-m0,path=%s/shares/m0,security_model=none,readonly=on" % state
+    assert p.args[i + 1] == "local,id=fs-m0,path=%s/shares/m0,security_model=none,multidevs=remap,readonly=on" % state
     assert p.setup["shares"]["items"][0]["source"] == str(d)
 
 
@@ -239,6 +239,32 @@ def test_tiny_kernel_boots_with_mounts_and_gets_the_fstab(tmp_path, tiny):
                        "m1:/etc:9pfs:::mkmp ] -- hello"), r
     assert "arg: hello" in r.stdout
     assert r.returncode == 1, r  # guest exit code 0
+
+
+@needs_root
+@pytest.mark.skipif(QEMU is None, reason="no QEMU")
+def test_a_kernel_without_9pfs_boots_without_the_shares(tmp_path):
+    """A Unikraft image without lib9pfs stops at boot on a 9pfs vfs.fstab entry (a real 0.17 build does;
+    the tiny kernel built without 9pfs does the same, first part). runu finds no "9pfs" in such a kernel and
+    gives it no share, with a warning, so that the mounts every client adds (/etc/resolv.conf, ...) do not
+    keep it from booting (second part: without that, the guest crashes and the container exits 1)."""
+    kernel = build_tiny(str(tmp_path / "k"), "pvh", no_9pfs=True)
+    d = tmp_path / "vol"
+    d.mkdir()
+    (tmp_path / "resolv.conf").write_text("nameserver 192.0.2.1\n")
+    tcg = {"org.unikraft.runu.accel": "tcg"}
+    b, _cfg = _bundle(tmp_path / "own", kernel, ["vfs.fstab=fs9:/x:9pfs", "--", "halt"], annotations=tcg)
+    r = _run(str(tmp_path / "root"), b, "no9pfs-own")
+    assert "uk: vfs.fstab: cannot mount fs9:/x:9pfs" in r.stdout and "bye crash" in r.stdout, r
+    assert r.returncode == 1 and "the guest crashed" in r.stderr, r
+    b, _cfg = _bundle(tmp_path / "mounts", kernel, ["halt"], annotations=tcg,
+                      extra_mounts=[bind(str(d), "/data", "ro"),
+                                    bind(str(tmp_path / "resolv.conf"), "/etc/resolv.conf")])
+    r = _run(str(tmp_path / "root"), b, "no9pfs-mounts")
+    assert "vfs.fstab" not in r.stdout and "bye halt" in r.stdout, r
+    assert r.returncode == 0, r
+    assert ("runu: warning: the kernel has no 9pfs file system" in r.stderr
+            and "not shared with the guest: /data, /etc/resolv.conf;" in r.stderr), r
 
 
 # -- real guests -------------------------------------------------------------------------------------------
@@ -431,9 +457,10 @@ def test_qemu_args_per_transport():
     ro = mounts.Share("m0", "/src", "/data", True)
     files = mounts.Share("m1", None, "/etc", False, [("hosts", "/h", False)])
     nine = mounts.qemu_args([ro, files], "/run/runu/c", "microvm", False, 64)
-    assert nine == ["-fsdev", "local,id=fs-m0,path=/run/runu/c/shares/m0,security_model=none,readonly=on",
+    local = "local,id=fs-%s,path=/run/runu/c/shares/%s,security_model=none,multidevs=remap"
+    assert nine == ["-fsdev", local % ("m0", "m0") + ",readonly=on",
                     "-device", "virtio-9p-device,fsdev=fs-m0,mount_tag=m0",
-                    "-fsdev", "local,id=fs-m1,path=/run/runu/c/shares/m1,security_model=none",
+                    "-fsdev", local % ("m1", "m1"),
                     "-device", "virtio-9p-device,fsdev=fs-m1,mount_tag=m1"]
     fs = mounts.qemu_args([ro], "/run/runu/c", "pc", True, 128, "/proc/self/fd/4")
     assert fs == ["-object", "memory-backend-memfd,id=runu-mem,size=128M,share=on",

@@ -21,7 +21,10 @@ no headers and calls nothing from libgcc works without gcc-multilib, and the
 link is done with ``ld -m elf_i386`` directly.
 
 Usage: ``build_tiny(outdir, "pvh")`` returns the kernel's path, rebuilding only
-when a source file is newer than the kernel.  From a shell::
+when a source file is newer than the kernel.  ``build_tiny(outdir, fmt,
+no_9pfs=True)`` builds the variant without the 9pfs file system (``-DTINY_NO_9PFS``:
+like a Unikraft image without lib9pfs, it stops at boot on a 9pfs ``vfs.fstab``
+entry, and runu, which looks for the name, gives it no share).  From a shell::
 
     python3 tests/guest/build.py OUTDIR      # builds both, prints the paths
 """
@@ -82,8 +85,8 @@ def _up_to_date(target):
     return all(os.stat(p).st_mtime_ns <= built for p in _sources())
 
 
-def build_tiny(outdir: str, fmt: str = "pvh") -> str:
-    """Build the tiny kernel in flavour ``fmt`` into ``outdir``; return its path.
+def build_tiny(outdir: str, fmt: str = "pvh", no_9pfs: bool = False) -> str:
+    """Build the tiny kernel in flavour ``fmt`` (without 9pfs: ``no_9pfs``) into ``outdir``; return its path.
 
     Cached: nothing is rebuilt unless a source is newer than the kernel.  Safe
     to call concurrently (the kernel is renamed into place when complete).
@@ -91,7 +94,7 @@ def build_tiny(outdir: str, fmt: str = "pvh") -> str:
     if fmt not in FORMATS:
         raise ValueError("fmt must be one of %s, not %r" % (", ".join(FORMATS), fmt))
     os.makedirs(outdir, exist_ok=True)
-    target = os.path.join(os.path.abspath(outdir), "tiny-%s.elf" % fmt)
+    target = os.path.join(os.path.abspath(outdir), "tiny-%s%s.elf" % (fmt, "-no9pfs" if no_9pfs else ""))
     if _up_to_date(target):
         return target
 
@@ -109,7 +112,8 @@ def build_tiny(outdir: str, fmt: str = "pvh") -> str:
         linked = os.path.join(tmp, "linked.elf")
         _run([cc, *CFLAGS, "-c", os.path.join(SRC_DIR, "head_%s.S" % fmt),
               "-o", head_o])
-        _run([cc, *CFLAGS, "-c", os.path.join(SRC_DIR, "kernel.c"), "-o", kernel_o])
+        _run([cc, *CFLAGS, *(["-DTINY_NO_9PFS"] if no_9pfs else []), "-c", os.path.join(SRC_DIR, "kernel.c"),
+              "-o", kernel_o])
         _run([ld, *LDFLAGS, "-T", os.path.join(SRC_DIR, "%s.ld" % fmt),
               head_o, kernel_o, "-o", linked])
         if fmt == "pvh":

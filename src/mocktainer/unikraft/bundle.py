@@ -33,6 +33,10 @@
      than ENV_MAX (8, Unikraft's default) is a warning naming the ones at risk.
    - An image with an initrd gets INITRD_FSTAB (kraftkit's root file system)
      unless the user gave a `vfs.fstab=` parameter.
+   - A kernel without Unikraft's 9p file system (`kernel.has_9pfs`) gets no
+     share at all, with a warning: Unikraft stops at boot on a `vfs.fstab`
+     entry it cannot mount, and podman and the CRI plugin add /etc/hosts and
+     friends to every container.
    - The spec's shared mounts (`mounts`) add their `vfs.fstab` entries: one
      list, the user's entries first, else the initrd's (unless a share sits
      on `/`), then the shares' (`mounts.merge_fstab`). They are among the
@@ -222,6 +226,11 @@ def _unikernel_plan(kern: _kernel.Kernel | None, spec: dict[str, Any], rootfs: s
     shares = _mounts.shares(spec, rootfs, annotations)
     if name == "firecracker":
         shares = _mounts.firecracker_shares(shares)
+    elif shares and not kern.linux and not _kernel.has_9pfs(kern):
+        from mocktainer.error import warn
+
+        warn(_mounts.no_9pfs_warning(shares))
+        shares = []
     if shares and not state_dir:
         raise ConfigError("mounts need the container's state directory")
     if kern.linux:

@@ -19,6 +19,9 @@ QEMU) read a file outside its rootfs, and reads the kernel's header to learn:
   power-off that ends the VMM on its command line (see `bundle`). A Linux
   vmlinux built with CONFIG_PVH is `pvh`, otherwise `elf` (Firecracker boots
   it; QEMU cannot).
+
+`has_9pfs()` tells, for a Unikraft kernel, whether it can mount a virtio-9p share at all: Unikraft stops at
+boot on a `vfs.fstab` entry whose file system it lacks, so runu gives such a kernel no share (`bundle`).
 """
 
 from __future__ import annotations
@@ -54,6 +57,11 @@ MULTIBOOT_SEARCH = 8192
 _HEADER_READ = MULTIBOOT_SEARCH
 _MAX_PHNUM = 4096
 _MAX_NOTE_SEGMENT = 1 << 20
+# Unikraft's 9p file system registers itself with vfscore under this name (lib9pfs: vs_name "9pfs"); the
+# NUL-terminated name is in every image that links lib9pfs (as the tail of "lib9pfs" too) and in none without
+# it, stripped or not.
+NINEPFS_NAME = b"9pfs\0"
+_SCAN_CHUNK = 1 << 20
 
 _EXPECTED = ("expected an ELF executable for x86_64, aarch64 or arm "
              "(a Unikraft kernel image) or a Linux bzImage")
@@ -116,6 +124,33 @@ class Kernel:
         if not isinstance(other, Kernel):
             return NotImplemented
         return all(getattr(self, a) == getattr(other, a) for a in self._FIELDS)
+
+
+def has_9pfs(kern: Kernel) -> bool:
+    """Whether the kernel holds Unikraft's 9p file system (NINEPFS_NAME occurs in it): read through the
+    checked file when it is kept open, else by its path."""
+    if kern.fds:
+        return contains(kern.fds[0], NINEPFS_NAME)
+    fd = os.open(kern.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return contains(fd, NINEPFS_NAME)
+    finally:
+        os.close(fd)
+
+
+def contains(fd: int, needle: bytes) -> bool:
+    """Whether the file open on `fd` holds `needle`, read in chunks with pread (the offset stays put)."""
+    keep = len(needle) - 1
+    tail = b""
+    offset = 0
+    while True:
+        chunk = os.pread(fd, _SCAN_CHUNK, offset)
+        if not chunk:
+            return False
+        if needle in tail + chunk:
+            return True
+        tail = chunk[-keep:] if keep else b""
+        offset += len(chunk)
 
 
 def find_kernel(rootfs: str, keep_open: bool = False) -> Kernel | None:

@@ -334,10 +334,12 @@ def socket_path(state_dir: str, share: Share) -> str:
 
 def qemu_args(items: list[Share], state_dir: str, machine: str, linux: bool, memory_mib: int,
               control_dir: str | None = None) -> list[str]:
-    """QEMU's devices for the shares: virtio-9p (Unikraft's 9pfs; `readonly=on` for a read-only share) for
-    a unikernel, virtio-fs (a vhost-user device served by virtiofsd, `virtiofsd_args`) for a Linux guest,
-    whose guest memory must then be a shared memfd; QEMU reaches the sockets through `control_dir` (the
-    state directory's short path in the VMM) when given."""
+    """QEMU's devices for the shares: virtio-9p (Unikraft's 9pfs; `readonly=on` for a read-only share;
+    `multidevs=remap` because a group of files is a tmpfs with files of other file systems bound onto it, and
+    a directory may hold mounts: QEMU then keeps the guest's inode numbers apart instead of warning on the
+    container's stderr about file ID collisions) for a unikernel, virtio-fs (a vhost-user device served by
+    virtiofsd, `virtiofsd_args`) for a Linux guest, whose guest memory must then be a shared memfd; QEMU
+    reaches the sockets through `control_dir` (the state directory's short path in the VMM) when given."""
     if not items:
         return []
     mmio = machine == "microvm"
@@ -352,7 +354,7 @@ def qemu_args(items: list[Share], state_dir: str, machine: str, linux: bool, mem
                     "-device", "%s,chardev=vfs-%s,tag=%s" % ("vhost-user-fs-device" if mmio else
                                                              "vhost-user-fs-pci", s.tag, s.tag)]
         else:
-            out += ["-fsdev", "local,id=fs-%s,path=%s,security_model=none%s"
+            out += ["-fsdev", "local,id=fs-%s,path=%s,security_model=none,multidevs=remap%s"
                     % (s.tag, _qemu_value(share_dir(state_dir, s)), ",readonly=on" if s.readonly else ""),
                     "-device", "%s,fsdev=fs-%s,mount_tag=%s" % ("virtio-9p-device" if mmio else "virtio-9p-pci",
                                                                 s.tag, s.tag)]
@@ -384,6 +386,16 @@ def listen(state_dir: str, share: Share) -> int:
     finally:
         os.close(dirfd)
     return s.detach()
+
+
+def no_9pfs_warning(items: list[Share]) -> str:
+    """What runu says when it leaves `items` out for a Unikraft kernel without 9pfs (see bundle)."""
+    dests = []
+    for s in items:
+        dests += [os.path.join(s.dest, f[0]) for f in s.files] if s.source is None else [s.dest]
+    return ("the kernel has no 9pfs file system (Unikraft stops at boot on a vfs.fstab entry it cannot "
+            "mount), so these mounts are not shared with the guest: %s; build the image with "
+            "CONFIG_LIB9PFS and CONFIG_LIBVIRTIO_9P to get them" % ", ".join(dests))
 
 
 def firecracker_shares(items: list[Share]) -> list[Share]:

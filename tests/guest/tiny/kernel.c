@@ -37,6 +37,14 @@
  *   reset      print "bye reset" and reset the machine: i8042 reset if
  *              there is an i8042, else a triple fault
  * Other words are ignored (VMMs like to add their own).
+ *
+ * File systems: like a Unikraft image, it "has" some (fs_drivers: ramfs,
+ * extract and 9pfs; built with -DTINY_NO_9PFS, no 9pfs, like an image without
+ * lib9pfs, and then the NUL-terminated name "9pfs" is nowhere in it). A
+ * vfs.fstab entry without a driver field, or naming one it lacks, makes it
+ * stop before the application as Unikraft 0.17 does (the mount fails at boot
+ * and the guest crashes): "uk: vfs.fstab: cannot mount <entry>", then
+ * "bye crash" and 42 to 0x501.
  */
 
 #define COM1            0x3f8
@@ -276,6 +284,36 @@ static int split(const char *s, int len)
 static const char *env[ENV_MAX];
 static int env_count;
 
+static const char *const fs_drivers[] = {
+	"ramfs",
+	"extract",
+#ifndef TINY_NO_9PFS
+	"9pfs",
+#endif
+};
+static int fstab_failed;
+
+/* A vfs.fstab entry <dev>:<mount point>:<driver>[:...] this kernel could mount. */
+static int fstab_mountable(const char *entry)
+{
+	int field = 0, start = 0, i = 0;
+
+	for (;; i++) {
+		if (entry[i] != ':' && entry[i] != '\0')
+			continue;
+		if (field == 2) {
+			for (unsigned int d = 0; d < sizeof(fs_drivers) / sizeof(fs_drivers[0]); d++)
+				if (i > start && word_is(entry + start, i - start, fs_drivers[d]))
+					return 1;
+			return 0;
+		}
+		if (entry[i] == '\0')
+			return 0;
+		field++;
+		start = i + 1;
+	}
+}
+
 static void param_value(const char *name, int name_len, const char *value)
 {
 	if (name_len == 8 && word_is(name, 8, "env.vars")) {
@@ -291,6 +329,12 @@ static void param_value(const char *name, int name_len, const char *value)
 		put_str("=");
 		put_str(value);
 		put_str("\n");
+		if (name_len == 9 && word_is(name, 9, "vfs.fstab") && !fstab_mountable(value)) {
+			put_str("uk: vfs.fstab: cannot mount ");
+			put_str(value);
+			put_str("\n");
+			fstab_failed = 1;
+		}
 	}
 }
 
@@ -441,6 +485,10 @@ void __attribute__((noreturn)) kmain(const char *cmdline)
 	stop = find_stop(argc);
 	parse_params(stop);
 	print_env();
+	if (fstab_failed) {
+		put_str("bye crash\n");
+		unikraft_exit(UK_EXIT_CRASH);
+	}
 	for (int i = stop ? stop + 1 : 1; i < argc; i++) {
 		put_str("arg: ");
 		put_str(argv[i]);

@@ -273,7 +273,8 @@ class TestPlanUnikernel:
         """What the guest network needs at start (the line's parts, machine, hostname, resolv.conf mount), the
         initrd's vfs.fstab, and the warning for env vars past the eighth."""
         _, environ = self.setup(tmp_path)
-        root = make_rootfs(tmp_path, make_elf(64, 62, pvh=True), initrd=b"x", name="rootfs2")
+        # a kernel that links Unikraft's 9pfs (its file system name is in the image)
+        root = make_rootfs(tmp_path, make_elf(64, 62, pvh=True) + b"lib9pfs\0", initrd=b"x", name="rootfs2")
         warnings = []
         monkeypatch.setattr(mocktainer_error, "warning_sink", warnings.append)
         env = ["V%d=%d" % (i, i) for i in range(9)]
@@ -300,6 +301,33 @@ class TestPlanUnikernel:
         del spec["process"]["env"][8:]
         runu_plan(spec, str(root), environ, state)
         assert len(warnings) == 1  # 8 are fine
+
+    def test_a_kernel_without_9pfs_gets_no_share(self, tmp_path, monkeypatch):
+        """Unikraft stops at boot on a vfs.fstab entry whose file system it lacks (seen with a real 0.17
+        build, docs/bundles.md): a kernel without the name "9pfs" gets no vfs.fstab entry and no 9p device
+        for the mounts, and one warning naming them; its own parameters and the initrd's root stay."""
+        _, environ = self.setup(tmp_path)
+        root = make_rootfs(tmp_path, make_elf(64, 62, pvh=True), initrd=b"x", name="rootfs2")
+        warnings = []
+        monkeypatch.setattr(mocktainer_error, "warning_sink", warnings.append)
+        (tmp_path / "vol").mkdir()
+        (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
+        spec = {"process": {"args": ["unikraft/bin/kernel", "--", "app"]},
+                "mounts": [{"destination": "/data", "source": str(tmp_path / "vol"), "type": "bind"},
+                           {"destination": "/etc/hosts", "source": str(tmp_path / "hosts"), "type": "bind"}]}
+        p = runu_plan(spec, str(root), environ, str(tmp_path / "state" / "c1"))
+        assert p.cmdline == "unikraft/bin/kernel vfs.fstab=[ initrd0:/:extract::ramfs=1: ] -- app"
+        assert "-fsdev" not in p.args and "shares" not in p.setup
+        assert len(warnings) == 1 and "no 9pfs file system" in warnings[0], warnings
+        assert warnings[0].endswith("not shared with the guest: /data, /etc/hosts; build the image with "
+                                    "CONFIG_LIB9PFS and CONFIG_LIBVIRTIO_9P to get them")
+        # the same kernel with the name in it (the tail of "lib9pfs", as Unikraft's linker leaves it) gets both
+        with open(root / "unikraft/bin/kernel", "ab") as f:
+            f.write(b"lib9pfs\0")
+        p = runu_plan(spec, str(root), environ, str(tmp_path / "state" / "c2"))
+        assert p.cmdline.endswith(" vfs.fstab=[ initrd0:/:extract::ramfs=1: m0:/data:9pfs:::mkmp "
+                                  "m1:/etc:9pfs:::mkmp ] -- app")
+        assert len(warnings) == 1
 
     def test_multiboot_gets_no_program_name(self, tmp_path):
         root, environ = self.setup(tmp_path, make_elf(32, 3, multiboot_at=64))

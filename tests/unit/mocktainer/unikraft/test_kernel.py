@@ -157,3 +157,23 @@ class TestFindKernel:
         (root / "unikraft").write_text("x")
         with pytest.raises(ConfigError, match="not a directory"):
             kernel.find_kernel(str(root))
+
+
+class TestHas9pfs:
+    """kernel.has_9pfs: Unikraft's 9p file system name (NUL-terminated) anywhere in the image."""
+
+    def test_found_anywhere_and_across_chunks(self, tmp_path, monkeypatch):
+        monkeypatch.setattr(kernel, "_SCAN_CHUNK", 7)  # the name straddles chunk boundaries
+        for pad in range(0, 9):
+            root = make_rootfs(tmp_path, make_elf(32, 3, multiboot_at=64) + bytes(pad) + b"lib9pfs\0x",
+                               name="r%d" % pad)
+            k = kernel.find_kernel(str(root), keep_open=pad % 2 == 0)  # through the kept fd, or the path
+            try:
+                assert kernel.has_9pfs(k), pad
+            finally:
+                k.close()
+
+    def test_not_found(self, tmp_path):
+        for i, tail in enumerate((b"", b"9pfs", b"9pfsx\0", b"9p fs\0", b"virtio-9p\0")):
+            root = make_rootfs(tmp_path, make_elf(64, 62, pvh=True) + tail, name="r%d" % i)
+            assert not kernel.has_9pfs(kernel.find_kernel(str(root))), tail
