@@ -23,6 +23,10 @@
 6. CPU time of create + start + delete: runu's commands (and the container's
    supervisor) against runc's.
 7. Memory of a created container: supervisor + paused VMM against runc's init.
+8. Floors: what no runu could go below under the project's rules (CPython's start-up is the floor of
+   every call; `create` returns once the VMM is ready): the interpreter's start-up with `os`, QEMU
+   from its start to a ready monitor (-S) and from `cont` to the greeting, measured directly, and the
+   ratios they alone already give against each target.
 
 Run as root after scripts/setup.sh:  python3 bench/bench_runu.py [-n 50] [--runu PATH] [--baseline PATH]
 """
@@ -480,6 +484,113 @@ def bench_memory() -> None:
             print(f"runc init (created) {init[0]}, {init[1]}")
 
 
+def _interpreter() -> list[str]:
+    """The interpreter (and its flags) of the runu launcher measured: its shebang line."""
+    with open(shutil.which(RUNU) or RUNU, "rb") as f:
+        line = f.readline()
+    return line[2:].decode().split() if line.startswith(b"#!") else [sys.executable, "-I", "-S"]
+
+
+def _qemu_prepared(argv: list[str]) -> tuple[float, float]:
+    """QEMU started paused with a monitor on a socketpair, as runu's supervisor does it: (ms until the monitor
+    answers qmp_capabilities, ms from `cont` to the greeting)."""
+    import socket
+
+    mine, theirs = socket.socketpair()
+    r, w = os.pipe()
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv + ["-S", "-chardev", f"socket,id=mon,fd={theirs.fileno()}", "-mon",
+                                 "chardev=mon,mode=control"], stdin=subprocess.DEVNULL, stdout=w, stderr=w,
+                         pass_fds=[theirs.fileno()])
+    os.close(w)
+    theirs.close()
+    replies = mine.makefile("rb")
+    try:
+        replies.readline()  # the greeting
+        mine.sendall(b'{"execute": "qmp_capabilities"}\n')
+        replies.readline()
+        t1 = time.perf_counter()
+        mine.sendall(b'{"execute": "cont"}\n')
+        if not wait_for(r, GREETING, time.monotonic() + 30):
+            raise SystemExit("no greeting from the prepared QEMU")
+        t2 = time.perf_counter()
+    finally:
+        p.kill()
+        p.wait()
+        replies.close()
+        mine.close()
+        os.close(r)
+    return (t1 - t0) * 1000, (t2 - t1) * 1000
+
+
+def _direct_greeting(argv: list[str]) -> float:
+    r, w = os.pipe()
+    t = time.perf_counter()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=w, stderr=w)
+    os.close(w)
+    ok = wait_for(r, GREETING, time.monotonic() + 30)
+    ms = (time.perf_counter() - t) * 1000
+    p.kill()
+    p.wait()
+    os.close(r)
+    if not ok:
+        raise SystemExit(f"no greeting from {argv[0]}")
+    return ms
+
+
+def bench_floors(n: int) -> None:
+    from mocktainer.unikraft.bundle import plan
+    from mocktainer.unikraft.host import kvm_usable
+
+    interp = _interpreter() + ["-c", "import os"]
+    runc = shutil.which("runc")
+    fc = shutil.which("firecracker") and kvm_usable()
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle, spec = tiny_bundle(tmp)
+        what = plan(spec, os.path.join(bundle, "rootfs"), dict(os.environ), os.path.join(tmp, "d"))
+        fc_argv: list[str] = []
+        if fc:
+            fc_bundle, fc_spec = tiny_bundle(os.path.join(tmp, "fc"), "firecracker")
+            fc_dir = os.path.join(tmp, "fcd")
+            os.makedirs(fc_dir)
+            fc_what = plan(fc_spec, os.path.join(fc_bundle, "rootfs"), dict(os.environ), fc_dir)
+            for name, data in fc_what.files.items():
+                with open(os.path.join(fc_dir, name), "wb") as f:
+                    f.write(data)
+            fc_argv = [fc_what.args[0], "--no-api", "--config-file", os.path.join(fc_dir, "firecracker.json"),
+                       "--level", "Error"]
+        echo = os.path.join(tmp, "echo")
+        echo_bundle(echo)
+        py, ready, cont, direct, fcd, rs = [], [], [], [], [], []
+        for i in range(n):
+            t = time.perf_counter()
+            subprocess.run(interp, check=True)
+            py.append((time.perf_counter() - t) * 1000)
+            a, b = _qemu_prepared(list(what.args))
+            ready.append(a)
+            cont.append(b)
+            direct.append(_direct_greeting(list(what.args)))
+            if fc_argv:
+                fcd.append(_direct_greeting(fc_argv))
+            if runc:
+                rs.append(_first_line_after_start(runc, os.path.join(tmp, "runc"), echo, f"f{i}", b"hello from runc"))
+    P, R, C, D = median_ms(py), median_ms(ready), median_ms(cont), median_ms(direct)
+    print(f"\nFloors (no runu code at all), {n} iterations, median ms")
+    print(f"interpreter start-up with os ({' '.join(interp[:-2])}) {P:.1f}")
+    print(f"QEMU -S until its monitor answers {R:.1f}   `cont` -> greeting {C:.1f}   QEMU direct -> greeting {D:.1f}")
+    if rs:
+        S = median_ms(rs)
+        print(f"start -> first line: floor {P + C:.1f} (interpreter + cont->greeting) against runc start {S:.1f}:"
+              f" {(P + C) / S:.2f}x before runu does anything (target 2x)")
+    print(f"create+start (QEMU): floor {2 * P + R + C:.1f} (two interpreters + ready + cont->greeting) against"
+          f" direct {D:.1f}: {(2 * P + R + C) / D:.2f}x (target 1.8x)")
+    if fcd:
+        F = median_ms(fcd)
+        print(f"create+start (Firecracker): floor {2 * P + F:.1f} (two interpreters + Firecracker direct) against"
+              f" direct {F:.1f}: {(2 * P + F) / F:.2f}x (target 2.5x)")
+    print(f"create (QEMU): floor {P + R:.1f} (interpreter + ready)")
+
+
 def main() -> None:
     global RUNU
     ap = argparse.ArgumentParser(description="runu vs runc/crun lifecycle, and unikernel boot through runu")
@@ -487,12 +598,12 @@ def main() -> None:
     ap.add_argument("--runu", default=RUNU, help="the runu to measure (default: runu on PATH)")
     ap.add_argument("--baseline", help="an older runu to put beside it in the unikernel lifecycle")
     ap.add_argument("--density", type=int, default=50, help="guests started at once (default 50)")
-    ap.add_argument("--only", help="comma-separated parts: lifecycle,start,boot,unikernel,density,cpu,memory")
+    ap.add_argument("--only", help="comma-separated parts: lifecycle,start,boot,unikernel,density,cpu,memory,floors")
     opts = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root")
     RUNU = opts.runu
-    parts = set((opts.only or "lifecycle,start,boot,unikernel,density,cpu,memory").split(","))
+    parts = set((opts.only or "lifecycle,start,boot,unikernel,density,cpu,memory,floors").split(","))
     system.set_child_subreaper()
     if "lifecycle" in parts:
         bench_lifecycle(opts.n)
@@ -514,6 +625,8 @@ def main() -> None:
         bench_cpu(max(10, opts.n // 2))
     if "memory" in parts:
         bench_memory()
+    if "floors" in parts:
+        bench_floors(max(10, opts.n // 2))
 
 
 if __name__ == "__main__":
