@@ -11,6 +11,7 @@ packages=(
   iproute2 procps kmod            # ip, ps/pkill; network namespaces in tests
   gcc binutils libc6-dev          # the tiny test kernel is built at test time
   qemu-system-x86                 # the VMM (its qemu-system-common ships virtiofsd: Linux guests' mounts)
+  e2fsprogs                       # mkfs.ext4 -d: a Linux guest's mounts under Firecracker (debugfs: tests)
   containerd runc crun            # real clients, and reference runtimes in the tests
   podman conmon containernetworking-plugins
   umoci skopeo busybox-static     # OCI images built offline from a rootfs

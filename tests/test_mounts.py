@@ -198,26 +198,7 @@ def test_linux_mounts_survive_the_network_rerender(guest, tmp_path):
     assert line.index("runu.mount=m0:/data:ro") < line.index("--"), line
 
 
-def test_firecracker_refuses_mounts_but_the_clients_files(tmp_path, tiny):
-    kernel = tiny
-    d = tmp_path / "vol"
-    d.mkdir()
-    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
-    ann = {"org.unikraft.runu.vmm": "firecracker"}
-    b, cfg = _bundle(tmp_path, kernel, ["hello"], annotations=ann,
-                     extra_mounts=[bind(str(tmp_path / "hosts"), "/etc/hosts")])
-    items = mounts.shares(cfg, os.path.join(b, "rootfs"), ann)
-    assert mounts.firecracker_shares(items) == []
-    cfg["mounts"].append(bind(str(d), "/data", "ro"))
-    items = mounts.shares(cfg, os.path.join(b, "rootfs"), ann)
-    with pytest.raises(ConfigError, match="Firecracker cannot share host files.*use QEMU"):
-        mounts.firecracker_shares(items)
-    # what `runu create` says (before Firecracker or KVM is looked at)
-    with pytest.raises(ConfigError, match="^mount /data: Firecracker cannot share host files"):
-        runu_plan(cfg, os.path.join(b, "rootfs"), {}, str(tmp_path / "state" / "c1"))
-    with pytest.raises(ConfigError, match="^mount /: Firecracker cannot share"):
-        runu_plan(dict(cfg, mounts=[], annotations=dict(ann, **{mounts.ROOTFS_ANNOTATION: "true"})),
-                    os.path.join(b, "rootfs"), {}, str(tmp_path / "state" / "c1"))
+# (Firecracker: tests/test_firecracker_mounts.py)
 
 
 @needs_root

@@ -14,7 +14,7 @@ Inputs (``scripts/setup-linux-guest.sh`` puts them there):
 ``build_linux_guest(outdir)`` returns ``(kernel_path, initrd_path)``: a copy (or
 hard link) of the vmlinuz and a gzip-compressed newc initramfs holding busybox
 and its applet links, the network modules (``virtio_net`` and what it needs,
-plus the ``virtio_pci`` and ``virtio_mmio`` transports, and ``pvpanic``;
+plus the ``virtio_pci`` and ``virtio_mmio`` transports, ``virtio_blk``, and ``pvpanic``;
 decompressed when the package ships them compressed), ``/dev/console`` and
 ``/init``.  The initramfs is rebuilt only when an input changed (a digest of
 the inputs is kept beside it), and written atomically.  From a shell::
@@ -65,6 +65,8 @@ MODULE_GROUPS = {
     "acpi": ("button", "evdev"),
     # runu's shares (virtio-fs on PCI or MMIO; the cloud kernel has no 9p: CONFIG_NET_9P is not set)
     "fs": ("virtio_pci", "virtio_mmio", "fuse", "virtiofs"),
+    # Firecracker's copy of runu's mounts: a read-only ext4 disk (ext4 is built in, virtio_blk is not)
+    "blk": ("virtio_pci", "virtio_mmio", "virtio_blk"),
 }
 
 

@@ -23,6 +23,13 @@
 #               /run/runu/TAG (once) and bind it, or its file FILE, on DEST; fields are
 #               %XX-escaped. Mounted read-write whatever MODE says, so that a read-only
 #               share is seen to be enforced by the host. "mount DEST: ok|fail"
+#   runu.disk=DEV
+#               (Firecracker's copies of runu's mounts) the shares are the top directories
+#               of the ext4 file system on /dev/DEV (load virtio_blk, mount it on
+#               /run/runu/disk, read-write if the device lets it, else read-only, so a
+#               read-only drive is seen to be enforced by the host): each TAG of a
+#               runu.mount= word is /run/runu/disk/TAG instead of a virtio-fs tag.
+#               "disk DEV: ro|rw" (how it got mounted) or "disk DEV: fail"
 #   runu.root=TAG:MODE  mount the virtio-fs TAG (the bundle's rootfs) on /newroot
 #   cat=PATH    print "cat PATH: <first line>" (or "cat PATH: fail")
 #   write=PATH  write "written by the guest" into PATH: "write PATH: ok|fail"
@@ -53,12 +60,13 @@ load_modules boot
 read -r cmdline < /proc/cmdline
 say "cmdline: $cmdline"
 
-addr= gw= mask=255.255.255.0 idle= pings= serves= panic= ip4= shares= root= cats= writes= readbenches= createbenches=
+addr= gw= mask=255.255.255.0 idle= pings= serves= panic= ip4= shares= root= disk= cats= writes= readbenches= createbenches=
 for word in $cmdline; do
 	case "$word" in
 	netdev.ip=*) ip4=${word#*=} ;;
 	runu.mount=*) shares="$shares ${word#*=}" ;;
 	runu.root=*) root=${word#*=} ;;
+	runu.disk=*) disk=${word#*=} ;;
 	cat=*) cats="$cats ${word#*=}" ;;
 	write=*) writes="$writes ${word#*=}" ;;
 	readbench=*) readbenches="$readbenches ${word#*=}" ;;
@@ -135,23 +143,52 @@ mount_share() {
 	done
 }
 
+# mount_disk DEV: the ext4 file system on /dev/DEV on /run/runu/disk (the device may take a moment)
+mount_disk() {
+	local tries=0
+	mkdir -p /run/runu/disk
+	while [ ! -b "/dev/$1" ]; do
+		tries=$((tries + 1))
+		[ $tries -ge 50 ] && { say "disk $1: no such device"; return 1; }
+		usleep 100000
+	done
+	# read-write asked; on a read-only device the kernel refuses that and busybox mounts it read-only
+	if ! mount -t ext4 "/dev/$1" /run/runu/disk 2>/dev/null; then
+		say "disk $1: fail"
+		return 1
+	fi
+	local src dir type opts rest
+	while read -r src dir type opts rest; do
+		[ "$dir" = /run/runu/disk ] && say "disk $1: ${opts%%,*}"
+	done < /proc/mounts
+}
+
 if [ -n "$shares$root" ]; then
 	load_modules net  # the virtio transports (a module is listed in the first group that needs it)
 	load_modules fs
+	if [ -n "$disk" ]; then
+		load_modules blk
+		mount_disk "$disk" || disk=
+	fi
 	for share in $shares; do
 		IFS=: read -r tag dest mode file <<-END
 		$share
 		END
 		dest=$(unescape "$dest")
 		result=fail
-		if grep -q " /run/runu/$tag " /proc/mounts || mount_share "$tag" "/run/runu/$tag"; then
+		if [ -n "$disk" ]; then
+			from=/run/runu/disk/$tag
+		else
+			from=/run/runu/$tag
+		fi
+		if [ -n "$disk" ] || grep -q " $from " /proc/mounts || mount_share "$tag" "$from"; then
 			if [ -n "$file" ]; then
 				mkdir -p "${dest%/*}"
 				[ -e "$dest" ] || touch "$dest"
-				mount --bind "/run/runu/$tag/$(unescape "$file")" "$dest" && result=ok
+				mount --bind "$from/$(unescape "$file")" "$dest" && result=ok
 			else
 				mkdir -p "$dest"
-				mount --bind "/run/runu/$tag" "$dest" && result=ok
+				mount --bind "$from" "$dest" && result=ok
 			fi
 		fi
 		say "mount $dest ($mode): $result"

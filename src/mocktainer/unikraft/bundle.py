@@ -41,6 +41,9 @@
      list, the user's entries first, else the initrd's (unless a share sits
      on `/`), then the shares' (`mounts.merge_fstab`). They are among the
      parts `Plan.guest` keeps, so the network's re-rendering keeps them.
+     Under Firecracker the mounts are copied into the initrd instead
+     (`backend.give_mounts`, copies.py): its root entry goes first, before
+     the user's entries (`mounts.initrd_root_fstab`).
    - argv[0] comes first where the VMM writes none (`backend.prepends_program`:
      QEMU's multiboot loader writes the kernel's path; PVH and Firecracker do
      not): the entrypoint as `args[0]` names it, else `/unikraft/bin/kernel`.
@@ -58,7 +61,8 @@
    parameters for Linux (`console=ttyS0 panic=-1` under QEMU,
    `console=ttyS0 reboot=k panic=1 pci=off` under Firecracker) come first,
    each unless the user gave a parameter of that name, then the shares'
-   `runu.mount=`/`runu.root=` parameters (`mounts.linux_params`).
+   `runu.mount=`/`runu.root=` parameters (`mounts.Given.linux_params`, with
+   `runu.disk=vda` first under Firecracker, whose copy is a read-only disk).
 
    Sizing, the same rules for every backend:
 
@@ -223,21 +227,20 @@ def _unikernel_plan(kern: _kernel.Kernel | None, spec: dict[str, Any], rootfs: s
     settings = load_settings(environ)
     name, _source = _vmm.choose(annotations, settings)
     backend = _vmm.backend(name)
-    shares = _mounts.shares(spec, rootfs, annotations)
-    if name == "firecracker":
-        shares = _mounts.firecracker_shares(shares)
-    elif shares and not kern.linux and not _kernel.has_9pfs(kern):
+    given = backend.give_mounts(_mounts.shares(spec, rootfs, annotations))
+    if given.live and given.items and not kern.linux and not _kernel.has_9pfs(kern):
         from mocktainer.error import warn
 
-        warn(_mounts.no_9pfs_warning(shares))
-        shares = []
+        warn(_mounts.no_9pfs_warning(given.items))
+        given = _mounts.Given([], live=True)
+    shares = given.items
     if shares and not state_dir:
         raise ConfigError("mounts need the container's state directory")
     if kern.linux:
-        line = linux_line(args, env, tuple(backend.linux_params(kern)) + tuple(_mounts.linux_params(shares)))
+        line = linux_line(args, env, tuple(backend.linux_params(kern)) + tuple(given.linux_params()))
     else:
         program = None if backend.prepends_program(kern) else program_name(args)
-        line = guest_line(args, env, program, bool(kern.initrd), _mounts.fstab_entries(shares))
+        line = guest_line(args, env, program, bool(kern.initrd), given.fstab(), given.copied)
         at_risk = env_at_risk(line.params)
         if at_risk:
             from mocktainer.error import warn
@@ -254,7 +257,7 @@ def _unikernel_plan(kern: _kernel.Kernel | None, spec: dict[str, Any], rootfs: s
     vm = _vmm.VM(kern, cmdline, memory, vcpus, annotations, settings, state_dir,
                  os.path.basename(state_dir) if state_dir else None, control_dir, shares)
     launch = backend.launch(vm)
-    if shares:
+    if shares and given.live:
         launch.setup["shares"] = {"state_dir": state_dir, "linux": bool(kern.linux),
                                   "items": [s.as_dict() for s in shares]}
     hostname = spec.get("hostname")
@@ -324,11 +327,14 @@ def split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def guest_line(args: list[str], env: "list[str] | tuple[str, ...]" = (), program: "str | None" = None,
-               initrd: bool = False, fstab: "list[str] | tuple[str, ...]" = ()) -> _cmdline.Line:
+               initrd: bool = False, fstab: "list[str] | tuple[str, ...]" = (),
+               mounts_in_initrd: bool = False) -> _cmdline.Line:
     """The parts (a cmdline.Line) of the Unikraft command line for `process.args` and `process.env`
     (see module doc); `program` is argv[0] to write (None where the VMM writes one), `initrd` whether the
     image has an initrd (then `vfs.fstab` mounts it as the root file system unless the user gave one or a
-    share sits on `/`), `fstab` the shares' entries, merged after the user's (mounts.merge_fstab)."""
+    share sits on `/`), `fstab` the shares' entries, merged after the user's (mounts.merge_fstab);
+    `mounts_in_initrd`: the mounts were copied into the initrd (Firecracker), so its root entry goes first
+    whatever the user gave (mounts.initrd_root_fstab)."""
     params, app = split_args(args)
     env_params = []
     for entry in env:
@@ -336,7 +342,9 @@ def guest_line(args: list[str], env: "list[str] | tuple[str, ...]" = (), program
             raise ConfigError("process.env entry %r is not of the form NAME=value" % (entry,))
         env_params.append(ENV_PARAM + entry)
     params = env_params + params
-    if fstab:
+    if mounts_in_initrd:
+        params = _mounts.initrd_root_fstab(params, INITRD_FSTAB[1])
+    elif fstab:
         params = _mounts.merge_fstab(params, list(fstab), INITRD_FSTAB[1] if initrd else None)
     elif initrd and not any(p.startswith(FSTAB_PARAM) for p in params):
         params += list(INITRD_FSTAB)

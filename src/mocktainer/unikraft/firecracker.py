@@ -8,6 +8,12 @@ directory as `firecracker.json`:
      "machine-config": {"vcpu_count": N, "mem_size_mib": M},
      "drives": []}
 
+Mounts (`mount_copies`): Firecracker shares no host files, so read-only mounts are
+copied at create into the state directory (copies.py): a Unikraft guest's initrd
+becomes `initrd.cpio` (the bundle's with the mounts merged in), a Linux guest gets
+`mounts.ext4` as a read-only drive (`runu_mounts`, its vda); writable mounts are
+refused (mounts.firecracker_shares).
+
 and the container's process is
 
     firecracker --api-sock /proc/self/fd/N/firecracker.sock --config-file <state dir>/firecracker.json
@@ -51,6 +57,7 @@ if TYPE_CHECKING:
 
     from mocktainer.init import _Launch
     from mocktainer.unikraft.kernel import Kernel
+    from mocktainer.unikraft.mounts import Given, Share
     from mocktainer.unikraft.net import Nic
     from mocktainer.unikraft.vmm import VM, Knobs
 
@@ -123,6 +130,14 @@ def linux_params(kernel: Kernel) -> tuple[str, ...]:
     return ("console=ttyS0", "reboot=k", "panic=1", "pci=off")
 
 
+def give_mounts(items: list[Share]) -> Given:
+    """The shares as Firecracker gets them: read-only copies made at create (`mount_copies`; the rules are
+    mounts.firecracker_shares')."""
+    from mocktainer.unikraft.mounts import Given, firecracker_shares
+
+    return Given(firecracker_shares(items), live=False)
+
+
 def prepends_program(kernel: "Kernel") -> bool:
     """Firecracker passes boot_args to the guest as they are: no program name in front."""
     return False
@@ -187,18 +202,51 @@ def check_accel(vm: VM, kvm_check: Callable[[], bool] = host.kvm_usable,
         raise ConfigError("the firecracker VMM needs KVM, but %s: %s with TCG" % (obstacle, _HINT))
 
 
-def vm_config(vm: VM) -> VMConfig:
-    """The configuration file's content (a dict)."""
+def vm_config(vm: VM, initrd: str | None = None, drives: list[dict[str, Any]] | None = None) -> VMConfig:
+    """The configuration file's content (a dict); `initrd` replaces the bundle's initrd, `drives` are the
+    block devices (see `mount_copies`)."""
     boot: BootSource = {"kernel_image_path": vm.kernel.boot_path}  # /proc/self/fd/N: the checked file (kernel.Kernel)
-    if vm.kernel.initrd and vm.kernel.boot_initrd:
+    if initrd:
+        boot["initrd_path"] = initrd
+    elif vm.kernel.initrd and vm.kernel.boot_initrd:
         boot["initrd_path"] = vm.kernel.boot_initrd
     # Always set: without boot_args Firecracker uses its own, which turn the serial port off.
     boot["boot_args"] = vm.cmdline or ""
     return {
         "boot-source": boot,
         "machine-config": {"vcpu_count": int(vm.vcpus), "mem_size_mib": int(vm.memory_mib)},
-        "drives": [],
+        "drives": list(drives or []),
     }
+
+
+# The drive of a Linux guest's copy of the mounts (the guest's vda: mounts.DISK_DEVICE).
+DRIVE_ID = "runu_mounts"
+
+
+def mount_copies(vm: VM, where: str) -> tuple[dict[str, bytes], str | None, list[dict[str, Any]]]:
+    """(files for the state directory, initrd path or None, drives) for the read-only copies of `vm.shares`
+    (copies.py): a Unikraft guest boots a new initrd, the bundle's with the mounts merged in, of at most half
+    its memory (it holds the archive and the files extracted from it) and copies.MAX_COPY_MIB; a Linux guest
+    gets an ext4 image as a read-only drive. `where` is the state directory as Firecracker reaches it."""
+    if not vm.shares:
+        return {}, None, []
+    from mocktainer.unikraft import copies
+
+    if vm.kernel.linux:
+        try:
+            mkfs = host.find_binary(copies.MKFS, vm.settings.environ.get("PATH"))
+        except ConfigError as e:
+            raise ConfigError("mounts for a Linux guest under Firecracker need %s (e2fsprogs): %s"
+                              % (copies.MKFS, e)) from None
+        image = copies.ext4_image(vm.shares, copies.MAX_COPY_MIB * copies.MIB, mkfs)
+        drive = {"drive_id": DRIVE_ID, "path_on_host": "%s/%s" % (where, copies.DISK_FILE),
+                 "is_root_device": False, "is_read_only": True}
+        return {copies.DISK_FILE: image}, None, [drive]
+    limit_mib = min(copies.MAX_COPY_MIB, int(vm.memory_mib) // 2)
+    what = "a guest of %d MiB (at most half its memory, %d MiB)" % (vm.memory_mib, limit_mib)
+    base = copies.read_initrd(vm.kernel, limit_mib * copies.MIB, what)
+    data = copies.merge_initrd(base, vm.shares, limit_mib * copies.MIB, what)
+    return {copies.INITRD_FILE: data}, "%s/%s" % (where, copies.INITRD_FILE), []
 
 
 def launch(vm: VM, kvm_check: Callable[[], bool] = host.kvm_usable,
@@ -221,11 +269,12 @@ def launch(vm: VM, kvm_check: Callable[[], bool] = host.kvm_usable,
     cid = vm.container_id
     if cid and len(cid) <= 64 and _ID_CHARS.issuperset(cid):
         args += ["--id", cid]
-    config = vm_config(vm)
+    files, initrd, drives = mount_copies(vm, where)
+    config = vm_config(vm, initrd, drives)
     # The configuration goes to Firecracker through its API (Session); the file is its record.
-    data = fastjson.dumps(config).encode() + b"\n"
+    files[CONFIG_FILE] = fastjson.dumps(config).encode() + b"\n"
     setup = {"config": config, "socket": "%s/%s" % (where, API_SOCKET)}
-    return Launch(args, {CONFIG_FILE: data}, accel="kvm", machine=None, control=(CONTROL_PROTOCOL, API_SOCKET),
+    return Launch(args, files, accel="kvm", machine=None, control=(CONTROL_PROTOCOL, API_SOCKET),
                   setup=setup)
 
 

@@ -17,6 +17,10 @@ Which mounts (the rules are listed in docs/bundles.md):
 A directory mount is one share. File mounts are grouped by the directory they land in: one share per
 directory holds a tmpfs with one bind-mounted file per mount (so /etc/hosts, /etc/hostname and
 /etc/resolv.conf of a pod are one share), each file read-only or not on its own.
+
+How a backend gives the shares (`Given`, from the backend's `give_mounts`): QEMU shares them live as
+above; Firecracker, which has no shared file system, gets read-only copies made at create (copies.py) and
+writable mounts are refused (`firecracker_shares`), so there the supervisor has nothing to mount.
 """
 
 from __future__ import annotations
@@ -36,9 +40,12 @@ SKIPPED_TYPES = frozenset((
     "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "tmpfs", "shm", "devtmpfs", "securityfs",
     "debugfs", "tracefs", "hugetlbfs", "configfs", "fusectl", "pstore", "bpf", "binfmt_misc", "ramfs"))
 SKIPPED_UNDER = ("/dev", "/proc", "/sys")
-# Firecracker has no shared file system: these (what podman and the CRI plugin add to every container)
-# are left out there, anything else is refused.
-FIRECRACKER_SKIPPED = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+# Firecracker has no shared file system: read-only mounts are copied at create (copies.py), writable ones
+# refused but these (what podman and the CRI plugin add to every container, writable), copied read-only.
+SNAPSHOT_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+# A Linux guest's copy is one read-only ext4 disk: Firecracker's only drive, so the guest's vda.
+DISK_PARAM = "runu.disk="
+DISK_DEVICE = "vda"
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -183,7 +190,9 @@ def _escape(text: str) -> str:
 def linux_params(items: list[Share]) -> list[str]:
     """Kernel parameters telling a Linux guest's init what to mount: `runu.root=<tag>:<ro|rw>` for the
     rootfs, and per mounted path `runu.mount=<tag>:<destination>:<ro|rw>[:<file name>]` (a file name when
-    the share is a directory of files, each to be bind-mounted on its destination); fields %XX-escaped."""
+    the share is a directory of files, each to be bind-mounted on its destination); fields %XX-escaped.
+    (With a copy on a disk, `Given.linux_params` puts `runu.disk=<device>` first: the tags are then the
+    disk's top directories.)"""
     out = []
     for s in items:
         if s.tag == ROOTFS_TAG and s.source is not None and s.dest == "/":
@@ -207,12 +216,9 @@ def fstab_entries(items: list[Share]) -> list[str]:
     return ["%s:%s:9pfs:::mkmp" % (s.tag, s.dest) for s in items]
 
 
-def merge_fstab(params: list[str], entries: list[str], initrd_entry: str | None = None) -> list[str]:
-    """`params` (Unikraft library parameters, one word each) with one `vfs.fstab` list: the user's entries
-    (from `vfs.fstab=x` or `vfs.fstab=[ x y ]` words), else `initrd_entry` when it is given and no share
-    is mounted on /, then `entries`. Without `entries` the `params` come back as they are."""
-    if not entries:
-        return list(params)
+def _split_fstab(params: list[str]) -> tuple[list[str], list[str]]:
+    """(the parameters other than `vfs.fstab`, the user's fstab entries from `vfs.fstab=x` or
+    `vfs.fstab=[ x y ]` words)."""
     user: list[str] = []
     rest: list[str] = []
     i = 0
@@ -236,10 +242,36 @@ def merge_fstab(params: list[str], entries: list[str], initrd_entry: str | None 
         else:
             user.append(value)
         i += 1
+    return rest, user
+
+
+def merge_fstab(params: list[str], entries: list[str], initrd_entry: str | None = None) -> list[str]:
+    """`params` (Unikraft library parameters, one word each) with one `vfs.fstab` list: the user's entries
+    (from `vfs.fstab=x` or `vfs.fstab=[ x y ]` words), else `initrd_entry` when it is given and no share
+    is mounted on /, then `entries`. Without `entries` the `params` come back as they are."""
+    if not entries:
+        return list(params)
+    rest, user = _split_fstab(params)
     base = user
     if not base and initrd_entry and not any(e.split(":")[1] == "/" for e in entries):
         base = [initrd_entry]
     return rest + [FSTAB_PARAM + "["] + base + entries + ["]"]
+
+
+def initrd_root_fstab(params: list[str], initrd_entry: str) -> list[str]:
+    """`params` with `initrd_entry` (the initrd on /) first in the `vfs.fstab` list, before the user's
+    entries: the mounts were copied into the initrd (Firecracker, see copies.py). Unchanged when the user's
+    entries mount the initrd's device themselves; ConfigError when they mount something else on /."""
+    rest, user = _split_fstab(params)
+    device = initrd_entry.split(":")[0]
+    if any(e.split(":")[0] == device for e in user):
+        return list(params)
+    for e in user:
+        if e.split(":")[1:2] == ["/"]:
+            raise ConfigError("vfs.fstab entry %r mounts /, but under Firecracker the mounts are copied into "
+                              "the initrd, which must be the root (%s): leave / to it, or mount %s yourself"
+                              % (e, initrd_entry, device))
+    return rest + [FSTAB_PARAM + "[", initrd_entry] + user + ["]"]
 
 
 # -- in the supervisor: the private mount namespace ------------------------------------------------------
@@ -399,12 +431,54 @@ def no_9pfs_warning(items: list[Share]) -> str:
 
 
 def firecracker_shares(items: list[Share]) -> list[Share]:
-    """Firecracker has no shared file system: the files every client adds (FIRECRACKER_SKIPPED) are left out,
-    any other mount is refused (see docs/bundles.md)."""
+    """The shares as Firecracker gets them: copied read-only at create (copies.py). A read-only mount as it
+    is; the files every client adds (SNAPSHOT_FILES) read-only whatever the spec says (a snapshot: the
+    guest's writes, if any, stay in the guest); ConfigError for any other writable mount and for the
+    rootfs (see docs/bundles.md for why)."""
+    out = []
     for s in items:
-        dests = [os.path.join(s.dest, f[0]) for f in s.files] if s.source is None else [s.dest]
-        other = [d for d in dests if d not in FIRECRACKER_SKIPPED]
-        if other:
-            raise ConfigError("mount %s: Firecracker cannot share host files with a guest; use QEMU "
-                              "(annotation org.unikraft.runu.vmm=qemu) for mounts" % other[0])
-    return []
+        if s.tag == ROOTFS_TAG and s.source is not None and s.dest == "/":
+            raise ConfigError("annotation %s=true: Firecracker cannot share the bundle's rootfs with the guest; "
+                              "use QEMU (annotation org.unikraft.runu.vmm=qemu), or put the files in the "
+                              "initrd" % ROOTFS_ANNOTATION)
+        if s.source is not None:
+            if not s.readonly:
+                raise ConfigError(_writable(s.dest))
+            out.append(s)
+            continue
+        for name, _source, ro in s.files:
+            dest = os.path.join(s.dest, name)
+            if not ro and dest not in SNAPSHOT_FILES:
+                raise ConfigError(_writable(dest))
+        out.append(Share(s.tag, None, s.dest, True, [(n, src, True) for n, src, _ro in s.files]))
+    return out
+
+
+def _writable(dest: str) -> str:
+    return ("mount %s is writable, but Firecracker cannot share host files with a guest: runu gives it "
+            "read-only copies made at create, and a writable copy's changes would never reach the host; mount "
+            "it read-only (option ro) or use QEMU (annotation org.unikraft.runu.vmm=qemu)" % dest)
+
+
+class Given:
+    """How a backend gives the shares to the guest: `items` (the shares the VM gets), `live` (True: shared
+    while the VM runs, by the supervisor (`enter`, QEMU); False: copied at create (copies.py, Firecracker))."""
+
+    __slots__ = ("items", "live")
+
+    def __init__(self, items: list[Share], live: bool) -> None:
+        self.items = list(items)
+        self.live = live
+
+    @property
+    def copied(self) -> bool:
+        """True when there is a copy: a Unikraft guest's initrd holds it, a Linux guest's disk."""
+        return not self.live and bool(self.items)
+
+    def linux_params(self) -> list[str]:
+        """A Linux guest's parameters (`linux_params`), `runu.disk=vda` first for a copy on a disk."""
+        return ([DISK_PARAM + DISK_DEVICE] if self.copied else []) + linux_params(self.items)
+
+    def fstab(self) -> list[str]:
+        """A Unikraft guest's `vfs.fstab` entries for live shares (a copy is in the initrd instead)."""
+        return fstab_entries(self.items) if self.live else []

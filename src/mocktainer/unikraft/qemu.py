@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
     from mocktainer.init import _Launch
     from mocktainer.unikraft.kernel import Kernel
+    from mocktainer.unikraft.mounts import Given, Share
     from mocktainer.unikraft.net import Nic
     from mocktainer.unikraft.vmm import VM, Knobs
 
@@ -501,6 +502,13 @@ def linux_params(kernel: Kernel) -> tuple[str, ...]:
     which with -no-reboot ends QEMU (a power-off ends it too)."""
     console = "ttyS0" if kernel.arch == "x86_64" else "ttyAMA0"
     return ("console=" + console, "panic=-1")
+
+
+def give_mounts(items: list[Share]) -> Given:
+    """The shares as QEMU gets them: all of them, shared live (virtio-9p, virtio-fs: see mounts)."""
+    from mocktainer.unikraft.mounts import Given
+
+    return Given(items, live=True)
 
 
 def prepends_program(kernel: "Kernel") -> bool:

@@ -13,6 +13,10 @@ container's state directory. The module provides:
                     kernel parameters a Linux guest needs under this VMM
                     (serial console, what ends the VMM on panic/reboot); each is
                     added unless the user gave one with the same name
+    give_mounts(items)
+                    how the guest gets the spec's mounts (mounts.Share): a
+                    mounts.Given, shared while the VM runs or copied at create;
+                    ConfigError for a mount the backend cannot give
     prepends_program(kernel)
                     whether the VMM itself puts a program name (argv[0]) in front of
                     the guest command line of `kernel` (see cmdline)
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
     from typing import Any, Mapping, Protocol
 
     from mocktainer.unikraft.kernel import Kernel
+    from mocktainer.unikraft.mounts import Given, Share
 
     class Knobs(Protocol):
         """The runtime-wide settings a backend reads (settings.Settings, as a tool such as runu
@@ -98,6 +103,7 @@ if TYPE_CHECKING:
         def Session(self, launch: _Launch, linux: bool, setup: dict[str, Any]) -> Session: ...  # noqa: N802
         def linux_params(self, kernel: Kernel) -> tuple[str, ...]: ...
         def prepends_program(self, kernel: Kernel) -> bool: ...
+        def give_mounts(self, items: list[Share]) -> Given: ...
         def exit_status(self, status: int, reason: str | None = None) -> tuple[int, str | None]: ...
         def find(self, settings: Knobs, arch: str) -> str | None: ...
         def launch(self, vm: VM) -> Launch: ...
