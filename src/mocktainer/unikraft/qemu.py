@@ -259,7 +259,8 @@ def _needed(f: IO[bytes]) -> list[bytes]:
         return []
     f.seek(where)
     strings = f.read(strsz)
-    return [strings[i:strings.index(b"\0", i)] for i in needed if i < len(strings) and b"\0" in strings[i:]]
+    ends = [(i, strings.find(b"\0", i)) for i in needed if i < len(strings)]
+    return [strings[i:end] for i, end in ends if end >= 0]
 
 
 def qemu_args(binary: str, kernel: Kernel, *, memory_mib: int, cmdline: str, accel: str, smp: int = 1,
