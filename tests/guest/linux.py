@@ -16,7 +16,9 @@ hard link) of the vmlinuz and a gzip-compressed newc initramfs holding busybox
 and its applet links, the network modules (``virtio_net`` and what it needs,
 plus the ``virtio_pci`` and ``virtio_mmio`` transports, ``virtio_blk``, and ``pvpanic``;
 decompressed when the package ships them compressed), ``/dev/console`` and
-``/init``.  The initramfs is rebuilt only when an input changed (a digest of
+``/init``.  ``build_linux_guest(outdir, cache, extra_groups)`` builds the same from another
+extracted kernel package with more module groups (``bench/bench_mounts.py``: Debian's generic
+kernel, which has 9p).  The initramfs is rebuilt only when an input changed (a digest of
 the inputs is kept beside it), and written atomically.  From a shell::
 
     python3 tests/guest/linux.py OUTDIR      # prints the kernel and initrd paths
@@ -82,9 +84,9 @@ def busybox_path():
     return os.environ.get("BUSYBOX") or "/bin/busybox"
 
 
-def _kernel_tree():
-    """(vmlinuz path, modules directory) of the extracted package."""
-    root = os.path.join(cache_dir(), "root")
+def kernel_tree(cache=None):
+    """(vmlinuz path, modules directory) of the package extracted under `cache` (default `cache_dir()`)."""
+    root = os.path.join(cache or cache_dir(), "root")
     boot = os.path.join(root, "boot")
     try:
         names = sorted(n for n in os.listdir(boot) if n.startswith("vmlinuz-"))
@@ -265,8 +267,8 @@ def build_initramfs(busybox, modules, init_script):
 
 # -- the build --------------------------------------------------------------------------------------------------
 
-def _digest(paths):
-    h = hashlib.sha256()
+def _digest(paths, extra=""):
+    h = hashlib.sha256(extra.encode())
     for p in paths:
         st = os.stat(p)
         h.update(json.dumps([p, st.st_size, st.st_mtime_ns]).encode())
@@ -289,9 +291,11 @@ def _install_kernel(vmlinuz, dest):
     os.replace(tmp, dest)
 
 
-def build_linux_guest(outdir):
-    """(kernel_path, initrd_path) in outdir; raises GuestMissing when the inputs are not there."""
-    vmlinuz, moddir = _kernel_tree()
+def build_linux_guest(outdir, cache=None, extra_groups=None):
+    """(kernel_path, initrd_path) in outdir; raises GuestMissing when the inputs are not there. `cache` names
+    another extracted kernel package (default `cache_dir()`), `extra_groups` more module groups
+    ({group: module names}, after MODULE_GROUPS) for /init to load (bench/bench_mounts.py's 9p)."""
+    vmlinuz, moddir = kernel_tree(cache)
     busybox = busybox_path()
     if not os.path.exists(busybox):
         raise GuestMissing("%s not found: run %s (installs busybox-static)" % (busybox, SETUP_SCRIPT))
@@ -303,7 +307,8 @@ def build_linux_guest(outdir):
 
     files = _module_files(moddir)
     inputs = [os.path.abspath(__file__), INIT_SCRIPT, busybox, vmlinuz] + sorted(files.values())
-    digest = _digest(inputs)
+    groups = dict(MODULE_GROUPS, **(extra_groups or {}))
+    digest = _digest(inputs, json.dumps(groups, sort_keys=True))
     try:
         with open(stamp) as f:
             if f.read().strip() == digest and os.path.exists(initrd):
@@ -312,7 +317,7 @@ def build_linux_guest(outdir):
         pass
 
     seen = set()
-    modules = {group: resolve_modules(moddir, names, seen) for group, names in MODULE_GROUPS.items()}
+    modules = {group: resolve_modules(moddir, names, seen) for group, names in groups.items()}
     data = build_initramfs(busybox, modules, INIT_SCRIPT)
     fd, tmp = tempfile.mkstemp(dir=outdir, prefix=".initrd.")
     with os.fdopen(fd, "wb") as f:

@@ -31,8 +31,15 @@
 #               runu.mount= word is /run/runu/disk/TAG instead of a virtio-fs tag.
 #               "disk DEV: ro|rw" (how it got mounted) or "disk DEV: fail"
 #   runu.root=TAG:MODE  mount the virtio-fs TAG (the bundle's rootfs) on /newroot
+#   mount9p=TAG:DIR[:OPTIONS]
+#               (bench/bench_mounts.py) load the "9p" module group when the initramfs has one
+#               and mount the virtio-9p TAG on DIR with -o trans=virtio,version=9p2000.L plus
+#               OPTIONS (comma-separated, e.g. msize=524288,cache=loose): "mount9p DIR: ok
+#               <the options the kernel took>" or "mount TAG: <error>" and "mount9p DIR: fail"
 #   cat=PATH    print "cat PATH: <first line>" (or "cat PATH: fail")
 #   write=PATH  write "written by the guest" into PATH: "write PATH: ok|fail"
+#   zerofile=PATH:MIB   (before the benchmarks) write MIB MiB of zeros into PATH, e.g. on the
+#               guest's own tmpfs for a readbench there: "zerofile PATH: ok|fail"
 #   readbench=PATH      time `cat PATH > /dev/null`: "readbench PATH: BYTES bytes in CS cs"
 #   createbench=DIR     time creating 1000 small files in DIR (a shell loop):
 #               "createbench DIR: 1000 files in CS cs" (centiseconds, from /proc/uptime)
@@ -47,6 +54,7 @@ say() { echo "runu-linux-guest: $*"; }
 load_modules() {
 	local m
 	# /lib/modules/GROUP.list: one module file name a line, dependencies first (written by linux.py).
+	[ -f "/lib/modules/$1.list" ] || return 0
 	while read -r m; do
 		insmod "/lib/modules/$m" 2>/dev/null
 	done < "/lib/modules/$1.list"
@@ -60,7 +68,7 @@ load_modules boot
 read -r cmdline < /proc/cmdline
 say "cmdline: $cmdline"
 
-addr= gw= mask=255.255.255.0 idle= pings= serves= panic= ip4= shares= root= disk= cats= writes= readbenches= createbenches=
+addr= gw= mask=255.255.255.0 idle= pings= serves= panic= ip4= shares= root= disk= cats= writes= readbenches= createbenches= ninep= zerofiles=
 for word in $cmdline; do
 	case "$word" in
 	netdev.ip=*) ip4=${word#*=} ;;
@@ -71,6 +79,8 @@ for word in $cmdline; do
 	write=*) writes="$writes ${word#*=}" ;;
 	readbench=*) readbenches="$readbenches ${word#*=}" ;;
 	createbench=*) createbenches="$createbenches ${word#*=}" ;;
+	mount9p=*) ninep="$ninep ${word#*=}" ;;
+	zerofile=*) zerofiles="$zerofiles ${word#*=}" ;;
 	netdev.ipv4_addr=*) addr=${word#*=} ;;
 	netdev.ipv4_gw_addr=*) gw=${word#*=} ;;
 	netdev.ipv4_subnet_mask=*) mask=${word#*=} ;;
@@ -132,11 +142,12 @@ fi
 
 unescape() { printf '%b' "$(echo "$1" | sed 's/%\([0-9A-Fa-f][0-9A-Fa-f]\)/\\x\1/g')"; }
 
-# mount_share TAG DIR: the virtio-fs TAG on DIR (the device may take a moment to appear)
+# mount_share TAG DIR [TYPE OPTIONS]: the virtio-fs (or TYPE) TAG on DIR (the device may take a
+# moment to appear)
 mount_share() {
 	local tries=0
 	mkdir -p "$2"
-	while ! err=$(mount -t virtiofs "$1" "$2" 2>&1); do
+	while ! err=$(mount -t "${3:-virtiofs}" ${4:+-o "$4"} "$1" "$2" 2>&1); do
 		tries=$((tries + 1))
 		[ $tries -ge 50 ] && { say "mount $1: $err"; return 1; }
 		usleep 100000
@@ -201,6 +212,20 @@ if [ -n "$shares$root" ]; then
 		fi
 	fi
 fi
+if [ -n "$ninep" ]; then
+	load_modules net
+	load_modules 9p
+fi
+for share in $ninep; do
+	IFS=: read -r tag dir opts <<-END
+	$share
+	END
+	if mount_share "$tag" "$dir" 9p "trans=virtio,version=9p2000.L${opts:+,$opts}"; then
+		say "mount9p $dir: ok $(awk -v d="$dir" '$2 == d { print $4 }' /proc/mounts)"
+	else
+		say "mount9p $dir: fail"
+	fi
+done
 for path in $cats; do
 	path=$(unescape "$path")
 	if line=$(head -n 1 "$path" 2>/dev/null); then
@@ -215,6 +240,13 @@ for path in $writes; do
 		say "write $path: ok"
 	else
 		say "write $path: fail"
+	fi
+done
+for spec in $zerofiles; do
+	if dd if=/dev/zero of="${spec%:*}" bs=1048576 count="${spec##*:}" 2>/dev/null; then
+		say "zerofile ${spec%:*}: ok"
+	else
+		say "zerofile ${spec%:*}: fail"
 	fi
 done
 # centiseconds since boot
