@@ -237,7 +237,7 @@ def _unikernel_plan(kern: _kernel.Kernel | None, spec: dict[str, Any], rootfs: s
     if shares and not state_dir:
         raise ConfigError("mounts need the container's state directory")
     if kern.linux:
-        line = linux_line(args, env, tuple(backend.linux_params(kern)) + tuple(given.linux_params()))
+        line = linux_line(args, env, tuple(backend.linux_params(kern)), given.linux_params())
     else:
         program = None if backend.prepends_program(kern) else program_name(args)
         line = guest_line(args, env, program, bool(kern.initrd), given.fstab(), given.copied)
@@ -379,11 +379,14 @@ def env_at_risk(params: list[str]) -> list[str]:
 
 
 def linux_line(args: list[str], env: "list[str] | tuple[str, ...]" = (),
-               defaults: "tuple[str, ...] | list[str]" = ()) -> _cmdline.Line:
+               defaults: "tuple[str, ...] | list[str]" = (),
+               shares: "tuple[str, ...] | list[str]" = ()) -> _cmdline.Line:
     """The parts (a cmdline.Line) of a Linux kernel command line (see module doc).
 
     `defaults` are "name=value" parameters added first unless a kernel parameter
-    (a word before `--`, or an env entry) of that name is given.
+    (a word before `--`, or an env entry) of that name is given; `shares` (the
+    mounts' `runu.mount=` words and their kind) follow them whatever the user gave:
+    they name devices the VM has, and a user's own `runu.mount=` adds to them.
     """
     params, app = split_args(args)
     for entry in env:
@@ -391,7 +394,7 @@ def linux_line(args: list[str], env: "list[str] | tuple[str, ...]" = (),
             raise ConfigError("process.env entry %r is not of the form NAME=value" % (entry,))
     params = list(env) + params
     given = {p.split("=", 1)[0] for p in params}
-    params = [d for d in defaults if d.split("=", 1)[0] not in given] + params
+    params = [d for d in defaults if d.split("=", 1)[0] not in given] + list(shares) + params
     return _cmdline.Line(None, params, app, linux=True)
 
 
