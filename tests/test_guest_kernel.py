@@ -336,14 +336,14 @@ def test_double_dash_right_after_argv0_is_an_argument(kernels):
 def test_microvm_nic_parameter_is_qemus(kernels):
     """The virtio_mmio.device runu writes before `--` for a NIC on microvm (ACPI off) is the one QEMU
     itself would append (after the `--`, where Unikraft would not see it)."""
-    from mocktainer.unikraft import net
+    from mocktainer.unikraft import net, qemu
 
     base = ["-netdev", "user,id=n0", "-device", "virtio-net-device,netdev=n0"]
     _, out, _ = boot(kernels["pvh"], "x --", machine=MICROVM + ",acpi=off", extra=base)
-    assert "uk: argv0=prog" in out and ("arg: " + net.MICROVM_NIC_PARAM) in out, out
+    assert "uk: argv0=prog" in out and ("arg: " + qemu.MICROVM_NIC_PARAM) in out, out
     line = net.guest_cmdline({"machine": "microvm", "line": {"program": "prog", "params": [], "args": ["a"]}},
                              ["netdev.ip=10.0.0.2/24"], "qemu")
-    argv = qemu_argv(kernels["pvh"], None, extra=base + ["-machine", net.MICROVM_NO_ACPI]) + ["-append", line]
+    argv = qemu_argv(kernels["pvh"], None, extra=base + ["-machine", qemu.MICROVM_NO_ACPI]) + ["-append", line]
     out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=BOOT_TIMEOUT).stdout.decode()
     assert uk_lines(out)[:4] == ["uk: argv0=prog", "uk: netdev.ip=10.0.0.2/24",
-                                 "uk: " + net.MICROVM_NIC_PARAM, "arg: a"], out
+                                 "uk: " + qemu.MICROVM_NIC_PARAM, "arg: a"], out

@@ -108,7 +108,7 @@ def guest(program="/unikraft/bin/kernel", params=(), args=(), linux=False, machi
 
 
 @pytest.mark.parametrize("g, vmm, expected", [
-    (guest(), "qemu", "/unikraft/bin/kernel P Q " + net.MICROVM_NIC_PARAM + " --"),
+    (guest(), "qemu", "/unikraft/bin/kernel P Q " + qemu.MICROVM_NIC_PARAM + " --"),
     (guest(args=["app", "a b"], machine="pc"), "qemu", "/unikraft/bin/kernel P Q -- app 'a b'"),
     (guest(None, ["env.vars=A=B"], ["app"], machine="pc"), "qemu", "env.vars=A=B P Q -- app"),
     (guest(args=["app", "--", "x"], machine="pc"), "qemu", "/unikraft/bin/kernel P Q -- app -- x"),
@@ -130,7 +130,7 @@ def test_qemu_args_replace_the_one_append_and_add_the_nic():
     out = qemu.with_nic(base, nic("prog netdev.ip=1.2.3.4/24 -- hello", False, mmio=True), 7)
     assert out.count("-append") == 1
     assert out[out.index("-append") + 1] == "prog netdev.ip=1.2.3.4/24 -- hello"
-    assert out[len(base):] == ["-machine", net.MICROVM_NO_ACPI] + qemu.nic_args(base, [(7, "02:00:00:00:00:01")])
+    assert out[len(base):] == ["-machine", qemu.MICROVM_NO_ACPI] + qemu.nic_args(base, [(7, "02:00:00:00:00:01")])
     assert "virtio-net-device,netdev=net0,mac=02:00:00:00:00:01" in out  # microvm: virtio-mmio
     no_append = qemu.with_nic(["/q", "-M", "pc", "-kernel", "/k"], nic("a=b", True, mac="02:00:00:00:00:02"), 3)
     assert no_append[no_append.index("-append") + 1] == "a=b" and "-machine" not in no_append
@@ -491,7 +491,7 @@ def test_tiny_kernel_reads_the_network_parameters_on_qemu(tmp_path, netns, runu,
     argv0 = "/unikraft/bin/kernel" if fmt == "pvh" else "/proc/self/fd/4"
     expected = ["uk: argv0=" + argv0, "uk: netdev.ip=10.31.0.2/24:10.31.0.1:::runu"]
     if fmt == "pvh":
-        expected.append("uk: " + net.MICROVM_NIC_PARAM)
+        expected.append("uk: " + qemu.MICROVM_NIC_PARAM)
     assert uk == expected + ["uk: env A=1"] + ["arg: " + a for a in app], out
     assert runu("delete", "--force", "tiny").returncode == 0
     assert addrs(pod, "eth0") == ["10.31.0.2/24"]

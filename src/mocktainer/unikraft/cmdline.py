@@ -16,10 +16,11 @@ Unikraft's rules (lib/ukboot, lib/uklibparam, lib/ukargparse), and what `render`
    front of the application's own `--` are not taken for parameters.
 3. Firecracker splits `boot_args` at the first ` -- ` and joins the parts again, inserting each
    virtio-mmio device's `virtio_mmio.device=` before it (or at the end when there is none), and drops the
-   separator when nothing follows it. With a NIC (`firecracker_nic`) and no application argument the line
-   therefore ends in `-- ''`: Firecracker keeps the separator (`''` is not empty text) and the NIC's
-   parameter lands before it, while Unikraft's splitter turns `''` into no word at all, so argv is exactly
-   [program]. A ` -- ` inside a quoted word is written `-''-` so Firecracker cannot split there.
+   separator when nothing follows it. With a parameter the VMM appends (`vmm_appends`: Firecracker's NIC)
+   and no application argument the line therefore ends in `-- ''`: Firecracker keeps the separator (`''`
+   is not empty text) and the NIC's parameter lands before it, while Unikraft's splitter turns `''` into
+   no word at all, so argv is exactly [program]. A ` -- ` inside a quoted word is written `-''-` so
+   Firecracker cannot split there.
 4. Words are split on blanks; `'...'` and `"..."` group, and a backslash escapes outside single quotes.
    A word with a blank, a quote or a backslash is wrapped in single quotes (a `'` inside written
    `'"'"'`). An empty word or a NUL byte cannot be carried and is refused.
@@ -65,8 +66,9 @@ class Line:
         return "Line(%r, %r, %r, linux=%r)" % (self.program, self.params, self.args, self.linux)
 
 
-def render(line: Line, *, firecracker_nic: bool = False) -> str:
-    """The text of `line` (see module doc); `firecracker_nic`: Firecracker will add a NIC's parameter."""
+def render(line: Line, *, vmm_appends: bool = False) -> str:
+    """The text of `line` (see module doc); `vmm_appends`: the VMM adds a parameter of its own at the end
+    (Firecracker's NIC, see firecracker.nic_cmdline)."""
     if line.linux:
         out = [linux_quote(p, "a kernel parameter") for p in line.params]
         if line.args:
@@ -78,7 +80,7 @@ def render(line: Line, *, firecracker_nic: bool = False) -> str:
         params = list(EMPTY_PARAM)
     if params:
         out += [quote(p, "a library parameter") for p in params] + [SEPARATOR]
-        if firecracker_nic and not line.args:
+        if vmm_appends and not line.args:
             out.append(EMPTY_WORD)
     out += [quote(a, "process.args") for a in line.args]
     return " ".join(out)

@@ -64,13 +64,6 @@ MS_REC, MS_SLAVE = 0x4000, 0x80000
 MNT_DETACH = 2
 TC_INGRESS = 0xFFFF0000
 RESOLV_CONF_MAX = 64 * 1024
-# QEMU microvm without ACPI: 8 virtio-mmio transports of 512 bytes from 0xfeb00000 on IRQs 5-12, the first
-# device plugged into the last one.
-MICROVM_MMIO_BASE, MICROVM_MMIO_SIZE, MICROVM_TRANSPORTS, MICROVM_IRQ_BASE = 0xFEB00000, 512, 8, 5
-MICROVM_NIC_PARAM = "virtio_mmio.device=%d@%#x:%d" % (
-    MICROVM_MMIO_SIZE, MICROVM_MMIO_BASE + (MICROVM_TRANSPORTS - 1) * MICROVM_MMIO_SIZE,
-    MICROVM_IRQ_BASE + MICROVM_TRANSPORTS - 1)
-MICROVM_NO_ACPI = "acpi=off,auto-kernel-cmdline=off"
 
 
 class GuestNetError(RuntimeError):
@@ -166,23 +159,26 @@ def boot_params(up: Uplink, dns: list[str] | tuple[str, ...] = (), hostname: str
 
 def guest_cmdline(guest: dict[str, Any], params: list[str], vmm: str) -> str:
     """The guest command line of `guest` (instruction()'s) with the network `params` added to its parameters,
-    and for a Unikraft guest on QEMU microvm the NIC's `virtio_mmio.device` (see `microvm_mmio`)."""
+    and what the backend `vmm` needs there for the guest to find its NIC (`nic_line`)."""
+    return _guest_line(guest, params, vmm)[0]
+
+
+def nic_on_cmdline(guest: dict[str, Any], vmm: str) -> bool:
+    """Whether runu itself announces the NIC on the guest's command line (the backend's `nic_cmdline`; QEMU
+    then builds the machine to match: see qemu.with_nic)."""
+    from mocktainer.unikraft.vmm import backend
+
+    return bool(backend(vmm).nic_cmdline(guest)[0])
+
+
+def _guest_line(guest: dict[str, Any], params: list[str], vmm: str) -> tuple[str, bool]:
     from mocktainer.unikraft import cmdline
+    from mocktainer.unikraft.vmm import backend
 
     line = cmdline.Line.from_dict(guest.get("line") or {})
-    extra = list(params)
-    if microvm_mmio(vmm, guest):
-        extra.append(MICROVM_NIC_PARAM)
-    line.params += extra
-    return cmdline.render(line, firecracker_nic=vmm == "firecracker" and not line.linux)
-
-
-def microvm_mmio(vmm: str, guest: dict[str, Any]) -> bool:
-    """Whether the NIC is announced on the command line by runu (a Unikraft guest on QEMU microvm, which
-    finds virtio-mmio devices only through `virtio_mmio.device`): then QEMU runs the machine without ACPI,
-    whose second IOAPIC would put the device on an IRQ past 23, and without adding its own parameter, which
-    it would put after the `--`."""
-    return vmm == "qemu" and guest.get("machine") == "microvm" and not (guest.get("line") or {}).get("linux")
+    announced, vmm_appends = backend(vmm).nic_cmdline(guest)
+    line.params += list(params) + list(announced)
+    return cmdline.render(line, vmm_appends=vmm_appends), bool(announced)
 
 
 # ---- netlink -------------------------------------------------------------------------------
@@ -347,7 +343,7 @@ class Nic:
     (the network's guest parameters), `linux` (the guest's kind), the `uplink` (as_dict) whose address the
     guest took, `cmdline`: the guest command line rendered again with `params` (see `guest_cmdline`), which
     the backend uses instead of its own, and `mmio`: whether QEMU must run microvm without ACPI (see
-    `microvm_mmio`)."""
+    the backend's `nic_cmdline`)."""
 
     def __init__(self, device: str, name: str, fd: int, mac: str, params: list[str], linux: bool,
                  uplink: dict[str, Any], cmdline: str = "", mmio: bool = False) -> None:
@@ -393,7 +389,7 @@ def attach(instr: dict[str, Any]) -> Nic | None:
         guest.setdefault("line", {"linux": linux})
         dns, domain = read_resolv_conf(guest.get("resolv_conf") or "")
         params = boot_params(up, dns, guest.get("hostname") or "", domain)
-        line = guest_cmdline(guest, params, vmm)
+        line, announced = _guest_line(guest, params, vmm)
         record = {"netns": instr.get("netns") or "", "vmm": vmm, "device": device, "nic": NIC,
                   "uplink": up.as_dict()}
         _write_json(os.path.join(state_dir, RECORD), record)
@@ -430,7 +426,7 @@ def attach(instr: dict[str, Any]) -> Nic | None:
                 ipr.addr("del", index=up.index, address=up.addr, prefixlen=up.prefixlen)
             except Exception as e:
                 raise GuestNetError(f"cannot take {up.addr}/{up.prefixlen} off {up.name}: {e}") from None
-            return Nic(device, NIC, fd, mac, params, linux, up.as_dict(), line, microvm_mmio(vmm, guest))
+            return Nic(device, NIC, fd, mac, params, linux, up.as_dict(), line, announced)
         except BaseException as e:
             if fd >= 0:
                 os.close(fd)

@@ -638,14 +638,31 @@ def qmp_args(control_dir: str) -> list[str]:
 
 # The network device the guest network (net.py) makes for QEMU: a macvtap whose fd QEMU gets.
 NIC_DEVICE = "macvtap"
+# microvm without ACPI: 8 virtio-mmio transports of 512 bytes from 0xfeb00000 on IRQs 5-12, the first device
+# plugged into the last one.
+MICROVM_MMIO_BASE, MICROVM_MMIO_SIZE, MICROVM_TRANSPORTS, MICROVM_IRQ_BASE = 0xFEB00000, 512, 8, 5
+MICROVM_NIC_PARAM = "virtio_mmio.device=%d@%#x:%d" % (
+    MICROVM_MMIO_SIZE, MICROVM_MMIO_BASE + (MICROVM_TRANSPORTS - 1) * MICROVM_MMIO_SIZE,
+    MICROVM_IRQ_BASE + MICROVM_TRANSPORTS - 1)
+MICROVM_NO_ACPI = "acpi=off,auto-kernel-cmdline=off"
+
+
+def nic_cmdline(guest: Mapping[str, Any]) -> tuple[list[str], bool]:
+    """(the parameters runu puts on the guest's command line for its NIC, whether QEMU appends one of its own).
+
+    A Unikraft guest on microvm finds virtio-mmio devices only through `virtio_mmio.device`, so runu
+    announces the NIC itself: QEMU then runs the machine without ACPI (whose second IOAPIC would put the
+    device on an IRQ past 23) and without its own parameter, which it would put after the `--` (`with_nic`).
+    Elsewhere the guest finds the NIC on a bus and nothing is added."""
+    if guest.get("machine") == "microvm" and not (guest.get("line") or {}).get("linux"):
+        return [MICROVM_NIC_PARAM], False
+    return [], False
 SUPERVISOR_MONITOR = "runu-sv"
 def with_nic(args: Sequence[str], nic: Nic, fd: int) -> list[str]:
     """QEMU's argv with the guest network: its -append replaced by the command line rendered again with the
     network's parameters (`nic.cmdline`, net.guest_cmdline), microvm without ACPI when the NIC is announced on
-    that line (`nic.mmio`, net.microvm_mmio), and the NIC on `fd` (the macvtap's fd number in QEMU); `nic`
+    that line (`nic.mmio`, `nic_cmdline`), and the NIC on `fd` (the macvtap's fd number in QEMU); `nic`
     is a net.Nic."""
-    from mocktainer.unikraft.net import MICROVM_NO_ACPI
-
     args = list(args)
     if "-append" in args[:-1]:
         args[args.index("-append") + 1] = nic.cmdline

@@ -65,7 +65,7 @@ class TestCmdline:
 
         line = bundle.guest_line(["/unikraft/bin/kernel", "--"] + args, env, "/unikraft/bin/kernel")
         line.params.append("netdev.ip=10.0.0.2/24")
-        text = cmdline.render(line, firecracker_nic=True)
+        text = cmdline.render(line, vmm_appends=True)
         head, sep, tail = text.partition(" -- ")
         dev = "virtio_mmio.device=4K@0xd0000000:5"
         booted = (head + " " + dev + " -- " + tail) if sep and tail.strip() else (head + " " + dev)
