@@ -13,6 +13,7 @@ from conftest import needs_root, vmm_argv, vmm_of
 
 from harness.images import KEEP, unikernel_bundle
 from guest.build import build_tiny
+from mocktainer.unikraft.host import hardware_virtualization, kvm_usable
 
 pytestmark = [needs_root, pytest.mark.integration,
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 is not installed")]
@@ -124,6 +125,28 @@ def test_accel_env_knob_forces_tcg(tmp_path, root, kernels):
     argv = vmm_argv(pid)
     assert argv[argv.index("-accel") + 1].startswith("tcg")
     assert runu(root, "delete", "--force", "k1").returncode == 0
+
+
+def _created_accel(tmp_path, root, kernels, cid, env):
+    b = make_bundle(tmp_path / cid, kernels["pvh"], args=["idle"])
+    with open(tmp_path / f"{cid}.log", "w") as out:
+        r = subprocess.run([RUNU, "--root", root, "create", "--bundle", b, cid], env=dict(os.environ, **env),
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=30)
+    try:
+        assert r.returncode == 0, (tmp_path / f"{cid}.log").read_text()
+        argv = vmm_argv(json.loads(runu(root, "state", cid).stdout)["pid"])
+        return argv[argv.index("-accel") + 1]
+    finally:
+        runu(root, "delete", "--force", cid)
+
+
+@pytest.mark.skipif(hardware_virtualization() or not kvm_usable(),
+                    reason="needs a /dev/kvm without vmx/svm in the CPU flags (a paravirtual KVM, as here)")
+def test_auto_takes_tcg_on_a_kvm_without_hardware_virtualisation(tmp_path, root, kernels):
+    """Real Unikraft builds crash under such a KVM (a KVM emulation failure when they set up SSE): `auto`
+    must not pick it even for a unikernel; asked for by name, it is the user's call and honoured."""
+    assert _created_accel(tmp_path, root, kernels, "auto1", {"RUNU_ACCEL": ""}).startswith("tcg")
+    assert _created_accel(tmp_path, root, kernels, "kvm1", {"RUNU_ACCEL": "kvm"}) == "kvm"
 
 
 def test_bad_accel_value_is_refused_and_leaves_nothing(tmp_path, root, kernels):

@@ -11,11 +11,14 @@ Accelerator knob (documented for users):
 - values `kvm`, `tcg` or `auto` (the default). The annotation wins.
 
 `auto` picks KVM when `/dev/kvm` opens read-write and answers
-KVM_GET_API_VERSION with 12 and the guest architecture is the host's; for a
-Linux (bzImage) guest on x86 it additionally needs hardware virtualisation in
-the host CPU flags (vmx/svm), because a paravirtual KVM without them runs
-unikernels but crashes Linux guests. Otherwise TCG. Forcing `kvm` where KVM
-cannot work is an error rather than a silent fallback.
+KVM_GET_API_VERSION with 12, the guest architecture is the host's and, on x86,
+the host CPU flags show hardware virtualisation (vmx/svm); otherwise TCG. A
+paravirtual KVM without those flags runs only the simplest guests: Linux
+guests crash under it, and so do real Unikraft builds (0.16.3 and 0.17.0 stop
+with a KVM emulation failure as soon as they set up SSE; our tiny test kernel,
+which does not, runs). Forcing `kvm` is honoured for a unikernel on such a host
+(the user knows the image) and refused for a Linux guest; forcing it where KVM
+cannot work at all is an error rather than a silent fallback.
 
 Machine knob: annotation `org.unikraft.runu.machine` (`microvm`, `pc` or
 `q35` for x86_64 kernels, `virt` for ARM) overrides the default of
@@ -152,7 +155,7 @@ def choose_accel(annotations: Mapping[str, str] | None, settings: Knobs, kernel:
         if obstacle:
             raise ConfigError("%s asks for kvm but %s; use tcg or auto" % (source, obstacle))
         return "kvm"
-    return "tcg" if obstacle else "kvm"
+    return "tcg" if obstacle or not hwvirt_check() else "kvm"
 
 
 def machine_for(kernel: Kernel, override: str | None = None) -> str:
