@@ -184,22 +184,28 @@ def tiny_bundle(tmp: str, backend: str = "qemu", runu: str | None = None) -> tup
     return bundle, spec
 
 
-def bench_boot(n: int, backend: str = "qemu") -> None:
+def _direct_argv(tmp: str, backend: str = "qemu") -> tuple[str, list[str]]:
+    """The tiny guest's bundle in `tmp`, and the VMM command runu plans for it, to run directly (its files,
+    Firecracker's configuration, written beside it; Firecracker without its API, booting at once)."""
     from mocktainer.unikraft.bundle import plan
 
+    bundle, spec = tiny_bundle(tmp, backend)
+    direct_dir = os.path.join(tmp, "direct")
+    os.makedirs(direct_dir)
+    what = plan(spec, os.path.join(bundle, "rootfs"), dict(os.environ), direct_dir)
+    for name, data in what.files.items():
+        with open(os.path.join(direct_dir, name), "wb") as f:
+            f.write(data)
+    if backend == "firecracker":
+        return bundle, [what.args[0], "--no-api", "--config-file", os.path.join(direct_dir, "firecracker.json"),
+                        "--level", "Error"]
+    return bundle, list(what.args)
+
+
+def bench_boot(n: int, backend: str = "qemu") -> None:
     runu = RUNU
     with tempfile.TemporaryDirectory() as tmp:
-        bundle, spec = tiny_bundle(tmp, backend)
-        direct_dir = os.path.join(tmp, "direct")  # the VMM's files (Firecracker's configuration) for the direct runs
-        os.makedirs(direct_dir)
-        what = plan(spec, os.path.join(bundle, "rootfs"), dict(os.environ), direct_dir)
-        for name, data in what.files.items():
-            with open(os.path.join(direct_dir, name), "wb") as f:
-                f.write(data)
-        direct_argv = what.args
-        if backend == "firecracker":  # no API: the same configuration, from its file, booting at once
-            direct_argv = [what.args[0], "--no-api", "--config-file", os.path.join(direct_dir, "firecracker.json"),
-                           "--level", "Error"]
+        bundle, direct_argv = _direct_argv(tmp, backend)
         via_runu, direct = [], []
         root = os.path.join(tmp, "state")
         for i in range(n):
@@ -216,18 +222,7 @@ def bench_boot(n: int, backend: str = "qemu") -> None:
             os.close(r)
             if not ok:
                 raise SystemExit("no greeting through runu")
-            # The same QEMU command line, started directly.
-            r, w = os.pipe()
-            t = time.perf_counter()
-            p = subprocess.Popen(direct_argv, stdin=subprocess.DEVNULL, stdout=w, stderr=w)
-            os.close(w)
-            ok = wait_for(r, GREETING, time.monotonic() + 30)
-            direct.append((time.perf_counter() - t) * 1000)
-            p.kill()
-            p.wait()
-            os.close(r)
-            if not ok:
-                raise SystemExit(f"no greeting from {backend}")
+            direct.append(_direct_greeting(direct_argv))  # the same VMM command, started directly
         system_reap()
     a, b = median_ms(via_runu), median_ms(direct)
     how = "microvm, TCG" if backend == "qemu" else "Firecracker, KVM"
@@ -539,26 +534,14 @@ def _direct_greeting(argv: list[str]) -> float:
 
 
 def bench_floors(n: int) -> None:
-    from mocktainer.unikraft.bundle import plan
     from mocktainer.unikraft.host import kvm_usable
 
     interp = _interpreter() + ["-c", "import os"]
     runc = shutil.which("runc")
     fc = shutil.which("firecracker") and kvm_usable()
     with tempfile.TemporaryDirectory() as tmp:
-        bundle, spec = tiny_bundle(tmp)
-        what = plan(spec, os.path.join(bundle, "rootfs"), dict(os.environ), os.path.join(tmp, "d"))
-        fc_argv: list[str] = []
-        if fc:
-            fc_bundle, fc_spec = tiny_bundle(os.path.join(tmp, "fc"), "firecracker")
-            fc_dir = os.path.join(tmp, "fcd")
-            os.makedirs(fc_dir)
-            fc_what = plan(fc_spec, os.path.join(fc_bundle, "rootfs"), dict(os.environ), fc_dir)
-            for name, data in fc_what.files.items():
-                with open(os.path.join(fc_dir, name), "wb") as f:
-                    f.write(data)
-            fc_argv = [fc_what.args[0], "--no-api", "--config-file", os.path.join(fc_dir, "firecracker.json"),
-                       "--level", "Error"]
+        _, qemu_argv = _direct_argv(os.path.join(tmp, "qemu"))
+        fc_argv = _direct_argv(os.path.join(tmp, "fc"), "firecracker")[1] if fc else []
         echo = os.path.join(tmp, "echo")
         echo_bundle(echo)
         py, ready, cont, direct, fcd, rs = [], [], [], [], [], []
@@ -566,10 +549,10 @@ def bench_floors(n: int) -> None:
             t = time.perf_counter()
             subprocess.run(interp, check=True)
             py.append((time.perf_counter() - t) * 1000)
-            a, b = _qemu_prepared(list(what.args))
+            a, b = _qemu_prepared(qemu_argv)
             ready.append(a)
             cont.append(b)
-            direct.append(_direct_greeting(list(what.args)))
+            direct.append(_direct_greeting(qemu_argv))
             if fc_argv:
                 fcd.append(_direct_greeting(fc_argv))
             if runc:

@@ -399,9 +399,9 @@ def linux_line(args: list[str], env: "list[str] | tuple[str, ...]" = (),
 
 
 def linux_cmdline(args: list[str], env: list[str] | tuple[str, ...] = (),
-                  defaults: tuple[str, ...] | list[str] = ()) -> str:
-    """The Linux kernel command line for `process.args` and `process.env` (see module doc)."""
-    return _cmdline.render(linux_line(args, env, defaults))
+                  defaults: tuple[str, ...] | list[str] = (), shares: tuple[str, ...] | list[str] = ()) -> str:
+    """The Linux kernel command line for `process.args` and `process.env` (see module doc, `linux_line`)."""
+    return _cmdline.render(linux_line(args, env, defaults, shares))
 
 
 quote = _cmdline.quote

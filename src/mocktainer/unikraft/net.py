@@ -163,14 +163,6 @@ def guest_cmdline(guest: dict[str, Any], params: list[str], vmm: str) -> str:
     return _guest_line(guest, params, vmm)[0]
 
 
-def nic_on_cmdline(guest: dict[str, Any], vmm: str) -> bool:
-    """Whether runu itself announces the NIC on the guest's command line (the backend's `nic_cmdline`; QEMU
-    then builds the machine to match: see qemu.with_nic)."""
-    from mocktainer.unikraft.vmm import backend
-
-    return bool(backend(vmm).nic_cmdline(guest)[0])
-
-
 def _guest_line(guest: dict[str, Any], params: list[str], vmm: str) -> tuple[str, bool]:
     from mocktainer.unikraft import cmdline
     from mocktainer.unikraft.vmm import backend

@@ -150,12 +150,14 @@ def choose_accel(annotations: Mapping[str, str] | None, settings: Knobs, kernel:
     value, source = accel_wanted(annotations, settings)
     if value == "tcg":
         return "tcg"
-    obstacle = kvm_obstacle(kernel, kvm_check, hwvirt_check)
     if value == "kvm":
+        obstacle = kvm_obstacle(kernel, kvm_check, hwvirt_check)
         if obstacle:
             raise ConfigError("%s asks for kvm but %s; use tcg or auto" % (source, obstacle))
         return "kvm"
-    return "tcg" if obstacle or not hwvirt_check() else "kvm"
+    if not hwvirt_check():  # auto: only a KVM with vmx/svm (see module doc)
+        return "tcg"
+    return "tcg" if kvm_obstacle(kernel, kvm_check, lambda: True) else "kvm"
 
 
 def machine_for(kernel: Kernel, override: str | None = None) -> str:

@@ -373,12 +373,6 @@ class TestPlanUnikernel:
             runu_plan({"process": {"args": []}}, str(root), environ)
 
 
-def _render(line):
-    from mocktainer.unikraft import cmdline
-
-    return cmdline.render(line)
-
-
 class TestLinuxCmdline:
     defaults = ("console=ttyS0", "panic=-1")
 
@@ -396,8 +390,8 @@ class TestLinuxCmdline:
 
     def test_the_users_own_mount_word_adds_to_runus_shares(self):
         # runu's share words name devices the VM has: a user's runu.mount= must not drop them
-        line = bundle.linux_line(["runu.mount=mine:/x:rw", "--"], [], self.defaults, ["runu.mount=m0:/data:ro"])
-        assert _render(line) == "console=ttyS0 panic=-1 runu.mount=m0:/data:ro runu.mount=mine:/x:rw"
+        line = bundle.linux_cmdline(["runu.mount=mine:/x:rw", "--"], [], self.defaults, ["runu.mount=m0:/data:ro"])
+        assert line == "console=ttyS0 panic=-1 runu.mount=m0:/data:ro runu.mount=mine:/x:rw"
 
     def test_nothing(self):
         assert bundle.linux_cmdline([], [], self.defaults) == "console=ttyS0 panic=-1"
