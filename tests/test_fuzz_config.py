@@ -17,6 +17,7 @@ import uuid
 import pytest
 
 from conftest import needs_root
+from harness.fs import cgroups_below, remove_cgroups
 from harness.runu import Runtime, spec, write_bundle
 
 from runu.delegate import is_unikernel
@@ -108,23 +109,20 @@ def _mutate(rng: random.Random, config: dict) -> tuple[str, bytes]:
 
 @pytest.fixture
 def cg_top():
-    """A cgroup directory unique to this test that the fuzzed containers are placed below."""
+    """A cgroup directory unique to this test that the fuzzed containers are placed below; removed from
+    every hierarchy afterwards, even when the test fails."""
     top = f"/mtfz-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    yield top
-    for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-        for dirpath, _dirs, _files in sorted(os.walk(base + top), reverse=True):
-            try:
-                os.rmdir(dirpath)
-            except OSError:
-                pass
+    try:
+        yield top
+    finally:
+        left = remove_cgroups(top, kill=True)
+        assert not left, f"cgroups still in use: {left}"
 
 
 def _cgroup_dirs(top: str) -> list[str]:
-    found = []
-    for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-        for dirpath, dirs, _files in os.walk(base + top):
-            found += [os.path.join(dirpath, d) for d in dirs]
-    return found
+    """The cgroups below `top` (the containers') in every mounted hierarchy: a create that failed, or a delete,
+    must leave none in any of them, whichever it joined."""
+    return [d for d in cgroups_below(top) if not d.endswith(top)]
 
 
 def _unikernel_base(rt: Runtime, tmp) -> tuple[dict, str]:

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from conftest import needs_root, vmm_of
+from harness.fs import cgroups_below, remove_cgroups
 from harness.runu import BACKENDS, Runtime, assert_error, log_lines, spec, wait_for, write_bundle
 
 from harness.images import KEEP, unikernel_bundle
@@ -220,26 +221,25 @@ def pids_cgroup(pid: int) -> str:
 
 @pytest.fixture
 def foreign_cgroup():
-    """A cgroup of someone else's (`/mt-foreign-N/leaf`) holding a sleeping process; removed afterwards."""
+    """A cgroup of someone else's (`/mt-foreign-N/leaf`) holding a sleeping process.
+
+    Afterwards `/mt-foreign-N` goes from every hierarchy, with any process left in it, even when the test
+    fails: a runtime that takes the cgroup for its own (crun, runu's delegate, joins it, making the path
+    in every hierarchy, and its delete leaves `/mt-foreign-N` there) must not leave it behind either."""
     base = _v2() or "/sys/fs/cgroup/pids"
-    top = os.path.join(base, f"mt-foreign-{os.getpid()}")
-    leaf = os.path.join(top, "leaf")
+    name = f"mt-foreign-{os.getpid()}"
+    leaf = os.path.join(base, name, "leaf")
     os.makedirs(leaf)
     p = subprocess.Popen(["sleep", "60"])
-    with open(os.path.join(leaf, "cgroup.procs"), "w") as f:
-        f.write(str(p.pid))
-    yield "/" + os.path.basename(top), p
-    p.kill()
-    p.wait()
-    for d in (leaf, top):
-        for _ in range(50):
-            try:
-                os.rmdir(d)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.05)
+    try:
+        with open(os.path.join(leaf, "cgroup.procs"), "w") as f:
+            f.write(str(p.pid))
+        yield "/" + name, p
+    finally:
+        p.kill()
+        p.wait()
+        left = remove_cgroups(name, kill=True)
+        assert not left, f"cgroups still in use: {left}"
 
 
 @pytest.mark.parametrize("where", ["ancestor", "busy"])
@@ -255,6 +255,8 @@ def test_cgroups_path_over_someone_elses_cgroup_is_refused(tmp_path, rt, foreign
     with open(os.path.join(base, top.lstrip("/"), "pids.max")) as f:
         assert f.read() == before  # no limit landed on it
     assert p.poll() is None and os.path.isdir(os.path.join(base, top.lstrip("/"), "leaf"))
+    theirs = os.path.join(base, top.lstrip("/"))
+    assert cgroups_below(top) == [theirs, theirs + "/leaf"]  # nothing made in any other hierarchy either
     nothing_left(rt, "cg", ignore=[p.pid])
 
 

@@ -235,8 +235,26 @@ class Containerd:
 
     def stop(self) -> None:
         """Stop containerd and undo everything it left: tasks, shims (and their children),
-        mounts, shim sockets, cgroups, the temporary directory.  Safe to call twice."""
+        mounts, shim sockets, cgroups, the temporary directory.  Safe to call twice.
+
+        The cgroups go even when an earlier step raises: the runtime makes ``/<namespace>/<id>`` in
+        each hierarchy it joins and its delete removes only ``<id>``; ``/<namespace>`` is ours."""
         problems = []
+        try:
+            self._stop_processes(problems)
+        finally:
+            for ns in self._namespaces:
+                left = remove_cgroups(ns)
+                if left:
+                    problems.append(f"cgroups still in use: {left}")
+        reap_zombies()
+        if self._own_base and not problems:
+            remove_tree(self.base)
+        if problems:
+            raise HarnessError("containerd cleanup incomplete: " + "; ".join(problems))
+
+    def _stop_processes(self, problems: list[str]) -> None:
+        """Tasks, containerd, shims and their children, shim sockets, mounts; what failed goes to ``problems``."""
         if self.proc is not None and self.proc.poll() is None:
             try:
                 self._remove_all_tasks()
@@ -262,15 +280,6 @@ class Containerd:
             left = unmount_under(self.base)
             if left:
                 problems.append(f"still mounted: {left}")
-        for ns in self._namespaces:
-            left = remove_cgroups(ns)
-            if left:
-                problems.append(f"cgroups still in use: {left}")
-        reap_zombies()
-        if self._own_base and not problems:
-            remove_tree(self.base)
-        if problems:
-            raise HarnessError("containerd cleanup incomplete: " + "; ".join(problems))
 
     def _remove_all_tasks(self) -> None:
         for ns in self.ctr("namespaces", "ls", "-q", timeout=10).stdout.split():

@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import shutil
+import signal
 import time
 
 from mocktainer import system
@@ -62,28 +63,68 @@ def remove_tree(path: str | os.PathLike) -> None:
         shutil.rmtree(path)
 
 
-def remove_cgroups(relative: str) -> list[str]:
-    """rmdir ``/sys/fs/cgroup[/<controller>]/<relative>`` bottom-up (empty cgroups only).
+def cgroup_hierarchies() -> list[str]:
+    """The mount point of every cgroup (v1) and cgroup2 hierarchy in this mount namespace, from
+    /proc/self/mountinfo: on a hybrid host a test's cgroup may be in any of them, not only the
+    ones runu joins (runc and crun make theirs in every v1 hierarchy)."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            fstype = fields[fields.index("-") + 1]
+            if fstype in ("cgroup", "cgroup2"):
+                found.append(_unescape_mount(fields[4]))
+    return list(dict.fromkeys(found))
 
-    Returns the cgroup directories that could not be removed (still have tasks).
-    """
+
+def _cgroup_tops(relative: str) -> list[str]:
+    """``<hierarchy>/<relative>`` in every hierarchy where it is a directory."""
     relative = relative.strip("/")
     if not relative or ".." in relative.split("/"):
         raise ValueError(f"bad cgroup path {relative!r}")
-    roots = ["/sys/fs/cgroup"]
+    return [top for top in (os.path.join(h, relative) for h in cgroup_hierarchies()) if os.path.isdir(top)]
+
+
+def cgroups_below(relative: str) -> list[str]:
+    """The cgroup directories ``relative`` (a path below the hierarchies' roots) and everything below it
+    in every mounted hierarchy."""
+    found = []
+    for top in _cgroup_tops(relative):
+        found += [dirpath for dirpath, _dirs, _files in os.walk(top)]
+    return sorted(found)
+
+
+def _cgroup_pids(path: str) -> list[int]:
     try:
-        roots += [os.path.join("/sys/fs/cgroup", d) for d in os.listdir("/sys/fs/cgroup")]
-    except OSError:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            return [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
         return []
-    left = []
-    for root in roots:
-        top = os.path.join(root, relative)
-        if not os.path.isdir(top) or os.path.islink(root):
-            continue
-        for dirpath, _dirs, _files in os.walk(top, topdown=False):
-            try:
-                os.rmdir(dirpath)
-            except OSError as e:
-                if e.errno != errno.ENOENT:
-                    left.append(dirpath)
-    return left
+
+
+def remove_cgroups(relative: str, *, kill: bool = False, timeout: float = 2.0) -> list[str]:
+    """rmdir the cgroup ``relative`` and everything below it, bottom-up, in every mounted hierarchy.
+
+    A cgroup still busy (tasks exiting after a SIGKILL) is retried until ``timeout``; with ``kill``,
+    the processes in them are SIGKILLed first (a test's own, say a delegate's init it left).
+    Returns the cgroup directories that could not be removed.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for top in _cgroup_tops(relative):
+            for dirpath, _dirs, _files in os.walk(top, topdown=False):
+                if kill:
+                    for pid in _cgroup_pids(dirpath):
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                try:
+                    os.rmdir(dirpath)
+                except OSError as e:
+                    if e.errno != errno.ENOENT:
+                        left.append(dirpath)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)
