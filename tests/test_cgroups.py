@@ -22,6 +22,7 @@ from mocktainer import cgroups, configs, specconv
 from mocktainer.cgroups import Host, Limits, cgroup_mode, inner_path, parse_mountinfo, parse_proc_cgroup
 
 from conftest import SRC, needs_root
+from harness.fs import remove_cgroup_dirs
 from harness.runu import RUNU_LIBRARY, Runtime, alive, spec, wait_exit, wait_for, write_bundle
 
 # ---- cgroupsPath: cgroupfs -------------------------------------------------------------------
@@ -402,37 +403,13 @@ class Cg:
             places = set(self.dirs(top).values())
             if top.startswith("/"):
                 places |= {os.path.join(m.mountpoint, top[1:]) for m in host.mounts}
-            for place in places:
-                _kill_and_remove(place)
+            remove_cgroup_dirs(sorted(places), kill=True, timeout=1.0)
         for parent in self.prune:
             for m in host.mounts:
                 try:
                     os.rmdir(os.path.join(m.mountpoint, parent.lstrip("/")))
                 except OSError:
                     pass
-
-
-def _kill_and_remove(top: str) -> None:
-    if not os.path.isdir(top):
-        return
-    for dirpath, _dirs, _files in os.walk(top, topdown=False):
-        for _ in range(50):
-            try:
-                pids = cgroups.read_pids(dirpath)
-            except OSError:
-                pids = []
-            for p in pids:
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            try:
-                os.rmdir(dirpath)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.02)
 
 
 @pytest.fixture

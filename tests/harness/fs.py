@@ -103,7 +103,13 @@ def _cgroup_pids(path: str) -> list[int]:
 
 
 def remove_cgroups(relative: str, *, kill: bool = False, timeout: float = 2.0) -> list[str]:
-    """rmdir the cgroup ``relative`` and everything below it, bottom-up, in every mounted hierarchy.
+    """rmdir the cgroup ``relative`` and everything below it, bottom-up, in every mounted hierarchy
+    (see remove_cgroup_dirs). Returns the cgroup directories that could not be removed."""
+    return remove_cgroup_dirs(_cgroup_tops(relative), kill=kill, timeout=timeout)
+
+
+def remove_cgroup_dirs(tops: list[str], *, kill: bool = False, timeout: float = 2.0) -> list[str]:
+    """rmdir each cgroup directory in ``tops`` and everything below it, bottom-up.
 
     A cgroup still busy (tasks exiting after a SIGKILL) is retried until ``timeout``; with ``kill``,
     the processes in them are SIGKILLed first (a test's own, say a delegate's init it left).
@@ -112,7 +118,7 @@ def remove_cgroups(relative: str, *, kill: bool = False, timeout: float = 2.0) -
     deadline = time.monotonic() + timeout
     while True:
         left = []
-        for top in _cgroup_tops(relative):
+        for top in tops:
             for dirpath, _dirs, _files in os.walk(top, topdown=False):
                 if kill:
                     for pid in _cgroup_pids(dirpath):

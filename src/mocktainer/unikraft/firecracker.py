@@ -320,15 +320,15 @@ def api_args(control_dir: str | None) -> list[str]:
 
 # The network device the guest network (net.py) makes for Firecracker: a tap joined to the link by tc.
 NIC_DEVICE = "tap"
+IFACE_ID = "eth0"
+# How often the supervisor tries the API socket while Firecracker starts.
+_CONNECT_EVERY = 0.002
 
 
 def nic_cmdline(guest: Mapping[str, Any]) -> tuple[list[str], bool]:
     """(the parameters runu puts on the guest's command line for its NIC: none, whether Firecracker appends one
     of its own: its `virtio_mmio.device=`, before the line's `--`, for a Unikraft guest; see cmdline.render)."""
     return [], not (guest.get("line") or {}).get("linux")
-IFACE_ID = "eth0"
-# How often the supervisor tries the API socket while Firecracker starts.
-_CONNECT_EVERY = 0.002
 
 
 def boot_source(config: VMConfig, nic: Nic | None = None) -> BootSource:

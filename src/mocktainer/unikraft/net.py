@@ -301,12 +301,6 @@ def _open_macvtap(nic: str, ifindex: int, state_dir: str) -> int:
     return fd
 
 
-def _make_tap(name: str) -> None:
-    from mocktainer import system
-
-    system.make_persistent_tap(name)
-
-
 def _redirect(ipr: Any, src: int, dst: int) -> None:
     """Everything arriving on `src` leaves through `dst`."""
     ipr.tc("add-filter", "u32", src, parent=TC_INGRESS, protocol=ETH_P_ALL, prio=1, target=0x10001,
@@ -399,8 +393,10 @@ def attach(instr: dict[str, Any]) -> Nic | None:
                 ipr.link("set", index=idx, state="up")
                 fd = _open_macvtap(NIC, idx, state_dir)
             elif device == "tap":
+                from mocktainer import system
+
                 try:
-                    _make_tap(NIC)
+                    system.make_persistent_tap(NIC)
                 except OSError as e:
                     raise GuestNetError(f"cannot create the tap device {NIC}: {e.strerror}") from None
                 idx = _lookup(ipr, NIC)

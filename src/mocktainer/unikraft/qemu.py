@@ -662,7 +662,12 @@ def nic_cmdline(guest: Mapping[str, Any]) -> tuple[list[str], bool]:
     if guest.get("machine") == "microvm" and not (guest.get("line") or {}).get("linux"):
         return [MICROVM_NIC_PARAM], False
     return [], False
+
+
+# The monitor on which the supervisor drives the paused QEMU (`Session`).
 SUPERVISOR_MONITOR = "runu-sv"
+
+
 def with_nic(args: Sequence[str], nic: Nic, fd: int) -> list[str]:
     """QEMU's argv with the guest network: its -append replaced by the command line rendered again with the
     network's parameters (`nic.cmdline`, net.guest_cmdline), microvm without ACPI when the NIC is announced on

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from harness.netlink import FakeIPRoute
+from mocktainer import system
 from mocktainer.unikraft import net
 
 
@@ -153,7 +154,7 @@ def test_tap_refused(tmp_path, netns, monkeypatch):
 
     def no_tun(name):
         raise OSError(errno.EPERM, "Operation not permitted")
-    monkeypatch.setattr(net, "_make_tap", no_tun)
+    monkeypatch.setattr(system, "make_persistent_tap", no_tun)
     with pytest.raises(net.GuestNetError, match=f"cannot create the tap device {net.NIC}: Operation not permitted"):
         net.attach(instr(tmp_path, "tap", "firecracker"))
     untouched(ipr)
@@ -162,7 +163,7 @@ def test_tap_refused(tmp_path, netns, monkeypatch):
 
 def test_tap_redirect_refused_removes_the_tap(tmp_path, netns, monkeypatch):
     ipr = netns(FakeIPRoute.with_uplink({"tc add-filter": OSError(errno.EPERM, "Operation not permitted")}))
-    monkeypatch.setattr(net, "_make_tap", lambda name: ipr.add_link(name, kind="tun"))
+    monkeypatch.setattr(system, "make_persistent_tap", lambda name: ipr.add_link(name, kind="tun"))
     with pytest.raises(net.GuestNetError, match="guest network on eth0: .*Operation not permitted"):
         net.attach(instr(tmp_path, "tap", "firecracker"))
     untouched(ipr)
